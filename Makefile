@@ -1,0 +1,48 @@
+# pitstop: `make demo` runs the end-to-end demo, `make test` the whole test suite.
+# Both create .venv, install pinned dependencies (constraints.txt) and build the
+# extension in release mode (one build serves tests, demo and benchmarks).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PIP_CONSTRAINT := $(abspath constraints.txt)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help dev demo test test-rust test-python lint bench bench-rust clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+$(VENV)/.deps: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q maturin pytest hypothesis pyarrow numpy pandas polars duckdb lmdb
+	touch $@
+
+dev: $(VENV)/.deps ## build the extension (release) into .venv
+	$(VENV)/bin/maturin develop --release --quiet
+
+demo: dev ## run the end-to-end demo on an embedded store
+	$(PY) -m pitstop demo
+
+test: test-rust test-python ## run the whole test suite (cargo test + pytest)
+
+test-rust: ## Rust unit tests of the kernels (no Python involved)
+	cargo test --quiet
+
+test-python: dev ## pytest, hypothesis included
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.deps ## rustfmt, clippy
+	cargo fmt --check
+	cargo clippy --quiet --features python --all-targets -- -D warnings
+
+bench: dev ## benchmark harness against peers (size S)
+	$(PY) -m benches.pit --size S
+
+bench-rust: ## criterion benches of the kernels
+	cargo bench --bench join
+
+clean: ## remove build outputs and the virtual environment
+	rm -rf target $(VENV)

@@ -1,0 +1,15 @@
+"""pitstop: an embedded feature store with a Rust core.
+
+Point-in-time-correct training data (:func:`pit_join`) and, built on it, feature
+groups, feature views, an LMDB online store, a model registry and ONNX inference, all
+in one directory and inside your own processes.
+"""
+
+from __future__ import annotations
+
+from . import errors
+from ._core import __version__
+from .errors import PitstopError
+from .join import pit_join
+
+__all__ = ["__version__", "errors", "PitstopError", "pit_join"]
