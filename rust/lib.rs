@@ -6,6 +6,7 @@
 pub mod error;
 pub mod join;
 pub mod table;
+pub mod trace;
 
 #[cfg(feature = "python")]
 mod py;

@@ -78,9 +78,15 @@ pub fn assemble(
     let mut start = 0;
     for batch in &spec.spine.batches {
         let n = batch.num_rows();
+        let picks: Vec<Picks> = spec
+            .features
+            .par_iter()
+            .zip(&matches.rows)
+            .map(|(f, rows)| Picks::new(f, &rows[start..start + n]))
+            .collect();
         let gathered: Vec<ArrayRef> = tasks
             .par_iter()
-            .map(|&(j, c)| gather(&spec.features[j], c, &matches.rows[j][start..start + n]))
+            .map(|&(j, c)| picks[j].gather(&spec.features[j], c, n))
             .collect::<Result<_>>()?;
         let mut columns = batch.columns().to_vec();
         columns.extend(gathered);
@@ -90,47 +96,68 @@ pub fn assemble(
     Ok(out)
 }
 
-/// Column `c` of feature table `f` at `rows` (NO_ROW gives null).
-fn gather(f: &FeatureSpec, c: usize, rows: &[u32]) -> Result<ArrayRef> {
-    let batches = &f.table.batches;
-    let dtype = f.table.schema.field(c).data_type();
-    if rows.iter().all(|&r| r == NO_ROW) {
-        return Ok(new_null_array(dtype, rows.len()));
-    }
-    if batches.len() == 1 {
-        let values: ScalarBuffer<u32> = rows
+/// Which rows of one feature table a spine batch takes, in the form its gather needs;
+/// built once per (spine batch, table) and shared by the table's columns.
+enum Picks {
+    /// Nothing matched: every column is all null.
+    None,
+    /// The table is one batch: `take` indices, null where nothing matched.
+    Take(UInt32Array),
+    /// Several batches: `interleave` pairs (batch, row); batch `len` is a null row.
+    Interleave(Vec<(usize, usize)>),
+}
+
+impl Picks {
+    fn new(f: &FeatureSpec, rows: &[u32]) -> Picks {
+        let batches = &f.table.batches;
+        if rows.iter().all(|&r| r == NO_ROW) {
+            return Picks::None;
+        }
+        if batches.len() == 1 {
+            let values: ScalarBuffer<u32> = rows
+                .iter()
+                .map(|&r| if r == NO_ROW { 0 } else { r })
+                .collect();
+            let nulls = NullBuffer::from_iter(rows.iter().map(|&r| r != NO_ROW));
+            return Picks::Take(UInt32Array::new(
+                values,
+                Some(nulls).filter(|n| n.null_count() > 0),
+            ));
+        }
+        let mut starts = Vec::with_capacity(batches.len());
+        let mut total = 0usize;
+        for b in batches {
+            starts.push(total);
+            total += b.num_rows();
+        }
+        let pairs = rows
             .iter()
-            .map(|&r| if r == NO_ROW { 0 } else { r })
+            .map(|&r| {
+                if r == NO_ROW {
+                    return (batches.len(), 0);
+                }
+                let r = r as usize;
+                let b = starts.partition_point(|&s| s <= r) - 1;
+                (b, r - starts[b])
+            })
             .collect();
-        let nulls = NullBuffer::from_iter(rows.iter().map(|&r| r != NO_ROW));
-        let indices = UInt32Array::new(values, Some(nulls).filter(|n| n.null_count() > 0));
-        return Ok(arrow_select::take::take(
-            batches[0].column(c).as_ref(),
-            &indices,
-            None,
-        )?);
+        Picks::Interleave(pairs)
     }
-    // Several batches: interleave, with a one-row null array for the misses.
-    let null = new_null_array(dtype, 1);
-    let mut sources: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
-    sources.push(null.as_ref());
-    let mut starts = Vec::with_capacity(batches.len() + 1);
-    let mut total = 0usize;
-    for b in batches {
-        starts.push(total);
-        total += b.num_rows();
-    }
-    let null_source = batches.len();
-    let pairs: Vec<(usize, usize)> = rows
-        .iter()
-        .map(|&r| {
-            if r == NO_ROW {
-                return (null_source, 0);
+
+    /// Column `c` of feature table `f` at these picks (`n` rows).
+    fn gather(&self, f: &FeatureSpec, c: usize, n: usize) -> Result<ArrayRef> {
+        let batches = &f.table.batches;
+        let dtype = f.table.schema.field(c).data_type();
+        Ok(match self {
+            Picks::None => new_null_array(dtype, n),
+            Picks::Take(indices) => arrow_select::take::take(batches[0].column(c), indices, None)?,
+            Picks::Interleave(pairs) => {
+                let null = new_null_array(dtype, 1);
+                let mut sources: Vec<&dyn Array> =
+                    batches.iter().map(|b| b.column(c).as_ref()).collect();
+                sources.push(null.as_ref());
+                arrow_select::interleave::interleave(&sources, pairs)?
             }
-            let r = r as usize;
-            let b = starts.partition_point(|&s| s <= r) - 1;
-            (b, r - starts[b])
         })
-        .collect();
-    Ok(arrow_select::interleave::interleave(&sources, &pairs)?)
+    }
 }

@@ -17,7 +17,7 @@
 //! grow with the number of rows per key, and only when many of a key's values were
 //! backfilled after the spine time.
 //!
-//! Cost: memory 16 bytes per feature row plus 4 per key, time `O(n log m)` for `n`
+//! Cost: memory 24 bytes per feature row plus 4 per key, time `O(n log m)` for `n`
 //! spine rows and `m` rows per key; both phases are parallel and deterministic (the
 //! result never depends on the thread count: each output slot is written once from a
 //! pure function of the inputs).
@@ -40,16 +40,22 @@ pub struct Params {
     pub knowledge_time: bool,
 }
 
+/// One feature row as the probe sees it: its times next to its index, so a binary
+/// search and the winner's index come from the same cache lines.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    e: i64,
+    /// Created time (0 when the table has none).
+    c: i64,
+    row: u32,
+}
+
 /// One feature table's rows grouped by key and ordered for binary search.
 pub struct SortedFeatures {
-    /// Key `k`'s rows are `rows[offsets[k]..offsets[k + 1]]`.
+    /// Key `k`'s rows are `entries[offsets[k]..offsets[k + 1]]`.
     offsets: Vec<u32>,
-    /// Feature row indices, sorted by (key id, event time, created time, row index).
-    rows: Vec<u32>,
-    /// `e[i]` is the event time of `rows[i]` (copied next to it for the binary search).
-    e: Vec<i64>,
-    /// `c[i]` is the created time of `rows[i]`, when created times were given.
-    c: Option<Vec<i64>>,
+    /// Sorted by (key id, event time, created time, row index).
+    entries: Vec<Entry>,
 }
 
 /// Groups and orders feature rows; `key_ids[r]` is row `r`'s key id (NO_KEY rows are
@@ -69,91 +75,130 @@ pub fn sort_features(
     for k in 0..n_keys {
         offsets[k + 1] += offsets[k];
     }
+    // Counting sort: one sequential pass over the inputs, stable, so each key's run
+    // is in input (row) order.
     let mut next = offsets[..n_keys].to_vec();
-    let mut rows = vec![0u32; offsets[n_keys] as usize];
+    let blank = Entry { e: 0, c: 0, row: 0 };
+    let mut entries = vec![blank; offsets[n_keys] as usize];
     for (r, &k) in key_ids.iter().enumerate() {
         if k != NO_KEY {
-            rows[next[k as usize] as usize] = r as u32;
-            next[k as usize] += 1;
+            let slot = &mut next[k as usize];
+            let c = c.map_or(0, |c| c[r]);
+            entries[*slot as usize] = Entry {
+                e: e[r],
+                c,
+                row: r as u32,
+            };
+            *slot += 1;
         }
     }
     drop(next);
 
-    // Each key's run, in input order now; a stable sort by (e, c) makes it (e, c, row).
-    let mut runs: Vec<&mut [u32]> = Vec::new();
-    let mut rest: &mut [u32] = &mut rows;
+    // A stable sort of each run by (e, c) makes it (e, c, row).
+    let mut runs: Vec<&mut [Entry]> = Vec::new();
+    let mut rest: &mut [Entry] = &mut entries;
     for k in 0..n_keys {
         let len = (offsets[k + 1] - offsets[k]) as usize;
         let (run, tail) = rest.split_at_mut(len);
         rest = tail;
-        if len > 1 {
+        if len > 1 && !run.is_sorted_by_key(|x| (x.e, x.c)) {
             runs.push(run);
         }
     }
-    runs.par_iter_mut().for_each(|run| match c {
-        Some(c) => run.sort_by_key(|&r| (e[r as usize], c[r as usize])),
-        None => run.sort_by_key(|&r| e[r as usize]),
-    });
+    runs.par_iter_mut()
+        .for_each(|run| run.sort_by_key(|x| (x.e, x.c)));
+    SortedFeatures { offsets, entries }
+}
 
-    let sorted_e = rows.par_iter().map(|&r| e[r as usize]).collect();
-    let sorted_c = c.map(|c| rows.par_iter().map(|&r| c[r as usize]).collect());
-    SortedFeatures {
-        offsets,
-        rows,
-        e: sorted_e,
-        c: sorted_c,
+/// The spine's rows grouped by key id, so that probing walks each feature table's
+/// runs in order instead of jumping around memory (built once, shared by every feature
+/// table joined on the same keys). Rows with a null key or time are left out: they
+/// match nothing.
+pub struct SortedSpine {
+    /// Sorted by (key id, row index).
+    entries: Vec<SpineEntry>,
+    /// Number of spine rows (the length of a probe's output).
+    len: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SpineEntry {
+    t: i64,
+    key: u32,
+    row: u32,
+}
+
+/// Groups the spine's rows by key id (a stable counting sort); `ids[i]` is row `i`'s
+/// key id and `t(i)` its time (None when null).
+pub fn sort_spine(ids: &[u32], n_keys: usize, t: impl Fn(usize) -> Option<i64>) -> SortedSpine {
+    let live = |i: usize| ids[i] != NO_KEY && t(i).is_some();
+    let mut next = vec![0u32; n_keys + 1];
+    for i in (0..ids.len()).filter(|&i| live(i)) {
+        next[ids[i] as usize + 1] += 1;
+    }
+    for k in 0..n_keys {
+        next[k + 1] += next[k];
+    }
+    let blank = SpineEntry {
+        t: 0,
+        key: 0,
+        row: 0,
+    };
+    let mut entries = vec![blank; next[n_keys] as usize];
+    for i in 0..ids.len() {
+        if let (true, Some(t)) = (ids[i] != NO_KEY, t(i)) {
+            let slot = &mut next[ids[i] as usize];
+            entries[*slot as usize] = SpineEntry {
+                t,
+                key: ids[i],
+                row: i as u32,
+            };
+            *slot += 1;
+        }
+    }
+    SortedSpine {
+        entries,
+        len: ids.len(),
     }
 }
 
-/// For spine row `i` (key id `ids[i]`, time `t(i)`, None when null) the winning
-/// feature row, or NO_ROW.
-pub fn probe(
-    sorted: &SortedFeatures,
-    ids: &[u32],
-    t: impl Fn(usize) -> Option<i64> + Sync,
-    p: Params,
-) -> Vec<u32> {
-    assert!(
-        !p.knowledge_time || sorted.c.is_some(),
-        "knowledge time needs created times"
-    );
-    let mut out = vec![NO_ROW; ids.len()];
-    out.par_chunks_mut(BLOCK).enumerate().for_each(|(b, dst)| {
-        for (j, slot) in dst.iter_mut().enumerate() {
-            let i = b * BLOCK + j;
-            let k = ids[i];
-            if k == NO_KEY {
-                continue;
+/// For every spine row the winning feature row, or NO_ROW.
+pub fn probe(sorted: &SortedFeatures, spine: &SortedSpine, p: Params) -> Vec<u32> {
+    let mut found = vec![NO_ROW; spine.entries.len()];
+    found
+        .par_chunks_mut(BLOCK)
+        .enumerate()
+        .for_each(|(b, dst)| {
+            let src = &spine.entries[b * BLOCK..b * BLOCK + dst.len()];
+            for (slot, x) in dst.iter_mut().zip(src) {
+                *slot = winner(sorted, x.key as usize, x.t, p);
             }
-            if let Some(t) = t(i) {
-                *slot = winner(sorted, k as usize, t, p);
-            }
-        }
-    });
+        });
+    let mut out = vec![NO_ROW; spine.len];
+    for (x, &r) in spine.entries.iter().zip(&found) {
+        out[x.row as usize] = r;
+    }
     out
 }
 
 fn winner(s: &SortedFeatures, k: usize, t: i64, p: Params) -> u32 {
-    let (lo, hi) = (s.offsets[k] as usize, s.offsets[k + 1] as usize);
-    let es = &s.e[lo..hi];
+    let run = &s.entries[s.offsets[k] as usize..s.offsets[k + 1] as usize];
     let mut j = if p.allow_exact_matches {
-        es.partition_point(|&e| e <= t)
+        run.partition_point(|x| x.e <= t)
     } else {
-        es.partition_point(|&e| e < t)
+        run.partition_point(|x| x.e < t)
     };
     let floor = p.ttl.map(|ttl| t.saturating_sub(ttl));
     while j > 0 {
         j -= 1;
-        if floor.is_some_and(|f| es[j] < f) {
+        let x = run[j];
+        if floor.is_some_and(|f| x.e < f) {
             return NO_ROW;
         }
-        if p.knowledge_time {
-            let c = s.c.as_ref().expect("checked in probe");
-            if c[lo + j] > t {
-                continue;
-            }
+        if p.knowledge_time && x.c > t {
+            continue;
         }
-        return s.rows[lo + j];
+        return x.row;
     }
     NO_ROW
 }
@@ -223,7 +268,8 @@ mod tests {
             let spine_keys: Vec<u32> = (0..n_keys as u32).chain([NO_KEY]).collect();
             for &k in &spine_keys {
                 for t in -1..8 {
-                    let got = probe(&sorted, &[k], |_| Some(t), p)[0];
+                    let spine = sort_spine(&[k], n_keys, |_| Some(t));
+                    let got = probe(&sorted, &spine, p)[0];
                     assert_eq!(got, naive(&key, &e, cs, k, t, p), "k={k} t={t} {p:?}");
                 }
             }
@@ -238,10 +284,10 @@ mod tests {
             ttl: None,
             knowledge_time: false,
         };
-        assert_eq!(
-            probe(&sorted, &[0, 0], |i| (i == 1).then_some(5), p),
-            vec![NO_ROW, 1]
-        );
+        let spine = sort_spine(&[0, 0, NO_KEY], 1, |i| (i == 1).then_some(5));
+        assert_eq!(probe(&sorted, &spine, p), vec![NO_ROW, 1, NO_ROW]);
+        let spine = sort_spine(&[0], 1, |_| Some(i64::MIN));
+        assert_eq!(probe(&sorted, &spine, p), vec![NO_ROW]);
     }
 
     #[test]
@@ -252,11 +298,12 @@ mod tests {
             knowledge_time: false,
         };
         let sorted = sort_features(&[0], 1, &[0], None);
-        assert_eq!(probe(&sorted, &[0], |_| Some(i64::MAX), p), vec![0]);
+        let at = |t: i64| sort_spine(&[0], 1, move |_| Some(t));
+        assert_eq!(probe(&sorted, &at(i64::MAX), p), vec![0]);
         // t - ttl is below i64::MIN: every earlier row is within the TTL
         let sorted = sort_features(&[0], 1, &[i64::MIN], None);
         let p = Params { ttl: Some(5), ..p };
-        assert_eq!(probe(&sorted, &[0], |_| Some(i64::MIN + 1), p), vec![0]);
-        assert_eq!(probe(&sorted, &[0], |_| Some(i64::MAX), p), vec![NO_ROW]);
+        assert_eq!(probe(&sorted, &at(i64::MIN + 1), p), vec![0]);
+        assert_eq!(probe(&sorted, &at(i64::MAX), p), vec![NO_ROW]);
     }
 }

@@ -67,6 +67,6 @@ pub fn pit_join(spec: &JoinSpec) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let plan = plan::Plan::new(spec)?;
     let schema = gather::output_schema(spec)?;
     let matches = plan.matches()?;
-    let batches = gather::assemble(spec, &schema, &matches)?;
+    let batches = crate::trace::phase("gather", || gather::assemble(spec, &schema, &matches))?;
     Ok((schema, batches))
 }

@@ -2,13 +2,15 @@
 //! any heavy work, then each feature table is keyed, sorted and probed.
 
 use arrow_schema::TimeUnit;
+use rayon::prelude::*;
 
-use super::kernel::{self, Params};
+use super::kernel::{self, Params, SortedSpine};
 use super::keys::KeyDict;
-use super::time::{self, Times};
+use super::time;
 use super::{FeatureSpec, JoinSpec};
 use crate::error::{Error, Result};
 use crate::table::Column;
+use crate::trace::phase;
 
 /// The row index each feature table contributes to each spine row.
 pub struct Matches {
@@ -55,50 +57,66 @@ impl<'s> Plan<'s> {
     }
 
     pub fn matches(&self) -> Result<Matches> {
-        let spine_t = time::to_unit(&self.spine_time, "spine_time", self.unit)?;
-        // One key dictionary per distinct set of spine key columns, shared by tables.
-        let mut dicts: Vec<(Vec<String>, KeyDict)> = Vec::new();
-        let mut rows = Vec::with_capacity(self.tables.len());
+        let spine_t = phase("spine times", || {
+            time::to_unit(&self.spine_time, "spine_time", self.unit)
+        })?;
+        // One key dictionary (and spine grouping) per distinct set of spine key
+        // columns, shared by the tables joined on it.
+        let mut dicts: Vec<(&[String], KeyDict, SortedSpine)> = Vec::new();
         for (tp, f) in self.tables.iter().zip(&self.spec.features) {
-            if !dicts.iter().any(|(names, _)| *names == f.spine_keys) {
-                dicts.push((f.spine_keys.clone(), KeyDict::build(&tp.spine_keys)?));
-            }
-            let dict = &dicts
+            if !dicts
                 .iter()
-                .find(|(names, _)| *names == f.spine_keys)
-                .unwrap()
-                .1;
-            rows.push(self.match_table(tp, dict, &spine_t)?);
+                .any(|(names, ..)| *names == f.spine_keys.as_slice())
+            {
+                let dict = phase("spine keys", || KeyDict::build(&tp.spine_keys))?;
+                let sorted = phase("spine sort", || {
+                    kernel::sort_spine(&dict.ids, dict.n_keys, |i| spine_t.get(i))
+                });
+                dicts.push((&f.spine_keys, dict, sorted));
+            }
         }
+        // The tables are independent: match them concurrently (each phase is parallel
+        // inside too; this keeps both cores busy through the serial parts).
+        let rows = self
+            .tables
+            .par_iter()
+            .zip(&self.spec.features)
+            .map(|(tp, f)| {
+                let (_, dict, spine) = dicts
+                    .iter()
+                    .find(|(names, ..)| *names == f.spine_keys.as_slice())
+                    .expect("built above");
+                self.match_table(tp, dict, spine)
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Matches { rows })
     }
 
-    fn match_table(&self, tp: &TablePlan, dict: &KeyDict, spine_t: &Times) -> Result<Vec<u32>> {
-        let key_ids = dict.lookup(&tp.keys);
-        let e = time::to_unit(&tp.time, "feature_time", self.unit)?;
+    fn match_table(&self, tp: &TablePlan, dict: &KeyDict, spine: &SortedSpine) -> Result<Vec<u32>> {
+        let key_ids = phase("feature keys", || dict.lookup(&tp.keys));
+        let e = phase("feature times", || {
+            time::to_unit(&tp.time, "feature_time", self.unit)
+        })?;
         let c = tp
             .created
             .as_ref()
             .map(|c| time::to_unit(c, "created_time", self.unit));
         let c = c.transpose()?;
-        let sorted = kernel::sort_features(
-            &key_ids,
-            dict.n_keys,
-            &e.values,
-            c.as_ref().map(|c| c.values.as_slice()),
-        );
+        let sorted = phase("sort", || {
+            kernel::sort_features(
+                &key_ids,
+                dict.n_keys,
+                &e.values,
+                c.as_ref().map(|c| c.values.as_slice()),
+            )
+        });
         drop(key_ids);
         let params = Params {
             allow_exact_matches: self.spec.allow_exact_matches,
             ttl: tp.ttl_ns.map(|ns| time::duration_in(ns, self.unit)),
             knowledge_time: self.spec.knowledge_time,
         };
-        Ok(kernel::probe(
-            &sorted,
-            &dict.ids,
-            |i| spine_t.get(i),
-            params,
-        ))
+        Ok(phase("probe", || kernel::probe(&sorted, spine, params)))
     }
 }
 
