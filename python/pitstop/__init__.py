@@ -10,6 +10,19 @@ from __future__ import annotations
 from . import errors
 from ._core import __version__
 from .errors import PitstopError
+from .group import FeatureGroup
 from .join import pit_join
+from .store import FeatureStore
+from .view import FeatureView, Snapshot, snapshot_of
 
-__all__ = ["__version__", "errors", "PitstopError", "pit_join"]
+__all__ = [
+    "__version__",
+    "errors",
+    "FeatureGroup",
+    "FeatureStore",
+    "FeatureView",
+    "PitstopError",
+    "Snapshot",
+    "pit_join",
+    "snapshot_of",
+]

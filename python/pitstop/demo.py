@@ -28,7 +28,7 @@ def _table(rng: np.random.Generator, n: int, users: int, names: list[str]) -> pa
     return pa.table(cols)
 
 
-def run(rows: int = 1_000_000) -> int:
+def run(rows: int = 1_000_000, directory: str | None = None) -> int:
     rng = np.random.default_rng(42)
     users = max(rows // 10, 1)
     t0 = time.perf_counter()

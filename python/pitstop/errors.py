@@ -46,3 +46,21 @@ __all__ = [
     "InputTypeError",
     "ArrowError",
 ]
+
+
+class NotFoundError(PitstopError, KeyError):
+    """A feature group, view, model or version does not exist."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class AlreadyExistsError(PitstopError, ValueError):
+    """Creating something that exists already (same name and version)."""
+
+
+class StoreError(PitstopError, OSError):
+    """The store directory is not a pitstop store, or its files are damaged."""
+
+
+__all__ += ["NotFoundError", "AlreadyExistsError", "StoreError"]

@@ -1,0 +1,250 @@
+"""Feature views: the features a model reads, joined point-in-time for training and
+looked up online for inference.
+
+A view is a list of selections (some features of one feature group version each) and
+the label columns its spines carry. ``training_data`` reads each group's Delta table
+and joins all of them to the spine in one ``pit_join`` call (each group with its own
+keys, TTL and created time); it records the Delta versions it read as a *snapshot*, so
+the same rows come back later, after any number of new inserts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import _core
+from ._inputs import as_table
+from ._schema import SEQ
+from .group import Selection
+from .errors import InvalidArgumentError, NotFoundError, SchemaError
+
+if TYPE_CHECKING:
+    from .store import FeatureStore
+
+SNAPSHOT_KEY = b"pitstop.snapshot"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Which offline table versions a training set read: ``tables`` maps
+    ``"<group>.v<version>"`` to the Delta version."""
+
+    id: int
+    view: str
+    view_version: int
+    tables: dict[str, int]
+
+    def to_json(self) -> str:
+        return json.dumps({"id": self.id, "view": self.view, "view_version": self.view_version,
+                           "tables": self.tables}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Snapshot:
+        d = json.loads(text)
+        return cls(d["id"], d["view"], d["view_version"], {k: int(v) for k, v in d["tables"].items()})
+
+
+def snapshot_of(table: pa.Table) -> Snapshot:
+    """The snapshot a ``training_data`` result was read at."""
+    meta = table.schema.metadata or {}
+    if SNAPSHOT_KEY not in meta:
+        raise NotFoundError("this table carries no pitstop snapshot (it was not made by training_data)")
+    return Snapshot.from_json(meta[SNAPSHOT_KEY])
+
+
+class FeatureView:
+    """One version of a feature view. Get it from a :class:`FeatureStore`."""
+
+    def __init__(self, store: FeatureStore, row: dict[str, Any]):
+        self._store = store
+        self.name: str = row["name"]
+        self.version: int = row["version"]
+        self.selections: list[Selection] = [Selection.from_json(s) for s in json.loads(row["spec"])]
+        self.labels: list[str] = json.loads(row["labels"])
+        self.description: str = row["description"]
+
+    def __repr__(self) -> str:
+        return f"FeatureView({self.name!r}, version={self.version}, features={self.features})"
+
+    @property
+    def features(self) -> list[str]:
+        """Output feature names, in the view's order (the model's input order)."""
+        return [n for s in self.selections for n in s.output_names]
+
+    @property
+    def keys(self) -> list[str]:
+        """The spine columns the view's groups are keyed on."""
+        return list(dict.fromkeys(spine for s in self.selections for spine, _ in s.on))
+
+    def _groups(self):
+        return [self._store.get_feature_group(s.group, s.version) for s in self.selections]
+
+    # -- offline -----------------------------------------------------------------
+
+    def training_data(self, spine: Any, *, spine_time: str | None = None,
+                      knowledge_time: bool = False, snapshot: Any = None) -> pa.Table:
+        """The spine with every feature of the view as of each spine row's time.
+
+        ``snapshot`` (a :class:`Snapshot`, its id, or an earlier result of this method)
+        reads the offline tables at the versions recorded then, reproducing that result.
+        """
+        spine = as_table(spine, "spine")
+        spine_time = _spine_time(spine, spine_time)
+        snap = self._resolve_snapshot(snapshot)
+        args = []
+        tables: dict[str, int] = {}
+        for sel, group in zip(self.selections, self._groups()):
+            want = snap.tables.get(group.online_table) if snap else None
+            if snap and want is None:
+                raise NotFoundError(f"snapshot {snap.id} has no version of {group.online_table}")
+            cols = [*group.primary_key, group.event_time,
+                    *([group.created_time] if group.created_time else []), *sel.features]
+            version, table = group.offline.read(version=want, columns=cols)
+            tables[group.online_table] = version
+            args.append((
+                table.drop_columns([SEQ]), f"feature group '{group.name}' v{group.version}",
+                [s for s, _ in sel.on], [p for _, p in sel.on], group.event_time,
+                group.created_time, group.ttl_ns, sel.prefix,
+            ))
+        out = _core.pit_join(spine, spine_time, args, allow_exact_matches=True,
+                             knowledge_time=bool(knowledge_time))
+        snap = snap or self._store._record_snapshot(self, tables)
+        meta = dict(out.schema.metadata or {})
+        meta[SNAPSHOT_KEY] = snap.to_json().encode()
+        return out.replace_schema_metadata(meta)
+
+    def _resolve_snapshot(self, snapshot: Any) -> Snapshot | None:
+        if snapshot is None:
+            return None
+        if isinstance(snapshot, pa.Table):
+            snapshot = snapshot_of(snapshot)
+        if isinstance(snapshot, (str, bytes)):
+            snapshot = Snapshot.from_json(snapshot)
+        if isinstance(snapshot, int) and not isinstance(snapshot, bool):
+            snapshot = self._store._snapshot(snapshot)
+        if not isinstance(snapshot, Snapshot):
+            raise InvalidArgumentError(
+                "snapshot must be a Snapshot, its id, or a table returned by training_data"
+            )
+        if (snapshot.view, snapshot.view_version) != (self.name, self.version):
+            raise InvalidArgumentError(
+                f"snapshot {snapshot.id} was taken for view '{snapshot.view}' "
+                f"v{snapshot.view_version}, not '{self.name}' v{self.version}"
+            )
+        return snapshot
+
+    def train_test_split(self, spine: Any, *, test_start: Any, spine_time: str | None = None,
+                         test_end: Any = None, knowledge_time: bool = False):
+        """(X_train, X_test, y_train, y_test) as pyarrow Tables, split by time: spine rows
+        before ``test_start`` train, rows from ``test_start`` (to ``test_end``) test.
+        X holds the view's features in order, y its labels."""
+        if not self.labels:
+            raise InvalidArgumentError(
+                f"feature view '{self.name}' has no labels; create it with labels=[...]"
+            )
+        spine = as_table(spine, "spine")
+        spine_time = _spine_time(spine, spine_time)
+        missing = [c for c in self.labels if c not in spine.column_names]
+        if missing:
+            raise SchemaError(f"the spine lacks the label column(s) {missing} of view '{self.name}'")
+        data = self.training_data(spine, spine_time=spine_time, knowledge_time=knowledge_time)
+        t = data.column(spine_time)
+        start = _scalar_like(test_start, t.type)
+        is_test = pc.greater_equal(t, start)
+        if test_end is not None:
+            is_test = pc.and_(is_test, pc.less(t, _scalar_like(test_end, t.type)))
+        is_train = pc.less(t, start)
+        train, test = data.filter(is_train), data.filter(pc.fill_null(is_test, False))
+        return (train.select(self.features), test.select(self.features),
+                train.select(self.labels), test.select(self.labels))
+
+    def batch_data(self, spine: Any = None, *, now: dt.datetime | None = None) -> pa.Table:
+        """Features for batch scoring: as of each spine row, or, without a spine, the
+        latest values (within TTL as of ``now``) of every entity of the view's first
+        feature group."""
+        if spine is not None:
+            return self.training_data(spine)
+        sel, group = self.selections[0], self._groups()[0]
+        _, keys = group.offline.read(columns=group.primary_key)
+        keys = keys.drop_columns([SEQ])
+        keys = keys.group_by(group.primary_key).aggregate([]).rename_columns(
+            {p: s for s, p in sel.on})
+        missing = [k for k in self.keys if k not in keys.column_names]
+        if missing:
+            raise InvalidArgumentError(
+                f"feature view '{self.name}' needs key column(s) {missing} that its first group "
+                "does not have; pass a spine with every key"
+            )
+        when = now or dt.datetime.now(dt.timezone.utc)
+        t = pa.array(np.full(keys.num_rows, int(when.timestamp() * 1e6)), pa.timestamp("us", "UTC"))
+        out = self.training_data(keys.append_column("_now", t), spine_time="_now")
+        return out.drop_columns(["_now"])
+
+    # -- online ------------------------------------------------------------------
+
+    def get_feature_vectors(self, keys: Any, *, as_matrix: bool = False,
+                            now: dt.datetime | None = None):
+        """Online lookup of the view's features for ``keys`` (a dict of columns, a table,
+        or a list of dicts, named as the spine names them): a pyarrow Table in the view's
+        feature order, or a float32 matrix (NaN where missing or expired)."""
+        from .online import normalize_keys
+
+        groups = self._groups()
+        offline_only = [g.name for g in groups if not g.online]
+        if offline_only:
+            raise InvalidArgumentError(
+                f"feature view '{self.name}' reads offline-only group(s) {offline_only}; online "
+                "lookups need online=True groups"
+            )
+        keys = normalize_keys(keys)
+        online = self._store.online
+        if as_matrix:
+            return online.read_matrix(
+                [g.online_table for g in groups],
+                [_rename(keys, sel) for sel in self.selections],
+                features=[list(sel.features) for sel in self.selections],
+                ttl=[g.ttl_ns for g in groups], now=now,
+            )
+        cols: dict[str, pa.Array] = {}
+        for sel, g in zip(self.selections, groups):
+            part = online.read(g.online_table, _rename(keys, sel), features=list(sel.features),
+                               ttl=g.ttl_ns, now=now)
+            for f, name in zip(sel.features, sel.output_names):
+                cols[name] = part.column(f)
+        return pa.table(cols)
+
+
+def _rename(keys: pa.Table, sel: Selection) -> pa.Table:
+    missing = [s for s, _ in sel.on if s not in keys.column_names]
+    if missing:
+        raise SchemaError(f"the keys lack column(s) {missing}; found {keys.column_names}")
+    return pa.table({p: keys.column(s) for s, p in sel.on})
+
+
+def _spine_time(spine: pa.Table, spine_time: str | None) -> str:
+    if spine_time is not None:
+        return spine_time
+    temporal = [f.name for f in spine.schema if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)]
+    if len(temporal) != 1:
+        raise InvalidArgumentError(
+            f"name the spine's time column with spine_time=...; the spine has {len(temporal)} "
+            f"timestamp columns ({temporal})"
+        )
+    return temporal[0]
+
+
+def _scalar_like(value: Any, t: pa.DataType) -> pa.Scalar:
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if isinstance(value, dt.datetime) and value.tzinfo is None and getattr(t, "tz", None):
+        value = value.replace(tzinfo=dt.timezone.utc)
+    if isinstance(value, dt.datetime) and value.tzinfo is not None and not getattr(t, "tz", None):
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return pa.scalar(value, type=t)
