@@ -17,7 +17,8 @@ help: ## list the targets
 
 $(VENV)/.deps: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q maturin pytest hypothesis pyarrow numpy pandas polars duckdb lmdb
+	$(PIP) install -q maturin pytest hypothesis pyarrow numpy pandas polars duckdb lmdb \
+		deltalake onnxruntime onnx scikit-learn skl2onnx
 	touch $@
 
 dev: $(VENV)/.deps ## build the extension (release) into .venv

@@ -87,3 +87,20 @@ def duration_ns(value: Any, what: str = "ttl") -> int | None:
     if ns < 0:
         raise InvalidArgumentError(f"{what}={value!r} is negative; a TTL must be positive")
     return ns
+
+
+def keys_table(keys: Any, what: str = "keys") -> pa.Table:
+    """Entity keys as a table: a dict of columns (or of scalars, for one entity), a
+    list of dicts, or any table."""
+    if isinstance(keys, dict):
+        import numpy as np
+
+        if keys and all(v is None or np.isscalar(v) for v in keys.values()):  # one entity
+            keys = {k: [v] for k, v in keys.items()}
+        try:
+            return pa.table(keys)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as e:
+            raise InputTypeError(f"{what}: cannot make columns of {keys!r} ({e})") from None
+    if isinstance(keys, list) and all(isinstance(r, dict) for r in keys):
+        return pa.Table.from_pylist(keys)
+    return as_table(keys, what)

@@ -86,6 +86,13 @@ class FeatureStore:
 
         return ModelRegistry(self)
 
+    def predictor(self, name: str, version: int | None = None, **options: Any):
+        """A :class:`~pitstop.predictor.Predictor` for a registered model (the latest
+        version when ``version`` is None); options: threads, missing, defaults, log."""
+        from .predictor import Predictor
+
+        return Predictor(self, self.models.get(name, version), **options)
+
     # -- feature groups ------------------------------------------------------------
 
     def create_feature_group(

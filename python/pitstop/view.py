@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import _core
-from ._inputs import as_table
+from ._inputs import as_table, keys_table
 from ._schema import SEQ
 from .group import Selection
 from .errors import InvalidArgumentError, NotFoundError, SchemaError
@@ -189,13 +189,9 @@ class FeatureView:
 
     # -- online ------------------------------------------------------------------
 
-    def get_feature_vectors(self, keys: Any, *, as_matrix: bool = False,
-                            now: dt.datetime | None = None):
-        """Online lookup of the view's features for ``keys`` (a dict of columns, a table,
-        or a list of dicts, named as the spine names them): a pyarrow Table in the view's
-        feature order, or a float32 matrix (NaN where missing or expired)."""
-        from .online import normalize_keys
-
+    def _online_plan(self):
+        """A function (keys table, now) -> float32 matrix in the view's feature order,
+        with the group tables, features and TTLs resolved once."""
         groups = self._groups()
         offline_only = [g.name for g in groups if not g.online]
         if offline_only:
@@ -203,19 +199,35 @@ class FeatureView:
                 f"feature view '{self.name}' reads offline-only group(s) {offline_only}; online "
                 "lookups need online=True groups"
             )
-        keys = normalize_keys(keys)
         online = self._store.online
+        tables = [g.online_table for g in groups]
+        features = [list(s.features) for s in self.selections]
+        ttls = [g.ttl_ns for g in groups]
+        selections = self.selections
+
+        def lookup(keys: pa.Table, now: dt.datetime | None = None) -> np.ndarray:
+            parts = [
+                online.read_matrix([t], _rename(keys, s), features=f, ttl=ttl, now=now)
+                for t, s, f, ttl in zip(tables, selections, features, ttls)
+            ]
+            return parts[0] if len(parts) == 1 else np.ascontiguousarray(np.hstack(parts))
+
+        return lookup
+
+    def get_feature_vectors(self, keys: Any, *, as_matrix: bool = False,
+                            now: dt.datetime | None = None):
+        """Online lookup of the view's features for ``keys`` (a dict of columns, a table,
+        or a list of dicts, named as the spine names them): a pyarrow Table in the view's
+        feature order, or a float32 matrix (NaN where missing or expired)."""
+        keys = keys_table(keys)
         if as_matrix:
-            return online.read_matrix(
-                [g.online_table for g in groups],
-                [_rename(keys, sel) for sel in self.selections],
-                features=[list(sel.features) for sel in self.selections],
-                ttl=[g.ttl_ns for g in groups], now=now,
-            )
+            return self._online_plan()(keys, now)
+        groups = self._groups()
+        self._online_plan()  # the same checks
         cols: dict[str, pa.Array] = {}
         for sel, g in zip(self.selections, groups):
-            part = online.read(g.online_table, _rename(keys, sel), features=list(sel.features),
-                               ttl=g.ttl_ns, now=now)
+            part = self._store.online.read(g.online_table, _rename(keys, sel),
+                                           features=list(sel.features), ttl=g.ttl_ns, now=now)
             for f, name in zip(sel.features, sel.output_names):
                 cols[name] = part.column(f)
         return pa.table(cols)

@@ -1,0 +1,183 @@
+"""The model registry: ONNX models with their lineage.
+
+A model version is an ONNX file under ``models/<name>/v<N>/model.onnx`` plus a registry
+row: the feature view (name, version) it reads, the training snapshot it was trained on,
+its metrics, and its input schema (the view's features, then any request-time
+features, in the order the model's input matrix expects). Registration checks that
+schema against the ONNX graph's input; loading checks the file's SHA-256, so a damaged
+file is an error, never a wrong prediction. Only ONNX is ever loaded: nothing is
+unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._names import check_name
+from .errors import InvalidArgumentError, NotFoundError, SchemaError, StoreError
+from .registry import dumps, now
+
+if TYPE_CHECKING:
+    from .store import FeatureStore
+    from .view import FeatureView, Snapshot
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A registered model version."""
+
+    name: str
+    version: int
+    view_name: str
+    view_version: int
+    snapshot_id: int | None
+    metrics: dict[str, float]
+    inputs: list[str]  # feature names in input order: view features, then request features
+    request_features: list[str]
+    description: str
+    sha256: str
+    path: Path
+
+    def read_bytes(self) -> bytes:
+        """The ONNX file, checked against the SHA-256 recorded at registration."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"model '{self.name}' v{self.version}: {self.path} is missing") from None
+        if hashlib.sha256(data).hexdigest() != self.sha256:
+            raise StoreError(
+                f"model '{self.name}' v{self.version}: {self.path} is corrupt (its SHA-256 differs "
+                "from the one registered); register the model again"
+            )
+        return data
+
+
+def _session(model: bytes, threads: int = 1):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise InvalidArgumentError(f"not a loadable ONNX model: {str(e).splitlines()[0]}") from None
+
+
+def check_inputs(session: Any, inputs: list[str], model: str) -> None:
+    """The model must take one float32 matrix of ``len(inputs)`` columns."""
+    graph_inputs = session.get_inputs()
+    if len(graph_inputs) != 1:
+        raise SchemaError(
+            f"model '{model}' has {len(graph_inputs)} inputs "
+            f"({[i.name for i in graph_inputs]}); pitstop feeds one float32 matrix "
+            "(export with a single input, e.g. skl2onnx initial_types=[('input', FloatTensorType([None, d]))])"
+        )
+    inp = graph_inputs[0]
+    if inp.type != "tensor(float)":
+        raise SchemaError(f"model '{model}' input '{inp.name}' is {inp.type}; pitstop feeds tensor(float)")
+    shape = inp.shape
+    width = shape[-1] if len(shape) == 2 else None
+    if len(shape) != 2 or (isinstance(width, int) and width != len(inputs)):
+        raise SchemaError(
+            f"model '{model}' input '{inp.name}' has shape {shape} but the feature view gives "
+            f"{len(inputs)} features {inputs}; the model must take [batch, {len(inputs)}]"
+        )
+
+
+class ModelRegistry:
+    """``fs.models``: register, find and delete model versions."""
+
+    def __init__(self, store: FeatureStore):
+        self._store = store
+
+    def register(
+        self, name: str, model: str | os.PathLike[str] | bytes, *, feature_view: FeatureView,
+        metrics: dict[str, float] | None = None, description: str = "",
+        training_snapshot: Snapshot | int | None = None, request_features: list[str] = (),
+    ) -> ModelVersion:
+        """Stores an ONNX model as the next version of ``name``."""
+        check_name(name, "model")
+        data = model if isinstance(model, bytes) else Path(model).read_bytes()
+        inputs = [*feature_view.features, *request_features]
+        check_inputs(_session(data), inputs, name)
+        metrics = {str(k): float(v) for k, v in (metrics or {}).items()}
+        if any(math.isnan(v) for v in metrics.values()):
+            raise InvalidArgumentError(f"metrics must be numbers, not NaN: {metrics}")
+        snap_id = training_snapshot if isinstance(training_snapshot, int) or training_snapshot is None \
+            else training_snapshot.id
+        digest = hashlib.sha256(data).hexdigest()
+        with self._store.registry.tx() as db:
+            row = db.execute("SELECT MAX(version) FROM models WHERE name=?", (name,)).fetchone()
+            version = (row[0] or 0) + 1
+            path = self._store.path / "models" / name / f"v{version}" / "model.onnx"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+            meta = {"inputs": inputs, "request_features": list(request_features)}
+            db.execute(
+                "INSERT INTO models VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (name, version, feature_view.name, feature_view.version, snap_id, dumps(metrics),
+                 dumps(meta), description, digest, now()),
+            )
+            (path.parent / "metadata.json").write_text(json.dumps(
+                {"name": name, "version": version, "feature_view": [feature_view.name, feature_view.version],
+                 "training_snapshot": snap_id, "metrics": metrics, **meta}, indent=2))
+        return self.get(name, version)
+
+    def get(self, name: str, version: int | None = None) -> ModelVersion:
+        check_name(name, "model")
+        if version is None:
+            row = self._store.registry.one(
+                "SELECT * FROM models WHERE name=? ORDER BY version DESC LIMIT 1", (name,))
+        else:
+            row = self._store.registry.one("SELECT * FROM models WHERE name=? AND version=?", (name, version))
+        if row is None:
+            known = sorted({r["name"] for r in self._store.registry.query("SELECT name FROM models")})
+            raise NotFoundError(f"no model '{name}'" + ("" if version is None else f" v{version}")
+                                + f"; the registry has {known}")
+        return self._version(row)
+
+    def list(self, name: str | None = None) -> list[ModelVersion]:
+        sql, args = "SELECT * FROM models ORDER BY name, version", ()
+        if name is not None:
+            sql, args = "SELECT * FROM models WHERE name=? ORDER BY version", (name,)
+        return [self._version(r) for r in self._store.registry.query(sql, args)]
+
+    def best(self, name: str, metric: str, direction: str = "max") -> ModelVersion:
+        """The version of ``name`` with the best value of ``metric``."""
+        if direction not in ("max", "min"):
+            raise InvalidArgumentError(f"direction must be 'max' or 'min'; got {direction!r}")
+        scored = [m for m in self.list(name) if metric in m.metrics]
+        if not scored:
+            raise NotFoundError(f"no version of model '{name}' has the metric '{metric}'")
+        pick = max if direction == "max" else min
+        return pick(scored, key=lambda m: (m.metrics[metric], m.version if direction == "max" else -m.version))
+
+    def delete(self, name: str, version: int) -> None:
+        m = self.get(name, version)
+        with self._store.registry.tx() as db:
+            db.execute("DELETE FROM models WHERE name=? AND version=?", (name, version))
+        shutil.rmtree(m.path.parent, ignore_errors=True)
+
+    def _version(self, row: dict[str, Any]) -> ModelVersion:
+        meta = json.loads(row["inputs"])
+        return ModelVersion(
+            name=row["name"], version=row["version"], view_name=row["view_name"],
+            view_version=row["view_version"], snapshot_id=row["snapshot_id"],
+            metrics=json.loads(row["metrics"]), inputs=meta["inputs"],
+            request_features=meta["request_features"], description=row["description"],
+            sha256=row["sha256"],
+            path=self._store.path / "models" / row["name"] / f"v{row['version']}" / "model.onnx",
+        )

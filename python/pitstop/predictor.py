@@ -1,0 +1,185 @@
+"""Inference pipelines: online features in, predictions out, within a millisecond.
+
+``Predictor.predict(keys)`` looks the view's features up in the online store (Rust
+assembles the float32 matrix in the model's input order, no per-row Python), appends
+request-time features, applies the missing-value policy and runs one onnxruntime call
+for the whole batch. Logging, when on, hands the batch to a background thread (a
+bounded queue: ``predict`` only waits if the writer falls far behind, and nothing is
+dropped), which appends to a Delta table under ``logs/``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import DataError, InvalidArgumentError, SchemaError
+from .models import ModelVersion, _session, check_inputs
+from ._inputs import keys_table as normalize_keys
+
+if TYPE_CHECKING:
+    from .store import FeatureStore
+
+MISSING_POLICIES = ("nan", "default", "error")
+
+
+class Predictor:
+    """Serves one model version. Get it with ``fs.predictor(name)``."""
+
+    def __init__(self, store: FeatureStore, model: ModelVersion, *, threads: int = 1,
+                 missing: str = "nan", defaults: dict[str, float] | None = None,
+                 log: bool = False, log_queue: int = 1024):
+        self.model = model
+        self.view = store.get_feature_view(model.view_name, model.view_version)
+        if self.view.features != model.inputs[: len(self.view.features)]:
+            raise SchemaError(
+                f"model '{model.name}' v{model.version} was registered for features "
+                f"{model.inputs} but feature view '{self.view.name}' now gives {self.view.features}"
+            )
+        self.session = _session(model.read_bytes(), threads)
+        check_inputs(self.session, model.inputs, model.name)
+        self._input = self.session.get_inputs()[0].name
+        outputs = [o.name for o in self.session.get_outputs()]
+        self._output = "probabilities" if "probabilities" in outputs else outputs[0]
+        if missing not in MISSING_POLICIES:
+            raise InvalidArgumentError(f"missing must be one of {MISSING_POLICIES}; got {missing!r}")
+        self.missing = missing
+        self._defaults = None
+        if missing == "default":
+            defaults = defaults or {}
+            absent = [f for f in self.view.features if f not in defaults]
+            if absent:
+                raise InvalidArgumentError(f"missing='default' needs a default for every feature; none for {absent}")
+            self._defaults = np.array([defaults[f] for f in self.view.features], np.float32)
+        self._lookup = self.view._online_plan()
+        self._logger = None
+        if log:
+            from .logs import PredictionLogger
+
+            self._logger = PredictionLogger(store, self, maxsize=log_queue)
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.model.name!r}, version={self.model.version})"
+
+    @property
+    def inputs(self) -> list[str]:
+        return self.model.inputs
+
+    # -- serving -----------------------------------------------------------------
+
+    def features(self, keys: Any, *, request: Any = None, now: dt.datetime | None = None) -> np.ndarray:
+        """The model input matrix for ``keys`` (float32, one row per key)."""
+        keys = normalize_keys(keys)
+        x = self._lookup(keys, now)
+        x = self._apply_missing(x, keys)
+        return self._with_request(x, request)
+
+    def predict(self, keys: Any, *, request: Any = None, return_features: bool = False,
+                now: dt.datetime | None = None):
+        """Predictions for ``keys`` (numpy float32; for a classifier, the probability of
+        the positive class). With ``return_features=True``, (predictions, input matrix)."""
+        keys = normalize_keys(keys)
+        x = self._with_request(self._apply_missing(self._lookup(keys, now), keys), request)
+        y = self._run(x)
+        if self._logger is not None:
+            self._logger.log(keys, x, y)
+        return (y, x) if return_features else y
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        out = self.session.run([self._output], {self._input: x})[0]
+        if out.ndim == 2 and out.shape[1] == 2:
+            return np.ascontiguousarray(out[:, 1], dtype=np.float32)
+        return np.asarray(out, dtype=np.float32).reshape(len(x), -1).squeeze(1) if out.ndim > 1 and out.shape[1] == 1 \
+            else np.asarray(out, dtype=np.float32)
+
+    def _apply_missing(self, x: np.ndarray, keys: pa.Table) -> np.ndarray:
+        if self.missing == "nan":
+            return x
+        holes = np.isnan(x)
+        if not holes.any():
+            return x
+        if self.missing == "default":
+            return np.where(holes, self._defaults, x).astype(np.float32)
+        rows = np.flatnonzero(holes.any(axis=1))[:5]
+        shown = [{c: keys.column(c)[int(i)].as_py() for c in keys.column_names} for i in rows]
+        cols = [self.view.features[j] for j in np.flatnonzero(holes.any(axis=0))[:5]]
+        raise DataError(
+            f"model '{self.model.name}': {int(holes.any(axis=1).sum())} key(s) lack online features "
+            f"(e.g. {shown}, features {cols}); insert or materialize them, or use missing='nan'/'default'"
+        )
+
+    def _with_request(self, x: np.ndarray, request: Any) -> np.ndarray:
+        names = self.model.request_features
+        if not names:
+            if request is not None:
+                raise InvalidArgumentError(f"model '{self.model.name}' takes no request features")
+            return x
+        if request is None:
+            raise InvalidArgumentError(f"model '{self.model.name}' needs request features {names}")
+        req = normalize_keys(request)
+        missing = [n for n in names if n not in req.column_names]
+        if missing or req.num_rows != len(x):
+            raise InvalidArgumentError(
+                f"request must give {names} with one value per key ({len(x)}); "
+                f"missing {missing}, got {req.num_rows} rows"
+            )
+        extra = np.column_stack([req.column(n).to_numpy(zero_copy_only=False).astype(np.float32) for n in names])
+        return np.ascontiguousarray(np.hstack([x, extra]), dtype=np.float32)
+
+    # -- questions ---------------------------------------------------------------
+
+    def what_if(self, key: Any, changes: dict[str, float], *, request: Any = None) -> tuple[float, float]:
+        """(prediction now, prediction with ``changes`` applied to the features)."""
+        x = self.features(key, request=request)
+        if len(x) != 1:
+            raise InvalidArgumentError("what_if takes one key")
+        changed = x.copy()
+        for name, value in changes.items():
+            changed[0, self._column(name)] = value
+        y = self._run(np.vstack([x, changed]))
+        return float(y[0]), float(y[1])
+
+    def partial_dependence(self, feature: str, grid: Any, keys: Any, *, request: Any = None) -> np.ndarray:
+        """The mean prediction over ``keys`` with ``feature`` set to each grid value (one
+        model call for the whole grid)."""
+        x = self.features(keys, request=request)
+        grid = np.asarray(grid, dtype=np.float32)
+        j = self._column(feature)
+        stacked = np.repeat(x[None, :, :], len(grid), axis=0)
+        stacked[:, :, j] = grid[:, None]
+        y = self._run(stacked.reshape(-1, x.shape[1]))
+        return y.reshape(len(grid), len(x)).mean(axis=1)
+
+    def _column(self, name: str) -> int:
+        try:
+            return self.model.inputs.index(name)
+        except ValueError:
+            raise SchemaError(f"model '{self.model.name}' has no input feature '{name}'; "
+                              f"its inputs are {self.model.inputs}") from None
+
+    # -- logging -----------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Waits until every logged prediction is written."""
+        if self._logger is not None:
+            self._logger.flush()
+
+    def close(self) -> None:
+        if self._logger is not None:
+            self._logger.close()
+            self._logger = None
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read_logs(self) -> pa.Table:
+        """The prediction log of this model's feature view."""
+        from .logs import read_logs
+
+        return read_logs(self.view._store, self.view)
