@@ -108,7 +108,7 @@ def cmd_training_data(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run
 
-    return run(rows=args.rows, directory=args.dir)
+    return run(directory=args.dir, users=args.users)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -141,7 +141,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--spine-time")
     s.set_defaults(fn=cmd_training_data)
     s = sub.add_parser("demo", help="run the end-to-end demo")
-    s.add_argument("--rows", type=int, default=1_000_000)
+    s.add_argument("--users", type=int, default=10_000, help="synthetic users (default 10,000)")
     s.add_argument("--dir", help="store directory (default: a temporary one)")
     s.set_defaults(fn=cmd_demo)
     return p

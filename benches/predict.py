@@ -1,0 +1,174 @@
+"""End-to-end inference benchmark: ``Predictor.predict`` against the same pipeline
+written in plain Python (python-lmdb lookups + numpy assembly + onnxruntime).
+
+Both serve the demo's model (gradient boosting, 100 trees, 60 features from 3 online
+feature groups) on the same store contents in the same run; calls alternate in blocks
+so machine noise hits both alike. Reported: p50/p99 for batch 1 and batch 100, the
+feature part (lookup + assembly) next to the model's own time, and throughput of one
+and two worker processes.
+
+    python -m benches.predict [--users 100000] [--calls 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benches import harness
+
+
+def build(directory: Path, users: int, weeks: int, n_trees: int):
+    import pitstop as ps
+    from pitstop import demo
+
+    fs = ps.FeatureStore(directory / "store")
+    tables, spine = demo.generate(users, weeks)
+    groups = demo.feature_pipeline(fs, tables)
+    fv = fs.create_feature_view("churn", features=[g.select_all() for g in groups], labels=["churned"])
+    train = fv.training_data(spine.slice(0, 20_000), spine_time="label_time")
+    x = demo.to_numpy(train.select(fv.features))
+    y = train.column("churned").to_numpy(zero_copy_only=False)
+    onnx_bytes, _ = demo.train_model(x[:6_000], y[:6_000], n_trees)
+    fs.models.register("churn", onnx_bytes, feature_view=fv)
+    # The plain-Python pipeline's own LMDB: per (group, user) the latest row's features
+    # as float32 bytes, key b"<group>:<user>".
+    import lmdb
+
+    env = lmdb.open(str(directory / "plain.lmdb"), map_size=8 << 30, max_dbs=1)
+    with env.begin(write=True) as txn:
+        for name, table in tables.items():
+            uid = table.column("user_id").to_numpy()
+            ts = table.column("ts").cast("int64").to_numpy()
+            feats = demo.to_numpy(table.drop_columns(["user_id", "ts"]))
+            order = np.lexsort((ts, uid))
+            last = order[np.r_[uid[order][1:] != uid[order][:-1], True]]
+            for u, row in zip(uid[last], feats[last]):
+                txn.put(f"{name}:{u}".encode(), row.tobytes())
+    env.close()
+    fs.close()
+    return onnx_bytes, list(tables)
+
+
+class PlainPipeline:
+    def __init__(self, directory: Path, onnx_bytes: bytes, groups: list[str]):
+        import lmdb
+        import onnxruntime as ort
+
+        self.env = lmdb.open(str(directory / "plain.lmdb"), readonly=True, lock=False, max_dbs=1)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        self.sess = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+        self.groups = [g.encode() + b":" for g in groups]
+        self.width = 20
+
+    def features(self, users) -> np.ndarray:
+        x = np.full((len(users), self.width * len(self.groups)), np.nan, np.float32)
+        with self.env.begin(buffers=True) as txn:
+            for i, u in enumerate(users):
+                key = str(int(u)).encode()
+                for j, g in enumerate(self.groups):
+                    v = txn.get(g + key)
+                    if v is not None:
+                        x[i, j * self.width:(j + 1) * self.width] = np.frombuffer(v, np.float32)
+        return x
+
+    def predict(self, users) -> np.ndarray:
+        return self.sess.run(["probabilities"], {"input": self.features(users)})[0][:, 1]
+
+
+def _throughput(directory: str, seconds: float, q) -> None:
+    import pitstop as ps
+
+    fs = ps.FeatureStore(directory)
+    pred = fs.predictor("churn")
+    rng = np.random.default_rng()
+    users = fs.get_feature_group("engagement").read(columns=["user_id"]).num_rows
+    n = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pred.predict({"user_id": rng.integers(0, users // 4, 100)})
+        n += 100
+    q.put(n / seconds)
+
+
+def throughput(directory: Path, procs: int, seconds: float = 5.0) -> float:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    ps_ = [ctx.Process(target=_throughput, args=(str(directory / "store"), seconds, q)) for _ in range(procs)]
+    for p in ps_:
+        p.start()
+    total = sum(q.get() for _ in ps_)
+    for p in ps_:
+        p.join()
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, default=100_000)
+    ap.add_argument("--weeks", type=int, default=4)
+    ap.add_argument("--calls", type=int, default=5_000)
+    args = ap.parse_args()
+    import pitstop as ps
+
+    with tempfile.TemporaryDirectory(prefix="pitstop-bench-") as tmp:
+        d = Path(tmp)
+        t0 = time.perf_counter()
+        onnx_bytes, groups = build(d, args.users, args.weeks, 100)
+        print(f"built store + plain LMDB ({args.users:,} users x 3 groups x 20 features) "
+              f"in {time.perf_counter() - t0:.0f} s", flush=True)
+        fs = ps.FeatureStore(d / "store")
+        pred = fs.predictor("churn")
+        plain = PlainPipeline(d, onnx_bytes, groups)
+        rng = np.random.default_rng(5)
+        one = [rng.integers(0, args.users, 1) for _ in range(args.calls)]
+        hundred = [rng.integers(0, args.users, 100) for _ in range(max(args.calls // 10, 50))]
+        assert np.allclose(pred.predict({"user_id": hundred[0]}), plain.predict(hundred[0]), atol=1e-5), \
+            "pitstop and the plain pipeline disagree"
+        results: dict[str, list[float]] = {}
+
+        def timed(name, fn, batches):
+            for b in batches[:50]:
+                fn(b)
+            out = results.setdefault(name, [])
+            for b in batches:
+                t = time.perf_counter()
+                fn(b)
+                out.append(time.perf_counter() - t)
+
+        x100 = pred.features({"user_id": hundred[0]})
+        for block in range(5):  # alternate so drift hits both
+            sl = slice(block * len(one) // 5, (block + 1) * len(one) // 5)
+            sh = slice(block * len(hundred) // 5, (block + 1) * len(hundred) // 5)
+            timed("pitstop b1", lambda u: pred.predict({"user_id": u}), one[sl])
+            timed("plain b1", plain.predict, one[sl])
+            timed("pitstop b100", lambda u: pred.predict({"user_id": u}), hundred[sh])
+            timed("plain b100", plain.predict, hundred[sh])
+            timed("pitstop features b100", lambda u: pred.features({"user_id": u}), hundred[sh])
+            timed("plain features b100", plain.features, hundred[sh])
+            timed("model only b100", lambda _u: pred._run(x100), hundred[sh])
+        rows = []
+        for name, xs in results.items():
+            rows.append([name, harness.percentile(xs, 50) * 1e6, harness.percentile(xs, 99) * 1e6])
+        tp1 = throughput(d, 1)
+        tp2 = throughput(d, 2)
+        pred.close()
+        fs.close()
+    p = {r[0]: r for r in rows}
+    print(f"\n{harness.today()} · {harness.machine()} · {harness.versions('pitstop', 'onnxruntime', 'lmdb', 'numpy')}")
+    print(harness.markdown_table(["pipeline", "p50 µs", "p99 µs"], rows))
+    print(f"\nbatch 100 p50 speed-up over plain Python: {p['plain b100'][1] / p['pitstop b100'][1]:.1f}x; "
+          f"feature part {p['pitstop features b100'][1]:.0f} µs vs model {p['model only b100'][1]:.0f} µs")
+    print(f"throughput, batch 100: 1 process {tp1:,.0f} predictions/s, 2 processes {tp2:,.0f}/s "
+          f"({tp2 / tp1:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
