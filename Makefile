@@ -10,7 +10,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PIP_CONSTRAINT := $(abspath constraints.txt)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help dev demo test test-rust test-python lint bench bench-rust clean
+.PHONY: help dev demo test test-rust test-python lint bench bench-store bench-predict bench-rust clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -41,6 +41,13 @@ lint: $(VENV)/.deps ## rustfmt, clippy
 
 bench: dev ## benchmark harness against peers (size S)
 	$(PY) -m benches.pit --size S
+
+bench-store: dev ## training data from the store vs Feast (own venv) and DuckDB
+	test -x .venv-feast/bin/python || ($(PYTHON) -m venv .venv-feast && .venv-feast/bin/pip install -q "feast[duckdb]")
+	$(PY) -m benches.store --feast-python .venv-feast/bin/python
+
+bench-predict: dev ## end-to-end predict vs the same pipeline in plain Python
+	$(PY) -m benches.predict
 
 bench-rust: ## criterion benches of the kernels
 	cargo bench --bench join
