@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow_array::{Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use criterion::{criterion_group, criterion_main, Criterion};
-use pitstop::join::kernel::{probe, sort_features, Params};
+use pitstop::join::kernel::{probe, sort_features, sort_spine, Params};
 use pitstop::join::{pit_join, FeatureSpec, JoinSpec};
 use pitstop::table::Table;
 
@@ -70,9 +70,11 @@ fn bench(c: &mut Criterion) {
         b.iter(|| sort_features(&fk, keys as usize, &ft, None))
     });
     let sorted = sort_features(&fk, keys as usize, &ft, None);
-    g.bench_function("kernel_probe", |b| {
-        b.iter(|| probe(&sorted, &sk, |i| Some(st[i]), p))
+    g.bench_function("kernel_sort_spine", |b| {
+        b.iter(|| sort_spine(&sk, keys as usize, |i| Some(st[i])))
     });
+    let spine = sort_spine(&sk, keys as usize, |i| Some(st[i]));
+    g.bench_function("kernel_probe", |b| b.iter(|| probe(&sorted, &spine, p)));
     let spec = JoinSpec {
         spine: table("spine", n, keys, 2, 0),
         spine_time: "ts".into(),
