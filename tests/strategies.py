@@ -53,13 +53,15 @@ class KeySpace:
     kind: str  # "int" or "str"
     width: int  # number of key columns
     names: list[str] = field(default_factory=list)
+    scale: int = 1  # spreads integer keys apart: 1 is a dense range, 10**9 is sparse
 
 
 @st.composite
 def key_space(draw) -> KeySpace:
     kind = draw(st.sampled_from(["int", "str"]))
     width = draw(st.integers(1, 2))
-    return KeySpace(kind, width, [f"k{i}" for i in range(width)])
+    scale = draw(st.sampled_from([1, 1, 10**9]))  # dense and hashed integer key paths
+    return KeySpace(kind, width, [f"k{i}" for i in range(width)], scale)
 
 
 @st.composite
@@ -68,7 +70,8 @@ def key_value(draw, ks: KeySpace, null_rate: int = 12):
         return None
     if ks.kind == "int":
         # includes values that collide if composite keys were concatenated: 1,23 / 12,3
-        return draw(st.sampled_from([0, 1, 3, 12, 23, -1, 127] if ks.width > 1 else [0, 1, 2, -5, 127]))
+        v = draw(st.sampled_from([0, 1, 3, 12, 23, -1, 127] if ks.width > 1 else [0, 1, 2, -5, 127]))
+        return v * ks.scale
     return draw(st.sampled_from(["", "a", "b", "ab", "a\x00", "é"]))
 
 
@@ -76,7 +79,9 @@ def key_type(draw, ks: KeySpace, values: list) -> pa.DataType:
     if ks.kind == "str":
         return draw(st.sampled_from(STR_TYPES))
     lo = min((v for v in values if v is not None), default=0)
-    types = [t for t in INT_TYPES if not (pa.types.is_unsigned_integer(t) and lo < 0)]
+    hi = max((abs(v) for v in values if v is not None), default=0)
+    types = [t for t in INT_TYPES if not (pa.types.is_unsigned_integer(t) and lo < 0)
+             and (hi < 2**(t.bit_width - 1) or t.bit_width == 64)]
     return draw(st.sampled_from(types))
 
 
