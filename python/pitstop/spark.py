@@ -204,14 +204,19 @@ class _Step:
     knowledge_time: bool
 
 
-def _join_one(spine: DataFrame, feats: DataFrame, step: _Step, buckets: int) -> DataFrame:
+def _join_one(
+    spine: DataFrame, feats: DataFrame, step: _Step, buckets: int, bucket_fn: Any = None
+) -> DataFrame:
+    """One feature table's cogroup. ``bucket_fn(step, spine, feats)`` is the per-bucket
+    join (default: the kernel); benches/spark.py swaps in pandas ``merge_asof``."""
     from pyspark.sql import functions as F
 
     casts = [_hash_type(spine, s, feats, f) for s, f in zip(step.spine_keys, step.feature_keys)]
     left = spine.groupBy(_bucket(spine, step.spine_keys, casts, buckets))
     right = feats.withColumn(ROW_ID, F.monotonically_increasing_id())
     right = right.groupBy(_bucket(right, step.feature_keys, casts, buckets))
-    return left.cogroup(right).applyInArrow(partial(_join_bucket, step), _output_schema(spine, feats, step))
+    fn = partial(bucket_fn or _join_bucket, step)
+    return left.cogroup(right).applyInArrow(fn, _output_schema(spine, feats, step))
 
 
 def _join_bucket(step: _Step, spine: pa.Table, feats: pa.Table) -> pa.Table:
@@ -244,7 +249,8 @@ def _limit_threads() -> None:
     from pyspark import TaskContext
 
     ctx = TaskContext.get()
-    os.environ["RAYON_NUM_THREADS"] = str(max(1, ctx.cpus() if ctx is not None else 1))
+    if ctx is not None:  # else not in a Spark task (a direct call): leave it alone
+        os.environ["RAYON_NUM_THREADS"] = str(max(1, ctx.cpus()))
 
 
 def _utc(table: pa.Table) -> pa.Table:
