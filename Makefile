@@ -10,7 +10,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PIP_CONSTRAINT := $(abspath constraints.txt)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help dev demo test test-rust test-python lint bench bench-rust clean
+.PHONY: help dev demo test test-rust test-python lint bench bench-rust bench-spark clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -41,6 +41,9 @@ lint: $(VENV)/.deps ## rustfmt, clippy
 
 bench: dev ## benchmark harness against peers (size S)
 	$(PY) -m benches.pit --size S
+
+bench-spark: dev ## the join on local Spark: kernel vs pandas merge_asof per bucket (needs Java 17+)
+	$(PY) -m benches.spark
 
 bench-rust: ## criterion benches of the kernels
 	cargo bench --bench join
