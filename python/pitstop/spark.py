@@ -295,7 +295,7 @@ def _hash_type(spine: DataFrame, s: str, feats: DataFrame, f: str) -> str | None
     if ts in _INTEGRAL and tf in _INTEGRAL:
         return "bigint"
     if ts == tf == "StringType":
-        return "string"  # collations hash differently; the kernel compares bytes
+        return "string"  # one plain string type; the hash and the kernel see the bytes
     return None
 
 
