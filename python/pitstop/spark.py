@@ -68,6 +68,8 @@ if TYPE_CHECKING:
 
 # The feature rows' input order, carried through the shuffle (dropped before the kernel).
 ROW_ID = "__pitstop_row"
+# Each row's hash bucket, on both sides (dropped before the kernel).
+BUCKET = "__pitstop_bucket"
 # Bytes of input (Spark's own size estimate) one bucket should hold, by default.
 BUCKET_BYTES = 64 * 2**20
 # Buckets per shuffle partition at least, by default: a bucket goes to a partition by
@@ -132,9 +134,10 @@ def pit_join(
     ttls = [duration_ns(t) for t in _per_table(ttl, n, "ttl")]
     prefixes = _per_table(prefix, n, "prefix")
     spark = spine_df.sparkSession
-    for name, df in zip(names, tables):
-        if ROW_ID in df.columns:
-            raise SchemaError(f"{name} has a column named {ROW_ID!r}, which pitstop.spark uses; rename it")
+    for name, df, own in [("spine", spine_df, [BUCKET]), *((n, t, [BUCKET, ROW_ID]) for n, t in zip(names, tables))]:
+        for col in own:
+            if col in df.columns:
+                raise SchemaError(f"{name} has a column named {col!r}, which pitstop.spark uses; rename it")
 
     # Validate on the driver, before any job: the kernel itself checks empty tables of
     # the same Arrow schemas the executors will see, so the errors are the local ones.
@@ -212,11 +215,37 @@ def _join_one(
     from pyspark.sql import functions as F
 
     casts = [_hash_type(spine, s, feats, f) for s, f in zip(step.spine_keys, step.feature_keys)]
-    left = spine.groupBy(_bucket(spine, step.spine_keys, casts, buckets))
-    right = feats.withColumn(ROW_ID, F.monotonically_increasing_id())
-    right = right.groupBy(_bucket(right, step.feature_keys, casts, buckets))
-    fn = partial(bucket_fn or _join_bucket, step)
-    return left.cogroup(right).applyInArrow(fn, _output_schema(spine, feats, step))
+    # Through the cogroup, columns travel under plain positional names (c0, c1, ...),
+    # renamed back in the worker. Two pyspark/Spark 4 traps make this necessary: when
+    # the spine is drawn from the feature table (same lineage, shared attributes) the
+    # cogroup drops the shared key columns from the right side's Arrow table, and
+    # applyInArrow resolves its inputs by name, reading a dot in a name as a field access.
+    left = spine.select(
+        *[_ref(c).alias(f"c{i}") for i, c in enumerate(spine.columns)],
+        _bucket(step.spine_keys, casts, buckets),
+    )
+    right = feats.select(
+        *[_ref(c).alias(f"c{i}") for i, c in enumerate(feats.columns)],
+        F.monotonically_increasing_id().alias(ROW_ID),
+        _bucket(step.feature_keys, casts, buckets),
+    )
+    fn = partial(_renamed, bucket_fn or _join_bucket, step, tuple(spine.columns), tuple(feats.columns))
+    grouped = left.groupBy(BUCKET).cogroup(right.groupBy(BUCKET))
+    return grouped.applyInArrow(fn, _output_schema(spine, feats, step))
+
+
+def _renamed(
+    bucket_fn: Any,
+    step: _Step,
+    spine_names: tuple[str, ...],
+    feature_names: tuple[str, ...],
+    spine: pa.Table,
+    feats: pa.Table,
+) -> pa.Table:
+    """The bucket's tables under their own column names, without the bucket column."""
+    spine = spine.drop_columns([BUCKET]).rename_columns(list(spine_names))
+    feats = feats.drop_columns([BUCKET]).rename_columns([*feature_names, ROW_ID])
+    return bucket_fn(step, spine, feats)
 
 
 def _join_bucket(step: _Step, spine: pa.Table, feats: pa.Table) -> pa.Table:
@@ -299,11 +328,18 @@ def _hash_type(spine: DataFrame, s: str, feats: DataFrame, f: str) -> str | None
     return None
 
 
-def _bucket(df: DataFrame, keys: Sequence[str], casts: Sequence[str | None], buckets: int) -> Column:
+def _bucket(keys: Sequence[str], casts: Sequence[str | None], buckets: int) -> Column:
     from pyspark.sql import functions as F
 
-    cols = [df[k] if c is None else df[k].cast(c) for k, c in zip(keys, casts)]
-    return F.pmod(F.xxhash64(*cols), F.lit(buckets)).alias("__pitstop_bucket")
+    cols = [_ref(k) if c is None else _ref(k).cast(c) for k, c in zip(keys, casts)]
+    return F.pmod(F.xxhash64(*cols), F.lit(buckets)).alias(BUCKET)
+
+
+def _ref(name: str) -> Column:
+    """The column ``name``, quoted: a dot in a name is part of it, not a field access."""
+    from pyspark.sql import functions as F
+
+    return F.col("`" + name.replace("`", "``") + "`")
 
 
 def _empty(schema: StructType, large_types: bool) -> pa.Table:
