@@ -229,7 +229,9 @@ def test_session_time_zone_changes_nothing(spark):
                                                       instant + dt.timedelta(hours=5)],
                                                      pa.timestamp("us", "UTC")), "label": [0, 1, 2]})
     feats = pa.table({"k": [1, 1], "ts": pa.array([instant, instant + dt.timedelta(hours=4)],
-                                                  pa.timestamp("us", "UTC")), "v": [7, 8]})
+                                                  pa.timestamp("us", "UTC")), "v": [7, 8],
+                      "seen": pa.array([{"at": instant}, {"at": instant}],  # zoned times inside, too
+                                       pa.struct([("at", pa.timestamp("us", "UTC"))]))})
     before = spark.conf.get("spark.sql.session.timeZone")
     spark.conf.set("spark.sql.session.timeZone", "America/New_York")
     try:

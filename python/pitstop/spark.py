@@ -134,7 +134,8 @@ def pit_join(
     ttls = [duration_ns(t) for t in _per_table(ttl, n, "ttl")]
     prefixes = _per_table(prefix, n, "prefix")
     spark = spine_df.sparkSession
-    for name, df, own in [("spine", spine_df, [BUCKET]), *((n, t, [BUCKET, ROW_ID]) for n, t in zip(names, tables))]:
+    reserved = [("spine", spine_df, [BUCKET]), *((name, t, [BUCKET, ROW_ID]) for name, t in zip(names, tables))]
+    for name, df, own in reserved:
         for col in own:
             if col in df.columns:
                 raise SchemaError(f"{name} has a column named {col!r}, which pitstop.spark uses; rename it")
@@ -180,7 +181,8 @@ def default_buckets(spark: SparkSession, dfs: Sequence[DataFrame]) -> int:
     (Spark's optimizer statistics), at least ``BUCKETS_PER_PARTITION`` per shuffle
     partition. Without an estimate (Spark Connect, sources without statistics) the
     lower bound alone."""
-    partitions = int(_conf(spark, "spark.sql.shuffle.partitions", "200"))
+    value = _conf(spark, "spark.sql.shuffle.partitions", "200")
+    partitions = int(value) if value.isdigit() else 200  # e.g. "auto" on some platforms
     floor = BUCKETS_PER_PARTITION * max(1, partitions)
     size = 0
     for df in dfs:
