@@ -10,7 +10,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PIP_CONSTRAINT := $(abspath constraints.txt)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help dev demo test test-rust test-python lint bench bench-store bench-predict bench-rust clean
+.PHONY: help dev demo test test-rust test-python lint bench bench-store bench-predict bench-spark bench-rust clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -19,6 +19,7 @@ $(VENV)/.deps: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q maturin pytest hypothesis pyarrow numpy pandas polars duckdb lmdb \
 		deltalake onnxruntime onnx scikit-learn skl2onnx
+	$(PIP) install -q pyspark  # the spark extra (pitstop[spark]); needs Java 17+ to run
 	touch $@
 
 dev: $(VENV)/.deps ## build the extension (release) into .venv
@@ -48,6 +49,9 @@ bench-store: dev ## training data from the store vs Feast (own venv) and DuckDB
 
 bench-predict: dev ## end-to-end predict vs the same pipeline in plain Python
 	$(PY) -m benches.predict
+
+bench-spark: dev ## the join on local Spark: kernel vs pandas merge_asof per bucket (needs Java 17+)
+	$(PY) -m benches.spark
 
 bench-rust: ## criterion benches of the kernels
 	cargo bench --bench join
