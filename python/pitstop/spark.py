@@ -90,6 +90,7 @@ def pit_join(
     knowledge_time: bool = False,
     buckets: int | None = None,
     prefix: str | Sequence[str | None] | None = None,
+    order: str | Sequence[str | None] | None = None,
 ) -> DataFrame:
     """Joins each feature DataFrame to the spine DataFrame as of the spine's times, on
     Spark, with the contract of :func:`pitstop.pit_join`.
@@ -111,6 +112,9 @@ def pit_join(
             by default from the inputs' estimated size: one per ~64 MiB, at least four
             per shuffle partition. All rows of one key share a bucket, whatever this is.
         prefix: prepended to each feature table's output columns (one, or one per table).
+        order: a column of each feature table that gives its input order (ascending),
+            used for the last tie-break instead of the DataFrame's own order and left out
+            of the output; feature views pass their insertion sequence here.
 
     Returns:
         A Spark ``DataFrame`` (lazy): every spine row once, with the spine's columns
@@ -133,8 +137,11 @@ def pit_join(
     created = _per_table(created_time, n, "created_time")
     ttls = [duration_ns(t) for t in _per_table(ttl, n, "ttl")]
     prefixes = _per_table(prefix, n, "prefix")
+    orders = _per_table(order, n, "order")
+    tables = [t if o is None else t.withColumnRenamed(o, ROW_ID) for t, o in zip(tables, orders)]
     spark = spine_df.sparkSession
-    reserved = [("spine", spine_df, [BUCKET]), *((name, t, [BUCKET, ROW_ID]) for name, t in zip(names, tables))]
+    reserved = [("spine", spine_df, [BUCKET]),
+                *((name, t, [BUCKET] + ([] if o else [ROW_ID])) for name, t, o in zip(names, tables, orders))]
     for name, df, own in reserved:
         for col in own:
             if col in df.columns:
@@ -147,7 +154,7 @@ def pit_join(
         _empty(spine_df.schema, large),
         spine_time,
         [
-            (_empty(t.schema, large), name, spine_keys, feature_keys, time, c, ttl_ns, p)
+            (_empty(_without_order(t).schema, large), name, spine_keys, feature_keys, time, c, ttl_ns, p)
             for t, name, time, c, ttl_ns, p in zip(tables, names, times, created, ttls, prefixes)
         ],
         allow_exact_matches=bool(allow_exact_matches),
@@ -217,6 +224,9 @@ def _join_one(
     from pyspark.sql import functions as F
 
     casts = [_hash_type(spine, s, feats, f) for s, f in zip(step.spine_keys, step.feature_keys)]
+    # The input order: a column the caller named (renamed ROW_ID), or the DataFrame's own.
+    row_id = _ref(ROW_ID) if ROW_ID in feats.columns else F.monotonically_increasing_id()
+    values = [c for c in feats.columns if c != ROW_ID]
     # Through the cogroup, columns travel under plain positional names (c0, c1, ...),
     # renamed back in the worker. Two pyspark/Spark 4 traps make this necessary: when
     # the spine is drawn from the feature table (same lineage, shared attributes) the
@@ -227,13 +237,17 @@ def _join_one(
         _bucket(step.spine_keys, casts, buckets),
     )
     right = feats.select(
-        *[_ref(c).alias(f"c{i}") for i, c in enumerate(feats.columns)],
-        F.monotonically_increasing_id().alias(ROW_ID),
+        *[_ref(c).alias(f"c{i}") for i, c in enumerate(values)],
+        row_id.alias(ROW_ID),
         _bucket(step.feature_keys, casts, buckets),
     )
-    fn = partial(_renamed, bucket_fn or _join_bucket, step, tuple(spine.columns), tuple(feats.columns))
+    fn = partial(_renamed, bucket_fn or _join_bucket, step, tuple(spine.columns), tuple(values))
     grouped = left.groupBy(BUCKET).cogroup(right.groupBy(BUCKET))
-    return grouped.applyInArrow(fn, _output_schema(spine, feats, step))
+    return grouped.applyInArrow(fn, _output_schema(spine, _without_order(feats), step))
+
+
+def _without_order(df: DataFrame) -> DataFrame:
+    return df.drop(ROW_ID) if ROW_ID in df.columns else df
 
 
 def _renamed(

@@ -69,6 +69,7 @@ class FeatureView:
         self.selections: list[Selection] = [Selection.from_json(s) for s in json.loads(row["spec"])]
         self.labels: list[str] = json.loads(row["labels"])
         self.description: str = row["description"]
+        self.last_snapshot: Snapshot | None = None
 
     def __repr__(self) -> str:
         return f"FeatureView({self.name!r}, version={self.version}, features={self.features})"
@@ -89,12 +90,19 @@ class FeatureView:
     # -- offline -----------------------------------------------------------------
 
     def training_data(self, spine: Any, *, spine_time: str | None = None,
-                      knowledge_time: bool = False, snapshot: Any = None) -> pa.Table:
+                      knowledge_time: bool = False, snapshot: Any = None,
+                      engine: str = "local", spark: Any = None) -> pa.Table:
         """The spine with every feature of the view as of each spine row's time.
 
         ``snapshot`` (a :class:`Snapshot`, its id, or an earlier result of this method)
         reads the offline tables at the versions recorded then, reproducing that result.
+        ``engine="spark"`` (with ``spark=<SparkSession>``) runs the join on Spark and
+        returns a Spark DataFrame; its snapshot is then ``self.last_snapshot``.
         """
+        if engine == "spark":
+            return self._training_data_spark(spine, spark, spine_time, knowledge_time, snapshot)
+        if engine != "local":
+            raise InvalidArgumentError(f"engine must be 'local' or 'spark'; got {engine!r}")
         spine = as_table(spine, "spine")
         spine_time = _spine_time(spine, spine_time)
         snap = self._resolve_snapshot(snapshot)
@@ -116,9 +124,51 @@ class FeatureView:
         out = _core.pit_join(spine, spine_time, args, allow_exact_matches=True,
                              knowledge_time=bool(knowledge_time))
         snap = snap or self._store._record_snapshot(self, tables)
+        self.last_snapshot = snap
         meta = dict(out.schema.metadata or {})
         meta[SNAPSHOT_KEY] = snap.to_json().encode()
         return out.replace_schema_metadata(meta)
+
+    def _training_data_spark(self, spine: Any, spark: Any, spine_time: str | None,
+                             knowledge_time: bool, snapshot: Any):
+        """The same join on Spark. pitstop resolves each group's Delta snapshot itself
+        (the data files at that version, from the Delta log) and Spark reads those
+        Parquet files, so no Delta jar is needed; rows keep their insertion sequence,
+        which breaks full ties exactly as locally."""
+        from pyspark.sql import DataFrame
+
+        from . import spark as pspark
+
+        if spark is None:
+            raise InvalidArgumentError("engine='spark' needs spark=<SparkSession>")
+        if not isinstance(spine, DataFrame):
+            spine = spark.createDataFrame(as_table(spine, "spine"))
+        if spine_time is None:
+            temporal = [f.name for f in spine.schema.fields
+                        if type(f.dataType).__name__ in ("TimestampType", "TimestampNTZType", "DateType")]
+            if len(temporal) != 1:
+                raise InvalidArgumentError(
+                    f"name the spine's time column with spine_time=...; it has {temporal}")
+            spine_time = temporal[0]
+        snap = self._resolve_snapshot(snapshot)
+        tables: dict[str, int] = {}
+        out = spine
+        for sel, group in zip(self.selections, self._groups()):
+            want = snap.tables.get(group.online_table) if snap else None
+            version, files = group.offline.files(version=want)
+            tables[group.online_table] = version
+            cols = [*group.primary_key, group.event_time,
+                    *([group.created_time] if group.created_time else []), *sel.features, SEQ]
+            feats = spark.read.parquet(*files).select(*cols) if files else \
+                spark.createDataFrame(group.offline.schema(version).empty_table().select(cols))
+            out = pspark.pit_join(
+                out, feats, on={s: p for s, p in sel.on}, spine_time=spine_time,
+                feature_time=group.event_time, ttl=None if group.ttl_ns is None else f"{group.ttl_ns}ns",
+                created_time=group.created_time, knowledge_time=knowledge_time,
+                prefix=sel.prefix, order=SEQ,
+            )
+        self.last_snapshot = snap or self._store._record_snapshot(self, tables)
+        return out
 
     def _resolve_snapshot(self, snapshot: Any) -> Snapshot | None:
         if snapshot is None:
