@@ -208,6 +208,8 @@ def render(size: Size, results: dict[str, dict[str, Any]], threads: int, repeat:
         "join CPU s: user + system CPU seconds of the engine's process during one join "
         "(median); on a busy machine it varies less than wall time.",
         f"The memory guard kills an engine past {rss_limit:,.0f} MiB resident.",
+        "join CPU s split user + system: " + "; ".join(
+            f"{e} {r['join_user_s']:.2f} + {r['join_sys_s']:.2f}" for e, r in ok.items()),
         "Join runs (s): " + "; ".join(
             f"{e} {', '.join(f'{t:.2f}' for t in r['join_times'])}" for e, r in ok.items()),
     ]

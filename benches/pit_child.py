@@ -258,11 +258,6 @@ class Pandas(Engine):
         return pa.Table.from_pandas(s, preserve_index=False)
 
 
-def _cpu_s() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
 IMPLEMENTATIONS = {
     "pitstop": Pitstop,
     "duckdb": DuckDB,
@@ -295,18 +290,19 @@ def main(argv: list[str] | None = None) -> None:
     rss_after_read = harness.peak_rss_mb()
 
     times: list[float] = []
-    cpu: list[float] = []  # user + system seconds of this process (all its threads)
+    cpu: list[tuple[float, float]] = []  # (user, system) seconds of this process
     out = None
     for i in range(args.warmup + args.repeat):
         if out is not None:
             engine.release(out)
             out = None
             gc.collect()
-        cpu0 = _cpu_s()
+        cpu0 = os.times()
         seconds, out = harness.timed(lambda: engine.join(state))
         if i >= args.warmup:
             times.append(seconds)
-            cpu.append(_cpu_s() - cpu0)
+            cpu1 = os.times()
+            cpu.append((cpu1.user - cpu0.user, cpu1.system - cpu0.system))
         print(f"run {i}: {seconds:.3f} s", file=sys.stderr, flush=True)
     peak = harness.peak_rss_mb()
 
@@ -320,7 +316,9 @@ def main(argv: list[str] | None = None) -> None:
         "read_s": read_s,
         "join_s": harness.median(times),
         "join_times": times,
-        "join_cpu_s": harness.median(cpu),
+        "join_cpu_s": harness.median([u + s for u, s in cpu]),
+        "join_user_s": harness.median([u for u, _ in cpu]),
+        "join_sys_s": harness.median([s for _, s in cpu]),
         "rows": rows,
         "columns": columns,
         "rss_after_read_mb": rss_after_read,
