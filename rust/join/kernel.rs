@@ -17,7 +17,7 @@
 //! grow with the number of rows per key, and only when many of a key's values were
 //! backfilled after the spine time.
 //!
-//! Cost: memory 24 bytes per feature row plus 4 per key, time `O(n log m)` for `n`
+//! Cost: memory 16 bytes per feature row (24 with created times) plus 4 per key, time `O(n log m)` for `n`
 //! spine rows and `m` rows per key; both phases are parallel and deterministic (the
 //! result never depends on the thread count: each output slot is written once from a
 //! pure function of the inputs).
@@ -40,13 +40,11 @@ pub struct Params {
     pub knowledge_time: bool,
 }
 
-/// One feature row as the probe sees it: its times next to its index, so a binary
-/// search and the winner's index come from the same cache lines.
+/// One feature row as the probe sees it: its event time next to its index, so a
+/// binary search and the winner's index come from the same cache lines (16 bytes).
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     e: i64,
-    /// Created time (0 when the table has none).
-    c: i64,
     row: u32,
 }
 
@@ -56,15 +54,18 @@ pub struct SortedFeatures {
     offsets: Vec<u32>,
     /// Sorted by (key id, event time, created time, row index).
     entries: Vec<Entry>,
+    /// Created time by feature row (not by entry): read only to break event-time ties
+    /// while sorting and to skip rows under knowledge time, both rare.
+    c: Option<Vec<i64>>,
 }
 
 /// Groups and orders feature rows; `key_ids[r]` is row `r`'s key id (NO_KEY rows are
-/// dropped), `e` and `c` its event and created times.
+/// dropped), `e[r]` and `c[r]` its event and created times.
 pub fn sort_features(
     key_ids: &[u32],
     n_keys: usize,
     e: &[i64],
-    c: Option<&[i64]>,
+    c: Option<Vec<i64>>,
 ) -> SortedFeatures {
     let mut offsets = vec![0u32; n_keys + 1];
     for &k in key_ids {
@@ -78,15 +79,13 @@ pub fn sort_features(
     // Counting sort: one sequential pass over the inputs, stable, so each key's run
     // is in input (row) order.
     let mut next = offsets[..n_keys].to_vec();
-    let blank = Entry { e: 0, c: 0, row: 0 };
+    let blank = Entry { e: 0, row: 0 };
     let mut entries = vec![blank; offsets[n_keys] as usize];
     for (r, &k) in key_ids.iter().enumerate() {
         if k != NO_KEY {
             let slot = &mut next[k as usize];
-            let c = c.map_or(0, |c| c[r]);
             entries[*slot as usize] = Entry {
                 e: e[r],
-                c,
                 row: r as u32,
             };
             *slot += 1;
@@ -95,19 +94,26 @@ pub fn sort_features(
     drop(next);
 
     // A stable sort of each run by (e, c) makes it (e, c, row).
+    let order = |a: &Entry, b: &Entry| match &c {
+        Some(c) => (a.e, c[a.row as usize]).cmp(&(b.e, c[b.row as usize])),
+        None => a.e.cmp(&b.e),
+    };
     let mut runs: Vec<&mut [Entry]> = Vec::new();
     let mut rest: &mut [Entry] = &mut entries;
     for k in 0..n_keys {
         let len = (offsets[k + 1] - offsets[k]) as usize;
         let (run, tail) = rest.split_at_mut(len);
         rest = tail;
-        if len > 1 && !run.is_sorted_by_key(|x| (x.e, x.c)) {
+        if len > 1 && !run.is_sorted_by(|a, b| order(a, b).is_le()) {
             runs.push(run);
         }
     }
-    runs.par_iter_mut()
-        .for_each(|run| run.sort_by_key(|x| (x.e, x.c)));
-    SortedFeatures { offsets, entries }
+    runs.par_iter_mut().for_each(|run| run.sort_by(order));
+    SortedFeatures {
+        offsets,
+        entries,
+        c,
+    }
 }
 
 /// The spine's rows grouped by key id, so that probing walks each feature table's
@@ -195,7 +201,7 @@ fn winner(s: &SortedFeatures, k: usize, t: i64, p: Params) -> u32 {
         if floor.is_some_and(|f| x.e < f) {
             return NO_ROW;
         }
-        if p.knowledge_time && x.c > t {
+        if p.knowledge_time && s.c.as_ref().is_some_and(|c| c[x.row as usize] > t) {
             continue;
         }
         return x.row;
@@ -264,7 +270,7 @@ mod tests {
                 knowledge_time: with_c && round % 5 == 0,
             };
             let cs = with_c.then_some(c.as_slice());
-            let sorted = sort_features(&key, n_keys, &e, cs);
+            let sorted = sort_features(&key, n_keys, &e, cs.map(|c| c.to_vec()));
             let spine_keys: Vec<u32> = (0..n_keys as u32).chain([NO_KEY]).collect();
             for &k in &spine_keys {
                 for t in -1..8 {

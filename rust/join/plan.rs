@@ -103,12 +103,7 @@ impl<'s> Plan<'s> {
             .map(|c| time::to_unit(c, "created_time", self.unit));
         let c = c.transpose()?;
         let sorted = phase("sort", || {
-            kernel::sort_features(
-                &key_ids,
-                dict.n_keys,
-                &e.values,
-                c.as_ref().map(|c| c.values.as_slice()),
-            )
+            kernel::sort_features(&key_ids, dict.n_keys, &e.values, c.map(|c| c.values))
         });
         drop(key_ids);
         let params = Params {
