@@ -85,7 +85,7 @@ pub fn assemble(
     let mut start = 0;
     for batch in &spec.spine.batches {
         let n = batch.num_rows();
-        let indices: Vec<Option<UInt32Array>> = matches
+        let indices: Vec<Option<(UInt32Array, Option<NullBuffer>)>> = matches
             .rows
             .par_iter()
             .map(|rows| take_indices(&rows[start..start + n]))
@@ -95,7 +95,7 @@ pub fn assemble(
             .zip(&sources)
             .map(|(&(j, _), source)| match &indices[j] {
                 None => Ok(new_null_array(source.data_type(), n)),
-                Some(idx) => Ok(arrow_select::take::take(source, idx, None)?),
+                Some((idx, matched)) => take_masked(source, idx, matched.as_ref()),
             })
             .collect::<Result<_>>()?;
         let mut columns = batch.columns().to_vec();
@@ -119,9 +119,10 @@ fn whole_column(f: &FeatureSpec, c: usize) -> Result<ArrayRef> {
     }
 }
 
-/// `take` indices for feature rows `rows` (null where NO_ROW); None when nothing
-/// matched, so the columns are all null without a gather.
-fn take_indices(rows: &[u32]) -> Option<UInt32Array> {
+/// `take` indices for feature rows `rows` (0 where NO_ROW) and the mask of rows that
+/// matched (None when all did); None when nothing matched, so the columns are all null
+/// without a gather.
+fn take_indices(rows: &[u32]) -> Option<(UInt32Array, Option<NullBuffer>)> {
     if rows.iter().all(|&r| r == NO_ROW) {
         return None;
     }
@@ -129,9 +130,33 @@ fn take_indices(rows: &[u32]) -> Option<UInt32Array> {
         .iter()
         .map(|&r| if r == NO_ROW { 0 } else { r })
         .collect();
-    let nulls = NullBuffer::from_iter(rows.iter().map(|&r| r != NO_ROW));
-    Some(UInt32Array::new(
-        values,
-        Some(nulls).filter(|n| n.null_count() > 0),
+    let matched = NullBuffer::from_iter(rows.iter().map(|&r| r != NO_ROW));
+    Some((
+        UInt32Array::new(values, None),
+        Some(matched).filter(|n| n.null_count() > 0),
     ))
+}
+
+/// `source` at `idx`, null where `matched` says no row matched. The take runs with
+/// null-free indices (Arrow's fastest path, several times faster for strings than
+/// nullable indices) and the mask is applied to the result's validity afterwards; the
+/// values under a masked slot are row 0's, never visible.
+fn take_masked(
+    source: &ArrayRef,
+    idx: &UInt32Array,
+    matched: Option<&NullBuffer>,
+) -> Result<ArrayRef> {
+    use arrow_schema::DataType::{Null, RunEndEncoded, Union};
+    let Some(matched) = matched else {
+        return Ok(arrow_select::take::take(source, idx, None)?);
+    };
+    if matches!(source.data_type(), Null | Union(..) | RunEndEncoded(..)) {
+        // No validity buffer of their own to mask: let take produce the nulls.
+        let nullable = UInt32Array::new(idx.values().clone(), Some(matched.clone()));
+        return Ok(arrow_select::take::take(source, &nullable, None)?);
+    }
+    let taken = arrow_select::take::take(source, idx, None)?;
+    let nulls = NullBuffer::union(taken.nulls(), Some(matched));
+    let data = taken.into_data().into_builder().nulls(nulls).build()?;
+    Ok(arrow_array::make_array(data))
 }
