@@ -1,11 +1,12 @@
 //! Assembling the output: the spine's batches, each widened with the feature columns
 //! gathered for its rows.
 //!
-//! Each feature value column is gathered with Arrow's `take` (nullable indices give
-//! nulls where nothing matched). A feature table that arrived in several batches has
-//! its value columns concatenated once first (`take` on one array is several times
-//! faster than `interleave` across chunks); one in a single batch is used as it is.
-//! The gathers of a spine batch run in parallel over (table, column).
+//! Each feature value column is gathered with Arrow's `take` on null-free indices,
+//! then masked where nothing matched. A feature table that arrived in several batches
+//! has each value column concatenated first (`take` on one array is several times
+//! faster than `interleave` across chunks), one column at a time per thread so the
+//! copies never add up; one in a single batch is used as it is. The work runs in
+//! parallel over (table, column).
 
 use std::sync::Arc;
 
@@ -64,6 +65,10 @@ pub fn output_schema(spec: &JoinSpec) -> Result<SchemaRef> {
 }
 
 /// The spine's batches widened with the gathered feature columns.
+///
+/// Parallel over (table, column) tasks; each task makes its column one array (a copy
+/// only when the table came in several batches), gathers it for every spine batch, and
+/// drops the copy, so at most one concatenated column per thread is alive at a time.
 pub fn assemble(
     spec: &JoinSpec,
     schema: &SchemaRef,
@@ -75,35 +80,48 @@ pub fn assemble(
         .enumerate()
         .flat_map(|(j, f)| value_columns(f).into_iter().map(move |c| (j, c)))
         .collect();
-    // Each value column as one array: `take` on one array is several times faster than
-    // `interleave` across chunks, and the one concatenation is cheap next to it.
-    let sources: Vec<ArrayRef> = tasks
-        .par_iter()
-        .map(|&(j, c)| whole_column(&spec.features[j], c))
-        .collect::<Result<_>>()?;
-    let mut out = Vec::with_capacity(spec.spine.batches.len());
+    let mut bounds = Vec::with_capacity(spec.spine.batches.len());
     let mut start = 0;
     for batch in &spec.spine.batches {
-        let n = batch.num_rows();
-        let indices: Vec<Option<(UInt32Array, Option<NullBuffer>)>> = matches
-            .rows
-            .par_iter()
-            .map(|rows| take_indices(&rows[start..start + n]))
-            .collect();
-        let gathered: Vec<ArrayRef> = tasks
-            .par_iter()
-            .zip(&sources)
-            .map(|(&(j, _), source)| match &indices[j] {
-                None => Ok(new_null_array(source.data_type(), n)),
-                Some((idx, matched)) => take_masked(source, idx, matched.as_ref()),
-            })
-            .collect::<Result<_>>()?;
-        let mut columns = batch.columns().to_vec();
-        columns.extend(gathered);
-        out.push(RecordBatch::try_new(Arc::clone(schema), columns)?);
-        start += n;
+        bounds.push((start, batch.num_rows()));
+        start += batch.num_rows();
     }
-    Ok(out)
+    // picks[b][j]: table j's take indices for spine batch b.
+    let picks: Vec<Vec<Option<Picks>>> = bounds
+        .par_iter()
+        .map(|&(start, n)| {
+            matches
+                .rows
+                .iter()
+                .map(|rows| take_indices(&rows[start..start + n]))
+                .collect()
+        })
+        .collect();
+    // gathered[t][b]: task t's column for spine batch b.
+    let gathered: Vec<Vec<ArrayRef>> = tasks
+        .par_iter()
+        .map(|&(j, c)| {
+            let source = whole_column(&spec.features[j], c)?;
+            bounds
+                .iter()
+                .zip(&picks)
+                .map(|(&(_, n), picks)| match &picks[j] {
+                    None => Ok(new_null_array(source.data_type(), n)),
+                    Some((idx, matched)) => take_masked(&source, idx, matched.as_ref()),
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<_>>()?;
+    spec.spine
+        .batches
+        .iter()
+        .enumerate()
+        .map(|(b, batch)| {
+            let mut columns = batch.columns().to_vec();
+            columns.extend(gathered.iter().map(|col| Arc::clone(&col[b])));
+            Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+        })
+        .collect()
 }
 
 /// Column `c` of feature table `f` as one array (zero-copy when it is one batch).
@@ -119,10 +137,13 @@ fn whole_column(f: &FeatureSpec, c: usize) -> Result<ArrayRef> {
     }
 }
 
+/// Null-free `take` indices and the mask of spine rows that matched (None: all did).
+type Picks = (UInt32Array, Option<NullBuffer>);
+
 /// `take` indices for feature rows `rows` (0 where NO_ROW) and the mask of rows that
 /// matched (None when all did); None when nothing matched, so the columns are all null
 /// without a gather.
-fn take_indices(rows: &[u32]) -> Option<(UInt32Array, Option<NullBuffer>)> {
+fn take_indices(rows: &[u32]) -> Option<Picks> {
     if rows.iter().all(|&r| r == NO_ROW) {
         return None;
     }
