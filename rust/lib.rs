@@ -3,8 +3,10 @@
 //! the `python` feature, which maturin turns on) is the one place that touches pyo3, and
 //! the `#[pymodule]` below is the whole Python surface of the extension.
 
+pub mod encode;
 pub mod error;
 pub mod join;
+pub mod online;
 pub mod table;
 
 #[cfg(feature = "python")]
