@@ -197,6 +197,9 @@ pub enum Error {
         len: usize,
         max: usize,
     },
+
+    #[error("{0}")]
+    InputType(String),
 }
 
 /// `['a', 'b']`: a list of names as a Python user would write it.
@@ -232,6 +235,7 @@ impl Error {
             Error::KeyType { .. } => "ColumnTypeError",
             Error::KeyTooLong { .. } => "DataError",
             Error::NotNumeric { .. } => "ColumnTypeError",
+            Error::InputType(_) => "InputTypeError",
         }
     }
 }

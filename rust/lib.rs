@@ -18,5 +18,7 @@ fn _core(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
     use pyo3::prelude::*;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(py::join::pit_join, m)?)?;
+    m.add_class::<py::online::PyOnlineStore>()?;
+    m.add_class::<py::online::PyReader>()?;
     Ok(())
 }

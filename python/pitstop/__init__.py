@@ -11,5 +11,6 @@ from . import errors
 from ._core import __version__
 from .errors import PitstopError
 from .join import pit_join
+from .online import OnlineStore, Reader
 
-__all__ = ["__version__", "errors", "PitstopError", "pit_join"]
+__all__ = ["__version__", "errors", "PitstopError", "pit_join", "OnlineStore", "Reader"]

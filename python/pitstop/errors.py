@@ -37,6 +37,27 @@ class ArrowError(PitstopError, RuntimeError):
     """Arrow failed underneath (a bug in pitstop or in the input's producer)."""
 
 
+class StoreError(PitstopError, OSError):
+    """The online store's files could not be used: an I/O or LMDB failure, or a write
+    to a store opened with ``readonly=True``."""
+
+
+class NotAStoreError(StoreError):
+    """A path is not a pitstop store, nor a place where one can be created."""
+
+
+class CorruptStoreError(StoreError):
+    """The store's files are damaged or truncated; rebuild the online store from the
+    offline tables, or restore a copy."""
+
+
+class NotFoundError(PitstopError, KeyError):
+    """A table or feature that does not exist."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
 __all__ = [
     "PitstopError",
     "SchemaError",
@@ -45,4 +66,8 @@ __all__ = [
     "InvalidArgumentError",
     "InputTypeError",
     "ArrowError",
+    "StoreError",
+    "NotAStoreError",
+    "CorruptStoreError",
+    "NotFoundError",
 ]

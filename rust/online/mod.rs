@@ -185,3 +185,6 @@ fn resolve(path: &Path, readonly: bool) -> Result<PathBuf> {
     std::fs::create_dir_all(&online).map_err(io)?;
     Ok(online)
 }
+
+#[cfg(test)]
+mod tests;
