@@ -220,7 +220,7 @@ fn encode_group(group: &Group, keys: &Keys) -> Result<(Encoded, Vec<bool>)> {
                             return Err(key_type_error(group, name, *want, &format!("the int {i}")))
                         }
                         (KeyValue::Str(s), KeyKind::Int) => {
-                            return Err(key_type_error(group, name, *want, &format!("the str {s:?}")))
+                            return Err(key_type_error(group, name, *want, &format!("the str '{s}'")))
                         }
                     }
                 }

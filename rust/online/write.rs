@@ -110,19 +110,23 @@ impl Plan {
         } else {
             data
         };
+        let existing = env.find_table(spec.table)?;
+        if let Some(def) = &existing {
+            check_key_names(def, spec.keys)?;
+        }
         // Keys.
         let mut key_cols = Vec::with_capacity(spec.keys.len());
         let mut kinds = Vec::with_capacity(spec.keys.len());
         for k in spec.keys {
             let col = data.column(k, "keys must name the entity key columns")?;
             let kind = key_kind(&col)?;
-            let nulls = col.null_count();
-            if nulls > 0 || kind.is_none() {
+            let nulls = if kind.is_none() { col.len() } else { col.null_count() };
+            if nulls > 0 {
                 return Err(Error::NullValues {
                     table: label.clone(),
                     column: k.clone(),
                     role: "key columns".into(),
-                    count: nulls.max(col.len()),
+                    count: nulls,
                 });
             }
             kinds.push(kind.expect("checked"));
@@ -158,7 +162,6 @@ impl Plan {
             .into_iter()
             .filter(|c| !reserved.contains(&c.as_str()))
             .collect();
-        let existing = env.find_table(spec.table)?;
         let (def, new_table) = match existing {
             Some(def) => {
                 check_keys(&def, spec.keys, &kinds, &key_cols)?;
@@ -318,7 +321,7 @@ fn kind_name(kind: KeyKind) -> &'static str {
     }
 }
 
-fn check_keys(def: &TableDef, keys: &[String], kinds: &[KeyKind], cols: &[Column]) -> Result<()> {
+fn check_key_names(def: &TableDef, keys: &[String]) -> Result<()> {
     let names = def.key_names();
     if names != keys {
         return Err(Error::SchemaMismatch {
@@ -331,6 +334,11 @@ fn check_keys(def: &TableDef, keys: &[String], kinds: &[KeyKind], cols: &[Column
             ),
         });
     }
+    Ok(())
+}
+
+fn check_keys(def: &TableDef, keys: &[String], kinds: &[KeyKind], cols: &[Column]) -> Result<()> {
+    check_key_names(def, keys)?;
     for (((name, want), got), col) in def.keys.iter().zip(kinds).zip(cols) {
         if want != got {
             return Err(Error::KeyType {
