@@ -188,6 +188,13 @@ fn encode_group(group: &Group, keys: &Keys) -> Result<(Encoded, Vec<bool>)> {
             }
             encode_keys(&cols, 0, t.num_rows(), &[])
         }
+        Keys::Values { values, .. } if values.is_empty() => (
+            Encoded {
+                bytes: Vec::new(),
+                ends: vec![0],
+            },
+            Vec::new(),
+        ),
         Keys::Values { arity, values } => {
             if *arity != group.key_names.len() {
                 return Err(Error::InvalidArgument(format!(
