@@ -58,6 +58,34 @@ const POOL_MAX: usize = 64;
 /// Attempts at a write that keeps hitting a full map (each doubles it).
 const MAX_GROWTHS: usize = 48;
 
+/// The thread pool of the online store's parallel work, per fork generation.
+///
+/// Not rayon's global pool: a process forked after using a pool has none of its
+/// threads, and work sent to it would wait forever (a gunicorn master that wrote to
+/// the store before forking its workers). A forked child builds its own pool and leaks
+/// the inherited one, as it does LMDB handles.
+pub fn pool() -> Arc<rayon::ThreadPool> {
+    static POOL: Mutex<Option<(u64, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
+    let generation = lmdb::fork_generation();
+    let mut slot = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((g, pool)) = slot.as_ref() {
+        if *g == generation {
+            return Arc::clone(pool);
+        }
+    }
+    if let Some((_, inherited)) = slot.take() {
+        std::mem::forget(inherited); // its threads exist only in the parent
+    }
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("pitstop-online-{i}"))
+            .build()
+            .expect("a thread pool"),
+    );
+    *slot = Some((generation, Arc::clone(&pool)));
+    pool
+}
+
 /// Why a write transaction's body stopped.
 pub enum Abort {
     /// LMDB failed (a full map is retried after growing it).

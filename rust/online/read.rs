@@ -30,7 +30,7 @@ use arrow_schema::{DataType, Field, Schema};
 use rayon::prelude::*;
 
 use super::catalog::TableDef;
-use super::env::Env;
+use super::env::{pool, Env};
 use super::lmdb::{LResult, RoCursor, RoTxn};
 use crate::encode::columns::{decode_column, encode_keys, Encoded};
 use crate::encode::key::{self, MAX_ENTITY_LEN};
@@ -365,13 +365,15 @@ fn lookup<'a>(
         let txns: &'a [RoTxn] = txns;
         vec![runs(0, &txns[0])]
     } else {
-        txns.par_iter_mut()
-            .enumerate()
-            .map(|(i, txn)| {
-                let txn: &'a RoTxn = txn;
-                runs(i, txn)
-            })
-            .collect()
+        pool().install(|| {
+            txns.par_iter_mut()
+                .enumerate()
+                .map(|(i, txn)| {
+                    let txn: &'a RoTxn = txn;
+                    runs(i, txn)
+                })
+                .collect()
+        })
     };
     let mut raw: Vec<Option<&'a [u8]>> = vec![None; n * t];
     let mut done = vec![0usize; plan.groups.len()];
@@ -426,7 +428,8 @@ fn threads_for(n: usize) -> usize {
     if n < PARALLEL_MIN {
         1
     } else {
-        rayon::current_num_threads()
+        pool()
+            .current_num_threads()
             .min(n / PER_THREAD_MIN)
             .max(1)
     }
@@ -465,7 +468,7 @@ pub fn read_table(
                 .map_err(|e| env.corrupt(format!("table '{}': {e}", def.name)))
         };
         let mut arrays: Vec<ArrayRef> = if n >= PARALLEL_MIN {
-            cols.par_iter().map(decode).collect::<Result<_>>()?
+            pool().install(|| cols.par_iter().map(decode).collect::<Result<_>>())?
         } else {
             cols.iter().map(decode).collect::<Result<_>>()?
         };
@@ -597,7 +600,7 @@ pub fn read_matrix(env: &Env, plan: &MatrixPlan, keys: &Keys, now_ns: i64, out: 
             return Ok(());
         }
         if n >= PARALLEL_MIN {
-            out.par_chunks_mut(d).enumerate().for_each(|(r, row)| fill(r, row));
+            pool().install(|| out.par_chunks_mut(d).enumerate().for_each(|(r, row)| fill(r, row)));
         } else {
             out.chunks_mut(d).enumerate().for_each(|(r, row)| fill(r, row));
         }

@@ -32,7 +32,7 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use rayon::prelude::*;
 
 use super::catalog::{self, TableDef};
-use super::env::{Abort, Env};
+use super::env::{pool, Abort, Env};
 use crate::encode::columns::{encode_keys, encode_rows, Encoded};
 use crate::encode::key::MAX_KEY_LEN;
 use crate::encode::row::{self, Stamp, ValueType};
@@ -181,14 +181,16 @@ impl Plan {
         // Encode, in parallel over blocks.
         let tid = def.id.to_be_bytes();
         let parts: Vec<(usize, usize)> = blocks(n, BLOCK).collect();
-        let encoded: Vec<(Encoded, Encoded)> = parts
-            .par_iter()
-            .map(|&(start, len)| {
-                let (keys, _) = encode_keys(&key_cols, start, len, &tid);
-                let rows = encode_rows(&def.layout, &feature_cols, &stamps, start, len);
-                (keys, rows)
-            })
-            .collect();
+        let encode = |&(start, len): &(usize, usize)| {
+            let (keys, _) = encode_keys(&key_cols, start, len, &tid);
+            let rows = encode_rows(&def.layout, &feature_cols, &stamps, start, len);
+            (keys, rows)
+        };
+        let encoded: Vec<(Encoded, Encoded)> = if parts.len() > 1 {
+            pool().install(|| parts.par_iter().map(encode).collect())
+        } else {
+            parts.iter().map(encode).collect()
+        };
         for (b, (keys, _)) in encoded.iter().enumerate() {
             for i in 0..keys.len() {
                 if keys.get(i).len() > MAX_KEY_LEN {
@@ -204,12 +206,17 @@ impl Plan {
         // One candidate per key: the greatest (stamp, position).
         let key_of = |i: u32| encoded[i as usize / BLOCK].0.get(i as usize % BLOCK);
         let mut order: Vec<u32> = (0..n as u32).collect();
-        order.par_sort_unstable_by(|&a, &b| {
+        let by_key_stamp_position = |&a: &u32, &b: &u32| {
             key_of(a)
                 .cmp(key_of(b))
                 .then_with(|| stamps[a as usize].cmp(&stamps[b as usize]))
                 .then_with(|| a.cmp(&b))
-        });
+        };
+        if n > BLOCK {
+            pool().install(|| order.par_sort_unstable_by(by_key_stamp_position));
+        } else {
+            order.sort_unstable_by(by_key_stamp_position);
+        }
         let mut winners = Vec::with_capacity(n);
         for (i, &r) in order.iter().enumerate() {
             let last_of_key = order.get(i + 1).is_none_or(|&next| key_of(next) != key_of(r));
