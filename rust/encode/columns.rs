@@ -147,7 +147,12 @@ pub fn for_each_key_cell<'a>(arr: &'a dyn Array, mut f: impl FnMut(usize, Cell<'
 /// The entity encodings of rows `[start, start + len)` of key columns `cols`, each
 /// followed by `suffix` (a table id, or nothing). A row with a null in any key column
 /// gets an empty encoding and `valid[i] = false`.
-pub fn encode_keys(cols: &[Column], start: usize, len: usize, suffix: &[u8]) -> (Encoded, Vec<bool>) {
+pub fn encode_keys(
+    cols: &[Column],
+    start: usize,
+    len: usize,
+    suffix: &[u8],
+) -> (Encoded, Vec<bool>) {
     let mut sizes = vec![suffix.len(); len];
     let mut valid = vec![true; len];
     for col in cols {
@@ -181,11 +186,9 @@ pub fn encode_keys(cols: &[Column], start: usize, len: usize, suffix: &[u8]) -> 
         }
     }
     if !suffix.is_empty() {
-        for r in 0..len {
-            if valid[r] {
-                let end = out.ends[r + 1];
-                out.bytes[end - suffix.len()..end].copy_from_slice(suffix);
-            }
+        for (r, _) in valid.iter().enumerate().filter(|(_, v)| **v) {
+            let end = out.ends[r + 1];
+            out.bytes[end - suffix.len()..end].copy_from_slice(suffix);
         }
     }
     (out, valid)
@@ -286,7 +289,11 @@ fn for_each_var<'a>(arr: &'a dyn Array, mut f: impl FnMut(usize, &'a [u8])) {
 /// Calls `f(i, little-endian bytes)` for each value (nulls included: their bytes are
 /// whatever Arrow holds, and the bitmap marks them) of a fixed-width array.
 fn write_fixed(arr: &dyn Array, width: usize, mut f: impl FnMut(usize, &[u8])) {
-    fn prim<T: ArrowPrimitiveType>(arr: &dyn Array, width: usize, f: &mut impl FnMut(usize, &[u8])) {
+    fn prim<T: ArrowPrimitiveType>(
+        arr: &dyn Array,
+        width: usize,
+        f: &mut impl FnMut(usize, &[u8]),
+    ) {
         let raw = arr.as_primitive::<T>().values().to_byte_slice();
         for (i, v) in raw.chunks_exact(width).enumerate() {
             f(i, v)
@@ -412,7 +419,9 @@ mod tests {
             .into_iter()
             .map(|a| RecordBatch::try_new(Arc::clone(&schema), vec![a]).unwrap())
             .collect();
-        Table::new("t", schema, batches).column("c", "test").unwrap()
+        Table::new("t", schema, batches)
+            .column("c", "test")
+            .unwrap()
     }
 
     #[test]
@@ -428,19 +437,35 @@ mod tests {
         let (enc, valid) = encode_keys(&[a, b], 0, 4, &[0, 0, 0, 9]);
         assert_eq!(valid, vec![true, true, false, true]);
         let strip = |i: usize| enc.get(i)[..enc.get(i).len() - 4].to_vec();
-        assert_eq!(decode(&strip(0)).unwrap(), vec![Part::Int(1), Part::Str(b"23")]);
-        assert_eq!(decode(&strip(1)).unwrap(), vec![Part::Int(12), Part::Str(b"3")]);
+        assert_eq!(
+            decode(&strip(0)).unwrap(),
+            vec![Part::Int(1), Part::Str(b"23")]
+        );
+        assert_eq!(
+            decode(&strip(1)).unwrap(),
+            vec![Part::Int(12), Part::Str(b"3")]
+        );
         assert!(enc.get(2).is_empty());
-        assert_eq!(decode(&strip(3)).unwrap(), vec![Part::Int(-5), Part::Str(b"")]);
+        assert_eq!(
+            decode(&strip(3)).unwrap(),
+            vec![Part::Int(-5), Part::Str(b"")]
+        );
         assert_eq!(&enc.get(3)[enc.get(3).len() - 4..], &[0, 0, 0, 9]);
         // A block in the middle.
         let (mid, _) = encode_keys(
-            &[column(vec![Arc::new(UInt64Array::from(vec![1, u64::MAX, 3]))])],
+            &[column(vec![Arc::new(UInt64Array::from(vec![
+                1,
+                u64::MAX,
+                3,
+            ]))])],
             1,
             2,
             &[],
         );
-        assert_eq!(decode(mid.get(0)).unwrap(), vec![Part::Int(u64::MAX as i128)]);
+        assert_eq!(
+            decode(mid.get(0)).unwrap(),
+            vec![Part::Int(u64::MAX as i128)]
+        );
         assert_eq!(decode(mid.get(1)).unwrap(), vec![Part::Int(3)]);
     }
 
@@ -455,7 +480,11 @@ mod tests {
             Some(""),
             None,
         ]))]);
-        let i = column(vec![Arc::new(Int16Array::from(vec![Some(7), None, Some(-3)]))]);
+        let i = column(vec![Arc::new(Int16Array::from(vec![
+            Some(7),
+            None,
+            Some(-3),
+        ]))]);
         let b = column(vec![Arc::new(BinaryArray::from(vec![
             Some(&b"\x00\x01"[..]),
             None,
@@ -474,9 +503,18 @@ mod tests {
         ];
         let layout = RowLayout::new(1, types);
         let stamps = vec![
-            Stamp { event: 10, created: 0 },
-            Stamp { event: 20, created: 1 },
-            Stamp { event: 30, created: 2 },
+            Stamp {
+                event: 10,
+                created: 0,
+            },
+            Stamp {
+                event: 20,
+                created: 1,
+            },
+            Stamp {
+                event: 30,
+                created: 2,
+            },
         ];
         let cols = [f, s, i, b, t];
         let enc = encode_rows(&layout, &cols, &stamps, 0, 3);
@@ -486,7 +524,13 @@ mod tests {
         let five = 5i64.to_le_bytes();
         let want0 = layout.encode(
             stamps[0],
-            &[Some(&one), Some("héllo".as_bytes()), Some(&seven), Some(b"\x00\x01"), Some(&five)],
+            &[
+                Some(&one),
+                Some("héllo".as_bytes()),
+                Some(&seven),
+                Some(b"\x00\x01"),
+                Some(&five),
+            ],
         );
         assert_eq!(enc.get(0), &want0[..]);
         let views: Vec<Option<RowView>> = (0..3)
@@ -508,7 +552,12 @@ mod tests {
             Arc::new(Float32Array::from(vec![Some(1.5), None, Some(-2.0), None])),
             Arc::new(StringArray::from(vec![Some("héllo"), Some(""), None, None])),
             Arc::new(Int16Array::from(vec![Some(7), None, Some(-3), None])),
-            Arc::new(BinaryArray::from(vec![Some(&b"\x00\x01"[..]), None, Some(&b"z"[..]), None])),
+            Arc::new(BinaryArray::from(vec![
+                Some(&b"\x00\x01"[..]),
+                None,
+                Some(&b"z"[..]),
+                None,
+            ])),
             Arc::new(
                 TimestampMicrosecondArray::from(vec![Some(5), Some(6), None, None])
                     .with_timezone("UTC"),

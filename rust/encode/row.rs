@@ -155,12 +155,17 @@ impl std::fmt::Display for RowDecodeError {
         match self {
             RowDecodeError::Format(b) => write!(f, "unknown row format {b}"),
             RowDecodeError::SchemaVersion { found, expected } => {
-                write!(f, "row has schema version {found}, the table has {expected}")
+                write!(
+                    f,
+                    "row has schema version {found}, the table has {expected}"
+                )
             }
             RowDecodeError::Length { found, expected } => {
                 write!(f, "row has {found} bytes, its layout says {expected}")
             }
-            RowDecodeError::Truncated(n) => write!(f, "row of {n} bytes is shorter than its header"),
+            RowDecodeError::Truncated(n) => {
+                write!(f, "row of {n} bytes is shorter than its header")
+            }
             RowDecodeError::VarEnds => write!(f, "row's variable-width offsets do not ascend"),
         }
     }
@@ -408,9 +413,21 @@ mod tests {
     fn fixed_offsets_follow_the_header_and_bitmap() {
         let l = layout();
         assert_eq!(l.bitmap_len, 2);
-        assert_eq!(l.slots[0], Slot::Fixed { offset: 23, width: 4 });
+        assert_eq!(
+            l.slots[0],
+            Slot::Fixed {
+                offset: 23,
+                width: 4
+            }
+        );
         assert_eq!(l.slots[1], Slot::Var { index: 0 });
-        assert_eq!(l.slots[2], Slot::Fixed { offset: 27, width: 8 });
+        assert_eq!(
+            l.slots[2],
+            Slot::Fixed {
+                offset: 27,
+                width: 8
+            }
+        );
         assert_eq!(l.n_var, 2);
         let floats = RowLayout::new(1, vec![ValueType::F32; 20]);
         assert_eq!(floats.data_start, 104);
@@ -419,7 +436,10 @@ mod tests {
     #[test]
     fn round_trip_with_nulls() {
         let l = layout();
-        let stamp = Stamp { event: -5, created: 9 };
+        let stamp = Stamp {
+            event: -5,
+            created: 9,
+        };
         let f = 1.5f32.to_le_bytes();
         let i = (-7i64).to_le_bytes();
         let u = 513u16.to_le_bytes();
@@ -460,13 +480,19 @@ mod tests {
     fn rejects_other_versions_and_lengths() {
         let l = layout();
         let row = l.encode(
-            Stamp { event: 1, created: 0 },
+            Stamp {
+                event: 1,
+                created: 0,
+            },
             &[None, None, None, None, None, None, None, None, None],
         );
         let other = RowLayout::new(4, l.types.clone());
         assert!(matches!(
             RowView::parse(&other, &row),
-            Err(RowDecodeError::SchemaVersion { found: 3, expected: 4 })
+            Err(RowDecodeError::SchemaVersion {
+                found: 3,
+                expected: 4
+            })
         ));
         assert!(RowView::parse(&l, &row[..row.len() - 1]).is_err());
         let mut longer = row.clone();
@@ -474,7 +500,10 @@ mod tests {
         assert!(RowView::parse(&l, &longer).is_err());
         let mut bad = row;
         bad[0] = 9;
-        assert_eq!(RowView::parse(&l, &bad).unwrap_err(), RowDecodeError::Format(9));
+        assert_eq!(
+            RowView::parse(&l, &bad).unwrap_err(),
+            RowDecodeError::Format(9)
+        );
     }
 
     proptest! {

@@ -67,7 +67,11 @@ impl TableDef {
     }
 
     pub fn feature_names(&self) -> Vec<String> {
-        self.schema.fields().iter().map(|f| f.name().clone()).collect()
+        self.schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
     }
 
     pub fn key_names(&self) -> Vec<String> {

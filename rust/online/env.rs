@@ -90,8 +90,8 @@ pub fn pool() -> Arc<rayon::ThreadPool> {
 pub enum Abort {
     /// LMDB failed (a full map is retried after growing it).
     Lmdb(LmdbError),
-    /// The input is wrong: abort and report.
-    Error(Error),
+    /// The input is wrong: abort and report (boxed: errors are rare, results common).
+    Error(Box<Error>),
     /// Something the body planned with changed under it (another process registered
     /// the same table): abort, plan again.
     Replan,
@@ -105,7 +105,7 @@ impl From<LmdbError> for Abort {
 
 impl From<Error> for Abort {
     fn from(e: Error) -> Self {
-        Abort::Error(e)
+        Abort::Error(Box::new(e))
     }
 }
 
@@ -160,7 +160,10 @@ impl Env {
         let existing = std::fs::metadata(&data).ok().map(|m| m.len());
         if let Some(len) = existing {
             if len < 8192 {
-                return Err(corrupt(dir, format!("data.mdb has {len} bytes, less than its two meta pages")));
+                return Err(corrupt(
+                    dir,
+                    format!("data.mdb has {len} bytes, less than its two meta pages"),
+                ));
             }
         } else if readonly {
             return Err(Error::NotAStore {
@@ -175,21 +178,24 @@ impl Env {
             readonly,
         };
         let raw = lmdb::Env::open(dir, opts).map_err(|e| match e.0 {
-            lmdb_master_sys::MDB_INVALID | lmdb_master_sys::MDB_VERSION_MISMATCH => corrupt(
-                dir,
-                format!("data.mdb is not a valid LMDB file ({e})"),
-            ),
+            lmdb_master_sys::MDB_INVALID | lmdb_master_sys::MDB_VERSION_MISMATCH => {
+                corrupt(dir, format!("data.mdb is not a valid LMDB file ({e})"))
+            }
             _ => lmdb_error(dir, "open", e),
         })?;
         // A truncated file would fault (SIGBUS) on the first read of a missing page:
         // check that the file holds every page the last transaction uses.
         let info = raw.info();
         let need = (info.me_last_pgno as u64 + 1) * raw.page_size() as u64;
-        let have = std::fs::metadata(&data).map_err(|e| io_error(dir, "open", e))?.len();
+        let have = std::fs::metadata(&data)
+            .map_err(|e| io_error(dir, "open", e))?
+            .len();
         if have < need {
             return Err(corrupt(
                 dir,
-                format!("data.mdb is truncated: it has {have} bytes, its last transaction needs {need}"),
+                format!(
+                    "data.mdb is truncated: it has {have} bytes, its last transaction needs {need}"
+                ),
             ));
         }
         if let Err(e) = raw.reader_check() {
@@ -307,7 +313,10 @@ impl Env {
         if current >= at_least {
             return Ok(()); // another thread grew it meanwhile
         }
-        let size = round_up(at_least.max(current.saturating_mul(2)), self.raw.page_size().max(1 << 16));
+        let size = round_up(
+            at_least.max(current.saturating_mul(2)),
+            self.raw.page_size().max(1 << 16),
+        );
         // SAFETY: as in adopt_map_size.
         unsafe { self.raw.set_map_size(size) }.map_err(|e| self.lmdb_error("grow the map", e))
     }
@@ -355,7 +364,7 @@ impl Env {
                 },
                 Err(Abort::Lmdb(e)) if e.0 == lmdb::MDB_MAP_FULL => true,
                 Err(Abort::Lmdb(e)) => return Err(self.lmdb_error("write", e)),
-                Err(Abort::Error(e)) => return Err(e),
+                Err(Abort::Error(e)) => return Err(*e),
                 Err(Abort::Replan) => return Ok(None),
             };
             debug_assert!(full);
@@ -432,7 +441,7 @@ impl Env {
                     Some(name) => names.push(String::from_utf8_lossy(name).into_owned()),
                     None => break,
                 }
-                at = c.next();
+                at = c.step();
             }
             at.map_err(|e| self.lmdb_error("read the catalog", e))?;
             Ok(names)
@@ -452,7 +461,8 @@ fn open_databases(dir: &Path, raw: &lmdb::Env, readonly: bool) -> Result<(Dbi, D
         detail: detail.to_string(),
     };
     let check_format = |value: Option<&[u8]>| -> Result<()> {
-        let v = value.ok_or_else(|| not_ours("its LMDB environment has no pitstop format marker"))?;
+        let v =
+            value.ok_or_else(|| not_ours("its LMDB environment has no pitstop format marker"))?;
         let version = v
             .strip_prefix(catalog::FORMAT_MAGIC)
             .and_then(|r| <[u8; 4]>::try_from(r).ok())

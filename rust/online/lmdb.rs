@@ -18,8 +18,8 @@
 //! arguments whose validity is stated in its `// SAFETY:` line. The policies (map
 //! growth, pools, locking) live in [`super::env`].
 
-use std::ffi::{c_int, c_uint, CStr, CString};
 use std::cell::Cell;
+use std::ffi::{c_int, c_uint, CStr, CString};
 use std::marker::PhantomData;
 use std::path::Path;
 use std::ptr::{self, NonNull};
@@ -220,7 +220,9 @@ impl Env {
     pub unsafe fn begin_read(&self) -> LResult<RoTxn> {
         let mut txn: *mut ffi::MDB_txn = ptr::null_mut();
         // SAFETY: env open; `txn` a valid out-pointer; no parent.
-        check(unsafe { ffi::mdb_txn_begin(self.raw(), ptr::null_mut(), ffi::MDB_RDONLY, &mut txn) })?;
+        check(unsafe {
+            ffi::mdb_txn_begin(self.raw(), ptr::null_mut(), ffi::MDB_RDONLY, &mut txn)
+        })?;
         Ok(RoTxn {
             ptr: NonNull::new(txn).expect("mdb_txn_begin succeeded"),
             cursor: Cell::new(None),
@@ -369,16 +371,25 @@ impl RoTxn {
             if let Some((c, d)) = self.cursor.get() {
                 if d == dbi {
                     self.busy.set(true);
-                    return Ok(RoCursor { ptr: c, owner: Some(&self.busy) });
+                    return Ok(RoCursor {
+                        ptr: c,
+                        owner: Some(&self.busy),
+                    });
                 }
             }
             self.close_cursor();
             let c = self.open_cursor(dbi)?;
             self.cursor.set(Some((c, dbi)));
             self.busy.set(true);
-            return Ok(RoCursor { ptr: c, owner: Some(&self.busy) });
+            return Ok(RoCursor {
+                ptr: c,
+                owner: Some(&self.busy),
+            });
         }
-        Ok(RoCursor { ptr: self.open_cursor(dbi)?, owner: None })
+        Ok(RoCursor {
+            ptr: self.open_cursor(dbi)?,
+            owner: None,
+        })
     }
 
     fn open_cursor(&self, dbi: Dbi) -> LResult<NonNull<ffi::MDB_cursor>> {
@@ -430,7 +441,11 @@ impl Drop for RoCursor<'_> {
 }
 
 impl<'t> RoCursor<'t> {
-    fn get(&mut self, key: Option<&[u8]>, op: ffi::MDB_cursor_op) -> LResult<Option<(&'t [u8], &'t [u8])>> {
+    fn get(
+        &mut self,
+        key: Option<&[u8]>,
+        op: ffi::MDB_cursor_op,
+    ) -> LResult<Option<(&'t [u8], &'t [u8])>> {
         let mut k = key.map_or_else(empty_val, val);
         let mut v = empty_val();
         // SAFETY: the cursor belongs to a live txn borrowed for 't; valid MDB_vals.
@@ -452,7 +467,7 @@ impl<'t> RoCursor<'t> {
 
     /// The entry after the current one.
     #[inline]
-    pub fn next(&mut self) -> LResult<Option<(&'t [u8], &'t [u8])>> {
+    pub fn step(&mut self) -> LResult<Option<(&'t [u8], &'t [u8])>> {
         self.get(None, ffi::MDB_NEXT)
     }
 }
@@ -475,9 +490,7 @@ impl<'e> RwTxn<'e> {
         let name = CString::new(name).map_err(|_| LmdbError(libc::EINVAL))?;
         let mut dbi: Dbi = 0;
         // SAFETY: live write txn, valid C string, valid out-pointer.
-        check(unsafe {
-            ffi::mdb_dbi_open(self.raw(), name.as_ptr(), ffi::MDB_CREATE, &mut dbi)
-        })?;
+        check(unsafe { ffi::mdb_dbi_open(self.raw(), name.as_ptr(), ffi::MDB_CREATE, &mut dbi) })?;
         Ok(dbi)
     }
 
@@ -559,9 +572,8 @@ impl RwCursor<'_> {
         let mut k = val(key);
         let mut v = empty_val();
         // SAFETY: cursor of the live write txn (borrowed mutably); valid MDB_vals.
-        match unsafe {
-            ffi::mdb_cursor_get(self.ptr.as_ptr(), &mut k, &mut v, ffi::MDB_SET_RANGE)
-        } {
+        match unsafe { ffi::mdb_cursor_get(self.ptr.as_ptr(), &mut k, &mut v, ffi::MDB_SET_RANGE) }
+        {
             // SAFETY: valid until the next write through this cursor (&mut self).
             0 => Ok(Some(unsafe { (slice(&k), slice(&v)) })),
             ffi::MDB_NOTFOUND => Ok(None),

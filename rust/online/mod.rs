@@ -123,7 +123,13 @@ impl OnlineStore {
     }
 
     /// Fills `out` (`keys.len() * plan.width` floats) with the plan's features.
-    pub fn read_matrix(&self, plan: &MatrixPlan, keys: &Keys, now_ns: i64, out: &mut [f32]) -> Result<()> {
+    pub fn read_matrix(
+        &self,
+        plan: &MatrixPlan,
+        keys: &Keys,
+        now_ns: i64,
+        out: &mut [f32],
+    ) -> Result<()> {
         read::read_matrix(&*self.env()?, plan, keys, now_ns, out)
     }
 

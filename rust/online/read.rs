@@ -120,7 +120,9 @@ pub struct ReadPlan {
 impl ReadPlan {
     pub fn new(env: &Env, tables: &[String], ttl_ns: Vec<Option<i64>>) -> Result<ReadPlan> {
         if tables.is_empty() {
-            return Err(Error::InvalidArgument("name at least one table to read".into()));
+            return Err(Error::InvalidArgument(
+                "name at least one table to read".into(),
+            ));
         }
         if ttl_ns.len() != tables.len() {
             return Err(Error::InvalidArgument(format!(
@@ -132,7 +134,9 @@ impl ReadPlan {
         let mut defs = Vec::with_capacity(tables.len());
         for (i, name) in tables.iter().enumerate() {
             if tables[..i].contains(name) {
-                return Err(Error::InvalidArgument(format!("table '{name}' is named twice")));
+                return Err(Error::InvalidArgument(format!(
+                    "table '{name}' is named twice"
+                )));
             }
             defs.push(env.table(name)?);
         }
@@ -140,7 +144,10 @@ impl ReadPlan {
         for (i, def) in defs.iter().enumerate() {
             let names = def.key_names();
             let kinds: Vec<KeyKind> = def.keys.iter().map(|(_, k)| *k).collect();
-            match groups.iter_mut().find(|g| g.key_names == names && g.kinds == kinds) {
+            match groups
+                .iter_mut()
+                .find(|g| g.key_names == names && g.kinds == kinds)
+            {
                 Some(g) => g.members.push(i),
                 None => groups.push(Group {
                     table: def.name.clone(),
@@ -178,17 +185,25 @@ fn encode_group(group: &Group, keys: &Keys) -> Result<(Encoded, Vec<bool>)> {
         Keys::Columns(t) => {
             let mut cols = Vec::with_capacity(group.key_names.len());
             for (name, want) in group.key_names.iter().zip(&group.kinds) {
-                let col = t.column(name, "keys must contain the key columns of every table read")?;
+                let col = t.column(
+                    name,
+                    "keys must contain the key columns of every table read",
+                )?;
                 if let Some(kind) = key_kind(&col)? {
                     if kind != *want {
-                        return Err(key_type_error(group, name, *want, &format!("a {} column", col.data_type)));
+                        return Err(key_type_error(
+                            group,
+                            name,
+                            *want,
+                            &format!("a {} column", col.data_type),
+                        ));
                     }
                 }
                 cols.push(col);
             }
             encode_keys(&cols, 0, t.num_rows(), &[])
         }
-        Keys::Values { values, .. } if values.is_empty() => (
+        Keys::Values { values: [], .. } => (
             Encoded {
                 bytes: Vec::new(),
                 ends: vec![0],
@@ -222,12 +237,19 @@ fn encode_group(group: &Group, keys: &Keys) -> Result<(Encoded, Vec<bool>)> {
                                 key::push_int(&mut enc.bytes, *i)
                             }
                         }
-                        (KeyValue::Str(s), KeyKind::Str) => key::push_str(&mut enc.bytes, s.as_bytes()),
+                        (KeyValue::Str(s), KeyKind::Str) => {
+                            key::push_str(&mut enc.bytes, s.as_bytes())
+                        }
                         (KeyValue::Int(i), KeyKind::Str) => {
                             return Err(key_type_error(group, name, *want, &format!("the int {i}")))
                         }
                         (KeyValue::Str(s), KeyKind::Int) => {
-                            return Err(key_type_error(group, name, *want, &format!("the str '{s}'")))
+                            return Err(key_type_error(
+                                group,
+                                name,
+                                *want,
+                                &format!("the str '{s}'"),
+                            ))
                         }
                     }
                 }
@@ -292,10 +314,13 @@ fn walk<'a>(
                 break;
             }
         }
-        at = cursor.next()?;
+        at = cursor.step()?;
     }
     Ok(())
 }
+
+/// Raw rows of a run of entities, `ids.len()` per entity.
+type Rows<'a> = Vec<Option<&'a [u8]>>;
 
 /// Looks up the sorted run `order` (row indices) of one group with one cursor;
 /// returns the raw rows, `ids.len()` per entry of `order`.
@@ -311,7 +336,9 @@ fn lookup_run<'a>(
     if order.is_empty() {
         return Ok(out);
     }
-    let mut cursor = txn.cursor(env.rows).map_err(|e| env.lmdb_error("read", e))?;
+    let mut cursor = txn
+        .cursor(env.rows)
+        .map_err(|e| env.lmdb_error("read", e))?;
     let mut seek_key = Vec::with_capacity(64);
     for (p, &r) in order.iter().enumerate() {
         let entity = enc.get(r as usize);
@@ -320,8 +347,14 @@ fn lookup_run<'a>(
             rest[..g].copy_from_slice(&done[(p - 1) * g..p * g]);
             continue;
         }
-        walk(&mut cursor, entity, ids, &mut seek_key, &mut out[p * g..(p + 1) * g])
-            .map_err(|e| env.lmdb_error("read", e))?;
+        walk(
+            &mut cursor,
+            entity,
+            ids,
+            &mut seek_key,
+            &mut out[p * g..(p + 1) * g],
+        )
+        .map_err(|e| env.lmdb_error("read", e))?;
     }
     Ok(out)
 }
@@ -349,7 +382,7 @@ fn lookup<'a>(
     }
     // Thread i reads the i-th of k contiguous runs of every group's sorted keys.
     let k = txns.len();
-    let runs = |i: usize, txn: &'a RoTxn| -> Result<Vec<Vec<Option<&'a [u8]>>>> {
+    let runs = |i: usize, txn: &'a RoTxn| -> Result<Vec<Rows<'a>>> {
         plan.groups
             .iter()
             .zip(&prepared)
@@ -361,7 +394,7 @@ fn lookup<'a>(
             })
             .collect()
     };
-    let per_thread: Vec<Result<Vec<Vec<Option<&'a [u8]>>>>> = if k == 1 {
+    let per_thread: Vec<Result<Vec<Rows<'a>>>> = if k == 1 {
         let txns: &'a [RoTxn] = txns;
         vec![runs(0, &txns[0])]
     } else {
@@ -402,7 +435,10 @@ fn lookup<'a>(
             }
             Some(b) => {
                 let view = RowView::parse(&def.layout, b).map_err(|e| {
-                    env.corrupt(format!("a stored row of table '{}' is unreadable ({e})", def.name))
+                    env.corrupt(format!(
+                        "a stored row of table '{}' is unreadable ({e})",
+                        def.name
+                    ))
                 })?;
                 let expired = plan.ttl_ns[j]
                     .is_some_and(|ttl| view.stamp().event < now_ns.saturating_sub(ttl));
@@ -428,10 +464,7 @@ fn threads_for(n: usize) -> usize {
     if n < PARALLEL_MIN {
         1
     } else {
-        pool()
-            .current_num_threads()
-            .min(n / PER_THREAD_MIN)
-            .max(1)
+        pool().current_num_threads().min(n / PER_THREAD_MIN).max(1)
     }
 }
 
@@ -475,10 +508,7 @@ pub fn read_table(
         arrays.push(Arc::new(StringArray::from_iter_values(
             found.status.iter().map(|s| s.name()),
         )));
-        let mut fields: Vec<Field> = cols
-            .iter()
-            .map(|&c| def.schema.field(c).clone())
-            .collect();
+        let mut fields: Vec<Field> = cols.iter().map(|&c| def.schema.field(c).clone()).collect();
         fields.push(Field::new(super::write::STATUS, DataType::Utf8, false));
         Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
     })
@@ -528,7 +558,10 @@ impl MatrixPlan {
             let (j, c) = match hits.as_slice() {
                 [one] => *one,
                 [] => {
-                    let named: Vec<String> = candidates.iter().map(|&j| format!("'{}'", tables[j])).collect();
+                    let named: Vec<String> = candidates
+                        .iter()
+                        .map(|&j| format!("'{}'", tables[j]))
+                        .collect();
                     let found = candidates
                         .iter()
                         .flat_map(|&j| read.tables[j].feature_names())
@@ -573,7 +606,13 @@ impl MatrixPlan {
 
 /// Fills `out` (`keys.len()` rows of `plan.width` floats, row-major) with the
 /// features of each entity; NaN where missing, expired or null.
-pub fn read_matrix(env: &Env, plan: &MatrixPlan, keys: &Keys, now_ns: i64, out: &mut [f32]) -> Result<()> {
+pub fn read_matrix(
+    env: &Env,
+    plan: &MatrixPlan,
+    keys: &Keys,
+    now_ns: i64,
+    out: &mut [f32],
+) -> Result<()> {
     let n = keys.len();
     let d = plan.width;
     assert_eq!(out.len(), n * d, "output has n * width floats");
@@ -600,9 +639,15 @@ pub fn read_matrix(env: &Env, plan: &MatrixPlan, keys: &Keys, now_ns: i64, out: 
             return Ok(());
         }
         if n >= PARALLEL_MIN {
-            pool().install(|| out.par_chunks_mut(d).enumerate().for_each(|(r, row)| fill(r, row)));
+            pool().install(|| {
+                out.par_chunks_mut(d)
+                    .enumerate()
+                    .for_each(|(r, row)| fill(r, row))
+            });
         } else {
-            out.chunks_mut(d).enumerate().for_each(|(r, row)| fill(r, row));
+            out.chunks_mut(d)
+                .enumerate()
+                .for_each(|(r, row)| fill(r, row));
         }
         Ok(())
     })

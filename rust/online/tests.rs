@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Int64Type};
-use arrow_array::{ArrayRef, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_array::{
+    ArrayRef, Float32Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
 use arrow_schema::{DataType, Field, Schema};
 
 use super::*;
@@ -39,7 +42,11 @@ fn table(cols: Vec<(&str, ArrayRef)>) -> Table {
         .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
         .collect();
     let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(Arc::clone(&schema), cols.into_iter().map(|(_, a)| a).collect()).unwrap();
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        cols.into_iter().map(|(_, a)| a).collect(),
+    )
+    .unwrap();
     Table::new("data", schema, vec![batch])
 }
 
@@ -61,13 +68,33 @@ fn ints(v: &[i64]) -> Vec<KeyValue> {
     v.iter().map(|&i| KeyValue::Int(i as i128)).collect()
 }
 
-fn read_x(store: &OnlineStore, name: &str, ids: &[i64], ttl: Option<i64>, now: i64) -> (Vec<Option<f32>>, Vec<String>) {
+fn read_x(
+    store: &OnlineStore,
+    name: &str,
+    ids: &[i64],
+    ttl: Option<i64>,
+    now: i64,
+) -> (Vec<Option<f32>>, Vec<String>) {
     let keys = ints(ids);
     let b = store
-        .read(name, &Keys::Values { arity: 1, values: &keys }, Some(&["x".to_string()]), ttl, now)
+        .read(
+            name,
+            &Keys::Values {
+                arity: 1,
+                values: &keys,
+            },
+            Some(&["x".to_string()]),
+            ttl,
+            now,
+        )
         .unwrap();
     let x = b.column(0).as_primitive::<Float32Type>().iter().collect();
-    let s = b.column(1).as_string::<i32>().iter().map(|s| s.unwrap().to_string()).collect();
+    let s = b
+        .column(1)
+        .as_string::<i32>()
+        .iter()
+        .map(|s| s.unwrap().to_string())
+        .collect();
     (x, s)
 }
 
@@ -78,10 +105,26 @@ fn latest_row_wins_whatever_the_order() {
     let t1 = table(vec![
         ("id", Arc::new(Int64Array::from(vec![1, 2, 1, 3, 1]))),
         ("ts", ts(vec![10, 5, 30, 7, 20])),
-        ("x", Arc::new(Float32Array::from(vec![Some(1.0), Some(2.0), Some(3.0), None, Some(5.0)]))),
+        (
+            "x",
+            Arc::new(Float32Array::from(vec![
+                Some(1.0),
+                Some(2.0),
+                Some(3.0),
+                None,
+                Some(5.0),
+            ])),
+        ),
     ]);
     let stats = write(&store, "t", &t1).unwrap();
-    assert_eq!(stats, WriteStats { rows: 5, written: 3, unchanged: 2 });
+    assert_eq!(
+        stats,
+        WriteStats {
+            rows: 5,
+            written: 3,
+            unchanged: 2
+        }
+    );
     let (x, s) = read_x(&store, "t", &[1, 2, 3, 4], None, 0);
     assert_eq!(x, vec![Some(3.0), Some(2.0), None, None]);
     assert_eq!(s, ["found", "found", "found", "missing"]);
@@ -107,25 +150,54 @@ fn tables_share_entities_and_matrix_reads_follow_feature_order() {
     let dir = TempDir::new();
     let store = OnlineStore::open(&dir.0, None, false).unwrap();
     for (name, base) in [("a", 0.0f32), ("b", 100.0), ("c", 200.0)] {
-        let ids: Vec<i64> = if name == "b" { vec![1, 3] } else { vec![1, 2, 3] };
+        let ids: Vec<i64> = if name == "b" {
+            vec![1, 3]
+        } else {
+            vec![1, 2, 3]
+        };
         let n = ids.len();
         let t = table(vec![
             ("id", Arc::new(Int64Array::from(ids.clone()))),
             ("ts", ts(vec![1; n])),
-            ("x", Arc::new(Float32Array::from(ids.iter().map(|&i| base + i as f32).collect::<Vec<_>>()))),
-            ("y", Arc::new(Int32Array::from(ids.iter().map(|&i| -(i as i32)).collect::<Vec<_>>()))),
+            (
+                "x",
+                Arc::new(Float32Array::from(
+                    ids.iter().map(|&i| base + i as f32).collect::<Vec<_>>(),
+                )),
+            ),
+            (
+                "y",
+                Arc::new(Int32Array::from(
+                    ids.iter().map(|&i| -(i as i32)).collect::<Vec<_>>(),
+                )),
+            ),
         ]);
         write(&store, name, &t).unwrap();
     }
     let tables: Vec<String> = ["c", "a", "b"].iter().map(|s| s.to_string()).collect();
-    let f = |t: &str, n: &str| FeatureRef { table: Some(t.into()), name: n.into() };
+    let f = |t: &str, n: &str| FeatureRef {
+        table: Some(t.into()),
+        name: n.into(),
+    };
     let plan = store
-        .matrix_plan(&tables, &[f("a", "x"), f("b", "x"), f("c", "y"), f("a", "y")], vec![None; 3])
+        .matrix_plan(
+            &tables,
+            &[f("a", "x"), f("b", "x"), f("c", "y"), f("a", "y")],
+            vec![None; 3],
+        )
         .unwrap();
     let keys = ints(&[2, 1, 9, 1]);
     let mut out = vec![0f32; 16];
     store
-        .read_matrix(&plan, &Keys::Values { arity: 1, values: &keys }, 0, &mut out)
+        .read_matrix(
+            &plan,
+            &Keys::Values {
+                arity: 1,
+                values: &keys,
+            },
+            0,
+            &mut out,
+        )
         .unwrap();
     let want = [
         [2.0, f32::NAN, -2.0, -2.0],
@@ -136,11 +208,21 @@ fn tables_share_entities_and_matrix_reads_follow_feature_order() {
     for (r, w) in want.iter().enumerate() {
         for (c, v) in w.iter().enumerate() {
             let got = out[r * 4 + c];
-            assert!(got == *v || (got.is_nan() && v.is_nan()), "row {r} col {c}: {got} vs {v}");
+            assert!(
+                got == *v || (got.is_nan() && v.is_nan()),
+                "row {r} col {c}: {got} vs {v}"
+            );
         }
     }
     // An unqualified name must be unique among the tables read.
-    let ambiguous = store.matrix_plan(&tables, &[FeatureRef { table: None, name: "x".into() }], vec![None; 3]);
+    let ambiguous = store.matrix_plan(
+        &tables,
+        &[FeatureRef {
+            table: None,
+            name: "x".into(),
+        }],
+        vec![None; 3],
+    );
     assert!(matches!(ambiguous, Err(Error::InvalidArgument(_))));
 }
 
@@ -154,7 +236,12 @@ fn big_reads_run_in_parallel_on_one_snapshot() {
         let t = table(vec![
             ("id", Arc::new(Int64Array::from(ids.clone()))),
             ("ts", ts(vec![1; n as usize])),
-            ("x", Arc::new(Float32Array::from(ids.iter().map(|&i| i as f32).collect::<Vec<_>>()))),
+            (
+                "x",
+                Arc::new(Float32Array::from(
+                    ids.iter().map(|&i| i as f32).collect::<Vec<_>>(),
+                )),
+            ),
         ]);
         write(&store, name, &t).unwrap();
     }
@@ -164,14 +251,33 @@ fn big_reads_run_in_parallel_on_one_snapshot() {
     let plan = store
         .matrix_plan(
             &tables,
-            &[FeatureRef { table: Some("q".into()), name: "x".into() }, FeatureRef { table: Some("p".into()), name: "x".into() }],
+            &[
+                FeatureRef {
+                    table: Some("q".into()),
+                    name: "x".into(),
+                },
+                FeatureRef {
+                    table: Some("p".into()),
+                    name: "x".into(),
+                },
+            ],
             vec![None; 2],
         )
         .unwrap();
     let want: Vec<i64> = (0..20_000).map(|i| (i * 31 + 5) % (n + 100)).collect();
     let keys = ints(&want);
     let mut out = vec![0f32; want.len() * 2];
-    store.read_matrix(&plan, &Keys::Values { arity: 1, values: &keys }, 0, &mut out).unwrap();
+    store
+        .read_matrix(
+            &plan,
+            &Keys::Values {
+                arity: 1,
+                values: &keys,
+            },
+            0,
+            &mut out,
+        )
+        .unwrap();
     for (r, &id) in want.iter().enumerate() {
         if id < n {
             assert_eq!(out[2 * r], id as f32);
@@ -202,10 +308,15 @@ fn composite_string_keys_by_arrow_columns() {
         })
         .unwrap();
     let keys = table(vec![
-        ("v", Arc::new(StringArray::from(vec![Some("bc"), Some("c"), None]))),
+        (
+            "v",
+            Arc::new(StringArray::from(vec![Some("bc"), Some("c"), None])),
+        ),
         ("u", Arc::new(StringArray::from(vec!["a", "ab", "a"]))),
     ]);
-    let b = store.read("t", &Keys::Columns(&keys), None, None, 0).unwrap();
+    let b = store
+        .read("t", &Keys::Columns(&keys), None, None, 0)
+        .unwrap();
     let x: Vec<Option<i64>> = b.column(0).as_primitive::<Int64Type>().iter().collect();
     assert_eq!(x, vec![Some(2), Some(1), None]);
     assert_eq!(b.schema().field(1).name(), "status");
@@ -228,20 +339,32 @@ fn errors_leave_the_store_unchanged() {
         ("x", Arc::new(Float32Array::from(vec![2.0]))),
         ("z", Arc::new(Float32Array::from(vec![2.0]))),
     ]);
-    assert!(matches!(write(&store, "t", &extra), Err(Error::SchemaMismatch { .. })));
+    assert!(matches!(
+        write(&store, "t", &extra),
+        Err(Error::SchemaMismatch { .. })
+    ));
     let strings = table(vec![
         ("id", Arc::new(StringArray::from(vec!["1"]))),
         ("ts", ts(vec![2])),
         ("x", Arc::new(Float32Array::from(vec![2.0]))),
     ]);
-    assert!(matches!(write(&store, "t", &strings), Err(Error::KeyType { .. })));
+    assert!(matches!(
+        write(&store, "t", &strings),
+        Err(Error::KeyType { .. })
+    ));
     let wrong_type = table(vec![
         ("id", Arc::new(Int64Array::from(vec![1]))),
         ("ts", ts(vec![2])),
         ("x", Arc::new(StringArray::from(vec!["2"]))),
     ]);
-    assert!(matches!(write(&store, "t", &wrong_type), Err(Error::ValueType { .. })));
-    assert!(matches!(read_err(&store, "nope"), Error::UnknownTable { .. }));
+    assert!(matches!(
+        write(&store, "t", &wrong_type),
+        Err(Error::ValueType { .. })
+    ));
+    assert!(matches!(
+        read_err(&store, "nope"),
+        Error::UnknownTable { .. }
+    ));
     let (x, _) = read_x(&store, "t", &[1], None, 0);
     assert_eq!(x, vec![Some(1.0)]);
     drop(store);
@@ -249,14 +372,26 @@ fn errors_leave_the_store_unchanged() {
     // The same process already holds it read-write (shared handle) or not: either way
     // a read-only store refuses writes.
     if let Ok(ro) = ro {
-        assert!(matches!(write(&ro, "t", &good), Err(Error::ReadOnly { .. })));
+        assert!(matches!(
+            write(&ro, "t", &good),
+            Err(Error::ReadOnly { .. })
+        ));
     }
 }
 
 fn read_err(store: &OnlineStore, name: &str) -> Error {
     let keys = ints(&[1]);
     store
-        .read(name, &Keys::Values { arity: 1, values: &keys }, None, None, 0)
+        .read(
+            name,
+            &Keys::Values {
+                arity: 1,
+                values: &keys,
+            },
+            None,
+            None,
+            0,
+        )
         .unwrap_err()
 }
 
@@ -265,7 +400,10 @@ fn refuses_paths_that_are_not_stores() {
     let dir = TempDir::new();
     std::fs::create_dir_all(&dir.0).unwrap();
     std::fs::write(dir.0.join("notes.txt"), "hello").unwrap();
-    assert!(matches!(OnlineStore::open(&dir.0, None, false), Err(Error::NotAStore { .. })));
+    assert!(matches!(
+        OnlineStore::open(&dir.0, None, false),
+        Err(Error::NotAStore { .. })
+    ));
     assert!(matches!(
         OnlineStore::open(&dir.0.join("notes.txt"), None, false),
         Err(Error::NotAStore { .. })

@@ -105,7 +105,11 @@ impl Plan {
         let data = spec.data;
         let relabeled;
         let data = if data.name != label {
-            relabeled = Table::new(label.clone(), Arc::clone(&data.schema), data.batches.clone());
+            relabeled = Table::new(
+                label.clone(),
+                Arc::clone(&data.schema),
+                data.batches.clone(),
+            );
             &relabeled
         } else {
             data
@@ -120,7 +124,11 @@ impl Plan {
         for k in spec.keys {
             let col = data.column(k, "keys must name the entity key columns")?;
             let kind = key_kind(&col)?;
-            let nulls = if kind.is_none() { col.len() } else { col.null_count() };
+            let nulls = if kind.is_none() {
+                col.len()
+            } else {
+                col.null_count()
+            };
             if nulls > 0 {
                 return Err(Error::NullValues {
                     table: label.clone(),
@@ -133,7 +141,10 @@ impl Plan {
             key_cols.push(col);
         }
         // Times.
-        let event = data.column(spec.event_time, "event_time must name its event-time column")?;
+        let event = data.column(
+            spec.event_time,
+            "event_time must name its event-time column",
+        )?;
         let event = times(&event, "event_time")?;
         let created = match spec.created_time {
             Some(c) => Some(times(
@@ -219,7 +230,9 @@ impl Plan {
         }
         let mut winners = Vec::with_capacity(n);
         for (i, &r) in order.iter().enumerate() {
-            let last_of_key = order.get(i + 1).is_none_or(|&next| key_of(next) != key_of(r));
+            let last_of_key = order
+                .get(i + 1)
+                .is_none_or(|&next| key_of(next) != key_of(r));
             if last_of_key {
                 winners.push(r);
             }
@@ -263,7 +276,11 @@ impl Plan {
                 return Err(Abort::Replan);
             }
             txn.put(env.meta, &key, &self.def.encode())?;
-            txn.put(env.meta, catalog::NEXT_ID_KEY, &(self.def.id + 1).to_le_bytes())?;
+            txn.put(
+                env.meta,
+                catalog::NEXT_ID_KEY,
+                &(self.def.id + 1).to_le_bytes(),
+            )?;
         }
         let mut written = 0;
         let mut cursor = txn.cursor(env.rows)?;
@@ -361,8 +378,16 @@ fn check_keys(def: &TableDef, keys: &[String], kinds: &[KeyKind], cols: &[Column
 
 fn check_columns(def: &TableDef, found: &[String]) -> Result<()> {
     let want = def.feature_names();
-    let missing: Vec<String> = want.iter().filter(|w| !found.contains(w)).cloned().collect();
-    let extra: Vec<String> = found.iter().filter(|f| !want.contains(f)).cloned().collect();
+    let missing: Vec<String> = want
+        .iter()
+        .filter(|w| !found.contains(w))
+        .cloned()
+        .collect();
+    let extra: Vec<String> = found
+        .iter()
+        .filter(|f| !want.contains(f))
+        .cloned()
+        .collect();
     if !missing.is_empty() {
         return Err(Error::SchemaMismatch {
             table: def.name.clone(),
@@ -416,13 +441,12 @@ fn new_def(
             });
         }
         let col = data.column(name, "")?;
-        let stored = TableDef::stored_type(&col.data_type).ok_or_else(|| {
-            Error::UnsupportedFeatureType {
+        let stored =
+            TableDef::stored_type(&col.data_type).ok_or_else(|| Error::UnsupportedFeatureType {
                 table: label.to_string(),
                 column: name.clone(),
                 dtype: col.data_type.clone(),
-            }
-        })?;
+            })?;
         fields.push(Field::new(name.clone(), stored, true));
     }
     let id = env.with_read(|txn| {

@@ -139,8 +139,15 @@ pub struct PyOnlineStore {
 impl PyOnlineStore {
     #[new]
     #[pyo3(signature = (path, *, map_size=None, readonly=false))]
-    fn new(py: Python<'_>, path: PathBuf, map_size: Option<usize>, readonly: bool) -> PyResult<Self> {
-        let store = py.detach(|| OnlineStore::open(&path, map_size, readonly)).py()?;
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        map_size: Option<usize>,
+        readonly: bool,
+    ) -> PyResult<Self> {
+        let store = py
+            .detach(|| OnlineStore::open(&path, map_size, readonly))
+            .py()?;
         Ok(PyOnlineStore {
             inner: Arc::new(store),
         })
@@ -166,7 +173,11 @@ impl PyOnlineStore {
     }
 
     /// (key columns, feature schema) of a table.
-    fn table_info<'py>(&self, py: Python<'py>, table: String) -> PyResult<(Vec<String>, Bound<'py, PyAny>)> {
+    fn table_info<'py>(
+        &self,
+        py: Python<'py>,
+        table: String,
+    ) -> PyResult<(Vec<String>, Bound<'py, PyAny>)> {
         let def = py.detach(|| self.inner.table(&table)).py()?;
         let schema = PySchema::new(Arc::clone(&def.schema)).into_pyarrow(py)?;
         Ok((def.key_names(), schema))
