@@ -85,5 +85,8 @@ class Reader:
     def features(self) -> list[tuple[str | None, str]]: ...
     def matrix(self, keys: list[Any] | Any, now_ns: int | None = None) -> bytearray:
         """``len(keys) * width`` floats; NaN where missing, expired or null."""
+    def _naive_matrix(self, keys: list[Any] | Any, now_ns: int | None = None) -> bytearray:
+        """``matrix`` the naive way: one LMDB get per (entity, table), in request order,
+        on one thread (a benchmark baseline and test oracle)."""
     def vector(self, key: Any, now_ns: int | None = None) -> bytearray:
         """``width`` floats for one entity (an id, or a tuple for a composite key)."""

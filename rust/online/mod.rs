@@ -133,6 +133,17 @@ impl OnlineStore {
         read::read_matrix(&*self.env()?, plan, keys, now_ns, out)
     }
 
+    /// [`read::read_matrix_naive`]: one get per (entity, table), for comparison.
+    pub fn read_matrix_naive(
+        &self,
+        plan: &MatrixPlan,
+        keys: &Keys,
+        now_ns: i64,
+        out: &mut [f32],
+    ) -> Result<()> {
+        read::read_matrix_naive(&*self.env()?, plan, keys, now_ns, out)
+    }
+
     pub fn tables(&self) -> Result<Vec<String>> {
         self.env()?.table_names()
     }

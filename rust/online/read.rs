@@ -652,3 +652,61 @@ pub fn read_matrix(
         Ok(())
     })
 }
+
+/// The naive equivalent of [`read_matrix`], for benchmarks and as a test oracle: one
+/// `mdb_get` per (entity, table) in request order, on one thread and one transaction,
+/// decoding into `out` like the real thing. The gap between the two is what the layout
+/// and the sorted, walking lookup buy.
+pub fn read_matrix_naive(
+    env: &Env,
+    plan: &MatrixPlan,
+    keys: &Keys,
+    now_ns: i64,
+    out: &mut [f32],
+) -> Result<()> {
+    let n = keys.len();
+    let d = plan.width;
+    assert_eq!(out.len(), n * d, "output has n * width floats");
+    let read = &plan.read;
+    let encoded: Vec<(Encoded, Vec<bool>)> = read
+        .tables
+        .iter()
+        .map(|def| {
+            let group = read
+                .groups
+                .iter()
+                .find(|g| g.ids.contains(&def.id))
+                .expect("every table is in a group");
+            encode_group(group, keys)
+        })
+        .collect::<Result<_>>()?;
+    env.with_read(|txn| {
+        let mut key = Vec::with_capacity(64);
+        for r in 0..n {
+            let row_out = &mut out[r * d..(r + 1) * d];
+            for (j, def) in read.tables.iter().enumerate() {
+                let (enc, valid) = &encoded[j];
+                let mut found = None;
+                if valid[r] {
+                    key.clear();
+                    key.extend_from_slice(enc.get(r));
+                    key::push_table_id(&mut key, def.id);
+                    if let Some(b) = txn
+                        .get(env.rows, &key)
+                        .map_err(|e| env.lmdb_error("read", e))?
+                    {
+                        let view = RowView::parse(&def.layout, b)
+                            .map_err(|e| env.corrupt(format!("table '{}': {e}", def.name)))?;
+                        let expired = read.ttl_ns[j]
+                            .is_some_and(|ttl| view.stamp().event < now_ns.saturating_sub(ttl));
+                        found = (!expired).then_some(view);
+                    }
+                }
+                for &(c, pos) in &plan.outputs[j] {
+                    row_out[pos] = found.map_or(f32::NAN, |v| v.f32(c));
+                }
+            }
+        }
+        Ok(())
+    })
+}

@@ -300,6 +300,24 @@ impl PyReader {
         })
     }
 
+    /// Like `matrix`, the naive way: one LMDB get per (entity, table) in request order
+    /// on one thread (for benchmarks, and as a test oracle).
+    #[pyo3(signature = (keys, now_ns=None))]
+    fn _naive_matrix<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+        now_ns: Option<i64>,
+    ) -> PyResult<Bound<'py, PyByteArray>> {
+        let keys = extract_keys(keys)?;
+        let now = now_ns.unwrap_or_else(online::now_ns);
+        let n = keys.keys().len();
+        float_buffer(py, n * self.plan.width, |out| {
+            self.store
+                .read_matrix_naive(&self.plan, &keys.keys(), now, out)
+        })
+    }
+
     /// One entity (a scalar, or a tuple for a composite key): `width` float32 values.
     #[pyo3(signature = (key, now_ns=None))]
     fn vector<'py>(
