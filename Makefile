@@ -10,7 +10,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PIP_CONSTRAINT := $(abspath constraints.txt)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help dev demo test test-rust test-python lint bench bench-rust clean
+.PHONY: help dev demo test test-rust test-python lint bench bench-rust bench-online clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -40,6 +40,10 @@ lint: $(VENV)/.deps ## rustfmt, clippy
 
 bench: dev ## benchmark harness against peers (size S)
 	$(PY) -m benches.pit --size S
+
+bench-online: dev ## online store: pitstop vs python-lmdb, SQLite, Redis (if redis-server is installed)
+	$(PIP) install -q redis
+	$(PY) -m benches.online
 
 bench-rust: ## criterion benches of the kernels
 	cargo bench --bench join

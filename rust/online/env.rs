@@ -356,18 +356,20 @@ impl Env {
                 }
                 Err(e) => return Err(self.lmdb_error("begin a write", e)),
             };
-            let full = match body(&mut txn) {
+            let outcome = body(&mut txn);
+            match outcome {
                 Ok(r) => match txn.commit() {
                     Ok(()) => return Ok(Some(r)),
-                    Err(e) if e.0 == lmdb::MDB_MAP_FULL => true,
+                    Err(e) if e.0 == lmdb::MDB_MAP_FULL => {}
                     Err(e) => return Err(self.lmdb_error("commit", e)),
                 },
-                Err(Abort::Lmdb(e)) if e.0 == lmdb::MDB_MAP_FULL => true,
+                Err(Abort::Lmdb(e)) if e.0 == lmdb::MDB_MAP_FULL => drop(txn),
                 Err(Abort::Lmdb(e)) => return Err(self.lmdb_error("write", e)),
                 Err(Abort::Error(e)) => return Err(*e),
                 Err(Abort::Replan) => return Ok(None),
-            };
-            debug_assert!(full);
+            }
+            // The map is full: the transaction has ended (aborted, or consumed by the
+            // failed commit); grow the map once no transaction is active, and replay.
             drop(gate);
             let current = self.raw.info().me_mapsize;
             self.grow(current.saturating_mul(2))?;

@@ -416,3 +416,25 @@ fn refuses_paths_that_are_not_stores() {
         Err(Error::CorruptStore { .. })
     ));
 }
+
+#[test]
+fn a_full_map_aborts_grows_and_replays() {
+    let dir = TempDir::new();
+    let store = OnlineStore::open(&dir.0, Some(1 << 20), false).unwrap();
+    let env = store.env().unwrap();
+    let value = vec![7u8; 1000];
+    let mut attempts = 0;
+    // An estimate of 0 bytes: no growth beforehand, so the map fills mid-transaction.
+    env.with_write(0, |txn| {
+        attempts += 1;
+        for i in 0..5000u32 {
+            txn.put(env.meta, format!("junk/{i}").as_bytes(), &value)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert!(attempts > 1, "the map never filled");
+    assert!(env.map_size() >= 5 << 20);
+    let got = env.with_read(|t| Ok(t.get(env.meta, b"junk/4999").unwrap().map(<[u8]>::len)));
+    assert_eq!(got.unwrap(), Some(1000));
+}

@@ -262,7 +262,7 @@ impl Plan {
             .iter()
             .map(|(k, r)| k.bytes.len() + r.bytes.len() + 16 * k.len())
             .sum();
-        2 * bytes + (1 << 20)
+        3 * bytes + (1 << 20)
     }
 
     fn apply(&self, env: &Env, txn: &mut super::lmdb::RwTxn) -> Result<WriteStats, Abort> {
