@@ -84,6 +84,21 @@ def test_kill_9_mid_commit_leaves_the_last_commit(tmp_path):
     assert store.read("t", [5]).column("tag").to_pylist() == [9]
 
 
+def test_a_reader_adopts_a_map_another_process_grew(tmp_path):
+    path = str(tmp_path / "store")
+    store = ps.OnlineStore(path, map_size=1 << 20)  # this process maps 1 MiB
+    store.write("t", W.batch(1, 10), keys="user_id", event_time="ts")
+    assert store.read("t", [1]).column("tag").to_pylist() == [1]
+    code = (f"import online_workers as W, pitstop as ps; "
+            f"ps.OnlineStore({path!r}).write('t', W.batch(2, 200_000), keys='user_id', event_time='ts')")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(W.__file__))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+    # The file is now far beyond our 1 MiB map: the next read adopts the new size.
+    assert store.read("t", [199_999]).column("tag").to_pylist() == [2]
+    assert store._core.map_size() > 1 << 20
+    assert store.write("t", W.batch(3, 10), keys="user_id", event_time="ts").written == 10
+
+
 def test_forked_workers_open_their_own_environment(tmp_path):
     store = ps.OnlineStore(tmp_path / "store")
     store.write("t", W.batch(1, 5000), keys="user_id", event_time="ts")

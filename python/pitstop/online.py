@@ -166,7 +166,7 @@ class Reader:
 
     def matrix(self, keys: Any, *, now: Any = None) -> np.ndarray:
         """The features of many entities: float32, shape ``(len(keys), width)``."""
-        if type(keys) is not list:
+        if type(keys) is not list or (keys and isinstance(keys[0], Mapping)) or self._names is None:
             keys = _key_list(keys, self._names)
         raw = self._raw.matrix(keys) if now is None else self._raw.matrix(keys, now_ns(now))
         return np.frombuffer(raw, dtype=np.float32).reshape(-1, self.width)

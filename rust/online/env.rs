@@ -340,10 +340,14 @@ impl Env {
         self.raw
             .reader_check()
             .map_err(|e| self.lmdb_error("clear stale readers", e))?;
+        // A write may copy every page it touches (copy-on-write), and a table's rows are
+        // interleaved with other tables', so leave room for the whole file to be
+        // rewritten: growing the map costs address space only, a replay costs time.
         let info = self.raw.info();
         let used = (info.me_last_pgno + 1) * self.raw.page_size();
-        if used + estimate > info.me_mapsize {
-            self.grow(used + 2 * estimate)?;
+        let need = used.saturating_mul(2).saturating_add(estimate);
+        if need > info.me_mapsize {
+            self.grow(need)?;
         }
         for _ in 0..MAX_GROWTHS {
             let gate = self.gate.read().unwrap_or_else(|e| e.into_inner());

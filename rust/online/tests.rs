@@ -438,3 +438,48 @@ fn a_full_map_aborts_grows_and_replays() {
     let got = env.with_read(|t| Ok(t.get(env.meta, b"junk/4999").unwrap().map(<[u8]>::len)));
     assert_eq!(got.unwrap(), Some(1000));
 }
+
+#[test]
+fn long_keys_sharing_a_prefix_dedupe_exactly() {
+    let dir = TempDir::new();
+    let store = OnlineStore::open(&dir.0, None, false).unwrap();
+    // Keys that agree on their first 16 encoded bytes; several versions of each, shuffled.
+    let base = "k".repeat(20);
+    let mut ids = Vec::new();
+    let mut times = Vec::new();
+    let mut xs = Vec::new();
+    for round in [3i64, 1, 4, 2] {
+        for suffix in ["b", "a", "", "ab", "aa"] {
+            ids.push(format!("{base}{suffix}"));
+            times.push(round);
+            xs.push(round as f32 * 10.0 + suffix.len() as f32);
+        }
+    }
+    let t = table(vec![
+        ("id", Arc::new(StringArray::from(ids.clone()))),
+        ("ts", ts(times)),
+        ("x", Arc::new(Float32Array::from(xs))),
+    ]);
+    assert_eq!(write(&store, "t", &t).unwrap().written, 5);
+    let keys: Vec<KeyValue> = ["", "a", "b", "aa", "ab"]
+        .iter()
+        .map(|s| KeyValue::Str(format!("{base}{s}")))
+        .collect();
+    let b = store
+        .read(
+            "t",
+            &Keys::Values {
+                arity: 1,
+                values: &keys,
+            },
+            None,
+            None,
+            0,
+        )
+        .unwrap();
+    let x: Vec<Option<f32>> = b.column(0).as_primitive::<Float32Type>().iter().collect();
+    assert_eq!(
+        x,
+        vec![Some(40.0), Some(41.0), Some(41.0), Some(42.0), Some(42.0)]
+    );
+}

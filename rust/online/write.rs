@@ -41,7 +41,9 @@ use crate::join::keys::{key_kind, KeyKind};
 use crate::join::time;
 use crate::table::{blocks, Column, Table};
 
-const BLOCK: usize = 1 << 14;
+/// Rows per encoding block: small enough that a block's rows (~100 bytes each) stay
+/// in L2 while the encoder makes one pass per column over them.
+const BLOCK: usize = 1 << 12;
 /// The name of the status column `read` adds; no feature may take it.
 pub const STATUS: &str = "status";
 
@@ -214,20 +216,30 @@ impl Plan {
                 }
             }
         }
-        // One candidate per key: the greatest (stamp, position).
+        // One candidate per key: the greatest (stamp, position). Sorting compares the
+        // first 16 key bytes as one integer (exact for keys up to 16 bytes, which covers
+        // every integer key), the full keys only when those tie.
         let key_of = |i: u32| encoded[i as usize / BLOCK].0.get(i as usize % BLOCK);
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        let by_key_stamp_position = |&a: &u32, &b: &u32| {
-            key_of(a)
-                .cmp(key_of(b))
-                .then_with(|| stamps[a as usize].cmp(&stamps[b as usize]))
-                .then_with(|| a.cmp(&b))
+        let mut order: Vec<(u128, u32)> = (0..n as u32).map(|i| (prefix(key_of(i)), i)).collect();
+        let by_key_stamp_position = |a: &(u128, u32), b: &(u128, u32)| {
+            a.0.cmp(&b.0)
+                .then_with(|| {
+                    let (ka, kb) = (key_of(a.1), key_of(b.1));
+                    if ka.len() <= 16 && kb.len() <= 16 {
+                        ka.len().cmp(&kb.len())
+                    } else {
+                        ka.cmp(kb)
+                    }
+                })
+                .then_with(|| stamps[a.1 as usize].cmp(&stamps[b.1 as usize]))
+                .then_with(|| a.1.cmp(&b.1))
         };
         if n > BLOCK {
             pool().install(|| order.par_sort_unstable_by(by_key_stamp_position));
         } else {
             order.sort_unstable_by(by_key_stamp_position);
         }
+        let order: Vec<u32> = order.into_iter().map(|(_, i)| i).collect();
         let mut winners = Vec::with_capacity(n);
         for (i, &r) in order.iter().enumerate() {
             let last_of_key = order
@@ -310,6 +322,15 @@ impl Plan {
             unchanged: self.n - written,
         })
     }
+}
+
+/// The first 16 bytes of a key as a big-endian integer, zero-padded: comparing
+/// prefixes compares keys, except between keys that agree on their first 16 bytes.
+fn prefix(key: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    let n = key.len().min(16);
+    b[..n].copy_from_slice(&key[..n]);
+    u128::from_be_bytes(b)
 }
 
 fn check_name(table: &str) -> Result<()> {
