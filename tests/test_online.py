@@ -149,6 +149,12 @@ def test_big_batches_round_trip(store):
     known = want_ids < n
     np.testing.assert_array_equal(m[known], x[pos[want_ids[known]]])
     assert np.isnan(m[~known]).all()
+    for threads in [1, 2]:  # the same answer whatever the split
+        small = store.read_matrix(["a", "b", "c"], want_ids[:100].tolist(), threads=threads,
+                                  features=[("a", "x"), ("b", "x"), ("c", "x")])
+        np.testing.assert_array_equal(small, m[:100])
+    with pytest.raises(ps.errors.InvalidArgumentError, match="threads=0"):
+        store.reader(["a"], features=["x"], threads=0)
 
 
 def test_reopen_and_readonly(tmp_path):

@@ -68,9 +68,11 @@ class OnlineStore:
         tables: list[str],
         features: list[tuple[str | None, str]],
         ttl_ns: list[int | None],
+        threads: int | None = None,
     ) -> Reader:
         """A prepared float32 read; ``features`` are (table or None, name) pairs in
-        output order, ``ttl_ns`` has one entry per table."""
+        output order, ``ttl_ns`` has one entry per table, ``threads`` overrides how
+        many threads look keys up (default: 1 below 4096 entities, all cores above)."""
 
 class Reader:
     """A prepared read of several tables into float32 rows (``pitstop.Reader`` wraps

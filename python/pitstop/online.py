@@ -273,15 +273,26 @@ class OnlineStore:
         return self._core.read(table, keys, feats, duration_ns(ttl), now_ns(now))
 
     def reader(
-        self, tables: str | Sequence[str], *, features: Sequence[FeatureSpec], ttl: Any = None
+        self,
+        tables: str | Sequence[str],
+        *,
+        features: Sequence[FeatureSpec],
+        ttl: Any = None,
+        threads: int | None = None,
     ) -> Reader:
         """A prepared :meth:`read_matrix` for repeated lookups (the fast path).
 
         ``features`` are names (each in exactly one of the tables) or ``(table,
         name)`` pairs, in output order; ``ttl`` is one duration or one per table.
+        ``threads`` sets how many threads look keys up; by default one below 4096
+        entities (best for throughput when several processes serve), every core
+        above. ``threads=2`` halves the latency of a 100-entity read on an idle
+        machine.
         """
         names = [tables] if isinstance(tables, str) else list(tables)
-        raw = self._core.reader(names, _features(features), _per_table(ttl, len(names)))
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise InvalidArgumentError(f"threads={threads!r} must be a positive integer or None")
+        raw = self._core.reader(names, _features(features), _per_table(ttl, len(names)), threads)
         key_names: list[str] | None = self.key_columns(names[0])
         if any(self.key_columns(t) != key_names for t in names[1:]):
             key_names = None  # keys must then name their columns (dict or table)
@@ -295,10 +306,12 @@ class OnlineStore:
         features: Sequence[FeatureSpec],
         ttl: Any = None,
         now: Any = None,
+        threads: int | None = None,
     ) -> np.ndarray:
         """Model inputs: float32 of shape ``(len(keys), len(features))``, features in
-        the given order across ``tables``, NaN where missing, expired or null."""
-        return self.reader(tables, features=features, ttl=ttl).matrix(keys, now=now)
+        the given order across ``tables``, NaN where missing, expired or null
+        (``threads``: see :meth:`reader`)."""
+        return self.reader(tables, features=features, ttl=ttl, threads=threads).matrix(keys, now=now)
 
     def __repr__(self) -> str:
         return f"OnlineStore({self.path!r}{', readonly=True' if self.readonly else ''})"

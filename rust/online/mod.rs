@@ -123,14 +123,18 @@ impl OnlineStore {
     }
 
     /// Fills `out` (`keys.len() * plan.width` floats) with the plan's features.
+    ///
+    /// `threads` overrides how many threads look keys up (default: one below 4096
+    /// entities, every core above).
     pub fn read_matrix(
         &self,
         plan: &MatrixPlan,
         keys: &Keys,
         now_ns: i64,
         out: &mut [f32],
+        threads: Option<usize>,
     ) -> Result<()> {
-        read::read_matrix(&*self.env()?, plan, keys, now_ns, out)
+        read::read_matrix(&*self.env()?, plan, keys, now_ns, out, threads)
     }
 
     /// [`read::read_matrix_naive`]: one get per (entity, table), for comparison.

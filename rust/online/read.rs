@@ -398,15 +398,30 @@ fn lookup<'a>(
         let txns: &'a [RoTxn] = txns;
         vec![runs(0, &txns[0])]
     } else {
-        pool().install(|| {
-            txns.par_iter_mut()
+        // The calling thread reads run 0 while pool threads read the others, so a
+        // split costs one wake-up, not a round trip through the pool.
+        let mut slots: Vec<Option<Result<Vec<Rows<'a>>>>> = (0..k).map(|_| None).collect();
+        let (first_txn, other_txns) = txns.split_first_mut().expect("k > 1");
+        let (first_slot, other_slots) = slots.split_first_mut().expect("k > 1");
+        let runs = &runs;
+        pool().in_place_scope(|scope| {
+            for (i, (txn, slot)) in other_txns
+                .iter_mut()
+                .zip(other_slots.iter_mut())
                 .enumerate()
-                .map(|(i, txn)| {
+            {
+                scope.spawn(move |_| {
                     let txn: &'a RoTxn = txn;
-                    runs(i, txn)
-                })
-                .collect()
-        })
+                    *slot = Some(runs(i + 1, txn));
+                });
+            }
+            let txn: &'a RoTxn = first_txn;
+            *first_slot = Some(runs(0, txn));
+        });
+        slots
+            .into_iter()
+            .map(|r| r.expect("every run ran"))
+            .collect()
     };
     let mut raw: Vec<Option<&'a [u8]>> = vec![None; n * t];
     let mut done = vec![0usize; plan.groups.len()];
@@ -459,8 +474,15 @@ fn lookup<'a>(
     })
 }
 
-/// How many transactions (threads) a request of `n` entities uses.
-fn threads_for(n: usize) -> usize {
+/// How many transactions (threads) a request of `n` entities uses: `threads` when
+/// asked (at most the pool's size and one per entity), else one below
+/// [`PARALLEL_MIN`] entities and up to one per core above.
+fn threads_for(n: usize, threads: Option<usize>) -> usize {
+    if let Some(t) = threads {
+        return t
+            .clamp(1, pool().current_num_threads().max(1))
+            .min(n.max(1));
+    }
     if n < PARALLEL_MIN {
         1
     } else {
@@ -494,7 +516,7 @@ pub fn read_table(
             .collect::<Result<_>>()?,
     };
     let n = keys.len();
-    env.with_reads(threads_for(n), |txns| {
+    env.with_reads(threads_for(n, None), |txns| {
         let found = lookup(env, txns, &plan, keys, now_ns)?;
         let decode = |&c: &usize| {
             decode_column(&def.layout, c, def.schema.field(c).data_type(), &found.rows)
@@ -605,18 +627,20 @@ impl MatrixPlan {
 }
 
 /// Fills `out` (`keys.len()` rows of `plan.width` floats, row-major) with the
-/// features of each entity; NaN where missing, expired or null.
+/// features of each entity; NaN where missing, expired or null. `threads` overrides
+/// how many threads look keys up (see [`threads_for`]).
 pub fn read_matrix(
     env: &Env,
     plan: &MatrixPlan,
     keys: &Keys,
     now_ns: i64,
     out: &mut [f32],
+    threads: Option<usize>,
 ) -> Result<()> {
     let n = keys.len();
     let d = plan.width;
     assert_eq!(out.len(), n * d, "output has n * width floats");
-    env.with_reads(threads_for(n), |txns| {
+    env.with_reads(threads_for(n, threads), |txns| {
         let found = lookup(env, txns, &plan.read, keys, now_ns)?;
         let t = found.n_tables;
         let fill = |r: usize, row_out: &mut [f32]| {

@@ -197,6 +197,7 @@ fn tables_share_entities_and_matrix_reads_follow_feature_order() {
             },
             0,
             &mut out,
+            None,
         )
         .unwrap();
     let want = [
@@ -266,24 +267,22 @@ fn big_reads_run_in_parallel_on_one_snapshot() {
         .unwrap();
     let want: Vec<i64> = (0..20_000).map(|i| (i * 31 + 5) % (n + 100)).collect();
     let keys = ints(&want);
-    let mut out = vec![0f32; want.len() * 2];
-    store
-        .read_matrix(
-            &plan,
-            &Keys::Values {
-                arity: 1,
-                values: &keys,
-            },
-            0,
-            &mut out,
-        )
-        .unwrap();
-    for (r, &id) in want.iter().enumerate() {
-        if id < n {
-            assert_eq!(out[2 * r], id as f32);
-            assert_eq!(out[2 * r + 1], id as f32);
-        } else {
-            assert!(out[2 * r].is_nan() && out[2 * r + 1].is_nan());
+    for threads in [None, Some(1), Some(2), Some(3)] {
+        let mut out = vec![0f32; want.len() * 2];
+        let values = Keys::Values {
+            arity: 1,
+            values: &keys,
+        };
+        store
+            .read_matrix(&plan, &values, 0, &mut out, threads)
+            .unwrap();
+        for (r, &id) in want.iter().enumerate() {
+            if id < n {
+                assert_eq!(out[2 * r], id as f32);
+                assert_eq!(out[2 * r + 1], id as f32);
+            } else {
+                assert!(out[2 * r].is_nan() && out[2 * r + 1].is_nan());
+            }
         }
     }
 }

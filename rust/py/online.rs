@@ -232,13 +232,15 @@ impl PyOnlineStore {
     }
 
     /// A prepared matrix read. `features` holds (table or None, feature name) pairs;
-    /// `ttl_ns` one entry per table.
+    /// `ttl_ns` one entry per table; `threads` overrides how many threads look keys up.
+    #[pyo3(signature = (tables, features, ttl_ns, threads=None))]
     fn reader(
         &self,
         py: Python<'_>,
         tables: Vec<String>,
         features: Vec<(Option<String>, String)>,
         ttl_ns: Vec<Option<i64>>,
+        threads: Option<usize>,
     ) -> PyResult<PyReader> {
         let features: Vec<FeatureRef> = features
             .into_iter()
@@ -252,6 +254,7 @@ impl PyOnlineStore {
             plan,
             tables,
             features: features.into_iter().map(|f| (f.table, f.name)).collect(),
+            threads,
         })
     }
 }
@@ -264,6 +267,7 @@ pub struct PyReader {
     plan: MatrixPlan,
     tables: Vec<String>,
     features: Vec<(Option<String>, String)>,
+    threads: Option<usize>,
 }
 
 #[pymethods]
@@ -296,7 +300,8 @@ impl PyReader {
         let now = now_ns.unwrap_or_else(online::now_ns);
         let n = keys.keys().len();
         float_buffer(py, n * self.plan.width, |out| {
-            self.store.read_matrix(&self.plan, &keys.keys(), now, out)
+            self.store
+                .read_matrix(&self.plan, &keys.keys(), now, out, self.threads)
         })
     }
 
@@ -334,7 +339,7 @@ impl PyReader {
                 arity,
                 values: &values,
             };
-            self.store.read_matrix(&self.plan, &keys, now, out)
+            self.store.read_matrix(&self.plan, &keys, now, out, Some(1))
         })
     }
 }
