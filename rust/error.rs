@@ -200,6 +200,11 @@ pub enum Error {
 
     #[error("{0}")]
     InputType(String),
+
+    /// A table read was dropped meanwhile; prepared reads resolve their tables again
+    /// and retry, so this surfaces only if that keeps happening.
+    #[error("the tables read changed during the read (a table was dropped); read again")]
+    StaleCatalog,
 }
 
 /// `['a', 'b']`: a list of names as a Python user would write it.
@@ -236,6 +241,7 @@ impl Error {
             Error::KeyTooLong { .. } => "DataError",
             Error::NotNumeric { .. } => "ColumnTypeError",
             Error::InputType(_) => "InputTypeError",
+            Error::StaleCatalog => "StoreError",
         }
     }
 }

@@ -198,3 +198,32 @@ def test_all_feature_types_round_trip(store):
     want = data.drop_columns(["user_id", "ts"]).take([1, 0]).cast(store.schema("t"))
     assert got.drop_columns(["status"]).equals(want)
     assert store.schema("t").field("s").type == pa.string()
+
+
+def test_drop_and_recreate_a_table(store):
+    store.write("t", feats([1, 2], [1, 1], x=[1.0, 2.0]), keys="user_id", event_time="ts")
+    store.write("u", feats([1], [1], y=[5.0]), keys="user_id", event_time="ts")
+    r = store.reader(["t", "u"], features=["x", "y"])
+    np.testing.assert_array_equal(r.matrix([1]), [[1, 5]])
+    assert store.drop("t") is True
+    assert store.drop("t") is False
+    assert store.tables() == ["u"]
+    with pytest.raises(ps.errors.NotFoundError, match="no table 't'"):
+        store.read("t", [1])
+    with pytest.raises(ps.errors.NotFoundError, match="no table 't'"):
+        r.matrix([1])
+    # Re-created (new id, new rows): the prepared reader picks it up.
+    store.write("t", feats([1], [1], x=[9.0]), keys="user_id", event_time="ts")
+    np.testing.assert_array_equal(r.matrix([1, 2]), [[9, 5], [np.nan, np.nan]])
+    assert store.read("u", [1]).column("y").to_pylist() == [5.0]
+
+
+def test_close(tmp_path):
+    with ps.OnlineStore(tmp_path / "store") as s:
+        s.write("t", feats([1], [1], x=[1.0]), keys="user_id", event_time="ts")
+    with pytest.raises(ps.errors.StoreError, match="closed"):
+        s.read("t", [1])
+    # The online/ directory of a new store may be named directly.
+    s2 = ps.OnlineStore(tmp_path / "other" / "online")
+    s2.write("t", feats([1], [1], x=[1.0]), keys="user_id", event_time="ts")
+    assert s2.path == str(tmp_path / "other" / "online")

@@ -4,8 +4,8 @@ The model is the contract spelled out: for each (table, key), keep the row whose
 (event time, created time) is greatest, the later write winning an exact tie; a read
 returns that row's values unless the key is unknown (missing) or its event time is older
 than ``now - ttl`` (expired). Writes come out of order, with duplicate keys in a batch,
-nulls, composite keys, with and without created times; the store is reopened now and
-then.
+nulls, composite keys, with and without created times; tables are dropped and written
+again; the store is reopened now and then.
 """
 
 from __future__ import annotations
@@ -117,6 +117,14 @@ class OnlineModel(RuleBasedStateMachine):
                     assert math.isnan(m[i, j])
                 else:
                     assert m[i, j] == np.float32(want[2])
+
+    @precondition(lambda self: self.created)
+    @rule(data=st.data())
+    def drop(self, data):
+        table = data.draw(st.sampled_from(sorted(self.created)))
+        assert self.store.drop(table)
+        self.model = {k: v for k, v in self.model.items() if k[0] != table}
+        self.created.discard(table)
 
     @rule()
     def reopen(self):

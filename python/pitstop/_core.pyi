@@ -40,6 +40,10 @@ class OnlineStore:
         """The current LMDB map size in bytes (grows on demand)."""
     def tables(self) -> list[str]:
         """Every table's name, sorted."""
+    def drop(self, table: str) -> bool:
+        """Removes a table with its rows and schema; False if there was none."""
+    def close(self) -> None:
+        """Releases this handle (the environment closes with its last handle)."""
     def table_info(self, table: str) -> tuple[list[str], pa.Schema]:
         """(key column names, schema of the feature columns) of ``table``."""
     def write(

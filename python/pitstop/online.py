@@ -209,6 +209,25 @@ class OnlineStore:
         """Every table's name, sorted."""
         return self._core.tables()
 
+    def drop(self, table: str) -> bool:
+        """Removes ``table``, its rows and its schema, in one transaction; False if
+        there was no such table. Scans the whole store: for maintenance (rebuilding a
+        table, deleting a feature group), not for serving paths. Readers in every
+        process notice on their next read (a re-created table is picked up)."""
+        self._keys.pop(table, None)
+        return self._core.drop(table)
+
+    def close(self) -> None:
+        """Releases this handle; the LMDB environment closes with the last handle of
+        the process (readers made from this store keep working until released)."""
+        self._core.close()
+
+    def __enter__(self) -> OnlineStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def schema(self, table: str) -> pa.Schema:
         """The feature columns of ``table`` (keys and times are not features)."""
         return self._core.table_info(table)[1]

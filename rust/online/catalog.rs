@@ -6,7 +6,10 @@
 //! - `format` -> `b"pitstop-online"` + u32 LE format version: marks the environment as
 //!   a pitstop online store (anything else is refused);
 //! - `next_table_id` -> u32 LE: the id the next new table gets;
-//! - `table/<name>` -> a definition in the compact binary form of [`TableDef::encode`].
+//! - `table/<name>` -> a definition in the compact binary form of [`TableDef::encode`];
+//! - `catalog_version` -> u64 LE, bumped when a table is dropped, so that every process
+//!   notices (in the same read transaction as its lookups) that its cached definitions
+//!   are stale.
 //!
 //! A table's id (u32, big-endian at the end of every row key) never changes and is
 //! never reused, so the rows of a table are found from its id alone.
@@ -23,6 +26,9 @@ pub const FORMAT_MAGIC: &[u8] = b"pitstop-online";
 pub const FORMAT_VERSION: u32 = 1;
 pub const NEXT_ID_KEY: &[u8] = b"next_table_id";
 pub const TABLE_PREFIX: &[u8] = b"table/";
+/// u64 LE, bumped whenever a table is dropped: cached definitions and prepared reads
+/// made under another version must be resolved again (a re-created table has a new id).
+pub const CATALOG_VERSION_KEY: &[u8] = b"catalog_version";
 const DEF_FORMAT: u8 = 1;
 
 /// The `meta` key of table `name`.
@@ -30,6 +36,14 @@ pub fn table_key(name: &str) -> Vec<u8> {
     let mut k = TABLE_PREFIX.to_vec();
     k.extend_from_slice(name.as_bytes());
     k
+}
+
+/// The catalog version stored in `meta` (0 when absent).
+pub fn version_of(value: Option<&[u8]>) -> u64 {
+    value
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
 }
 
 /// The value of the `format` key.

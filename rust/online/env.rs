@@ -117,7 +117,8 @@ pub struct Env {
     gate: RwLock<()>,
     /// Serializes this process's writers (LMDB serializes processes).
     writer: Mutex<()>,
-    catalog: RwLock<HashMap<String, Arc<TableDef>>>,
+    /// Definitions read under catalog version `.0`.
+    catalog: RwLock<(u64, HashMap<String, Arc<TableDef>>)>,
     pub rows: Dbi,
     pub meta: Dbi,
     pub dir: PathBuf,
@@ -206,7 +207,7 @@ impl Env {
             pool: Mutex::new(Vec::new()),
             gate: RwLock::new(()),
             writer: Mutex::new(()),
-            catalog: RwLock::new(HashMap::new()),
+            catalog: RwLock::new((0, HashMap::new())),
             rows,
             meta,
             dir: dir.to_path_buf(),
@@ -383,39 +384,48 @@ impl Env {
 
     // ---- catalog --------------------------------------------------------------
 
-    /// The definition of table `name`, from the cache or the `meta` database.
-    pub fn table(&self, name: &str) -> Result<Arc<TableDef>> {
-        if let Some(def) = self
-            .catalog
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-        {
-            return Ok(Arc::clone(def));
-        }
-        let def = self.with_read(|txn| {
-            let bytes = txn
-                .get(self.meta, &catalog::table_key(name))
-                .map_err(|e| self.lmdb_error("read the catalog", e))?;
-            bytes
+    /// The definition of table `name` and the catalog version it is valid under, from
+    /// the cache when no table was dropped since, else from the `meta` database.
+    pub fn table_at(&self, name: &str) -> Result<(Arc<TableDef>, u64)> {
+        let (version, def) = self.with_read(|txn| {
+            let err = |e| self.lmdb_error("read the catalog", e);
+            let version = catalog::version_of(
+                txn.get(self.meta, catalog::CATALOG_VERSION_KEY)
+                    .map_err(err)?,
+            );
+            {
+                let cache = self.catalog.read().unwrap_or_else(|e| e.into_inner());
+                if cache.0 == version {
+                    if let Some(def) = cache.1.get(name) {
+                        return Ok((version, Some(Arc::clone(def))));
+                    }
+                }
+            }
+            let bytes = txn.get(self.meta, &catalog::table_key(name)).map_err(err)?;
+            let def = bytes
                 .map(|b| {
                     TableDef::decode(name, b).ok_or_else(|| {
                         self.corrupt(format!("the definition of table '{name}' is unreadable"))
                     })
                 })
-                .transpose()
+                .transpose()?;
+            Ok((version, def.map(Arc::new)))
         })?;
         match def {
             Some(def) => {
-                let def = Arc::new(def);
-                self.cache_table(Arc::clone(&def));
-                Ok(def)
+                self.cache_table(version, Arc::clone(&def));
+                Ok((def, version))
             }
             None => Err(Error::UnknownTable {
                 table: name.to_string(),
                 found: self.table_names()?,
             }),
         }
+    }
+
+    /// The definition of table `name` (see [`Env::table_at`]).
+    pub fn table(&self, name: &str) -> Result<Arc<TableDef>> {
+        Ok(self.table_at(name)?.0)
     }
 
     /// Like [`Env::table`], None for a table that does not exist.
@@ -427,11 +437,66 @@ impl Env {
         }
     }
 
-    pub fn cache_table(&self, def: Arc<TableDef>) {
-        self.catalog
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(def.name.clone(), def);
+    /// Caches a definition valid under catalog `version` (dropping the cache when the
+    /// version moved on).
+    pub fn cache_table(&self, version: u64, def: Arc<TableDef>) {
+        let mut cache = self.catalog.write().unwrap_or_else(|e| e.into_inner());
+        if cache.0 != version {
+            if version < cache.0 {
+                return; // an older reader's view: ignore
+            }
+            *cache = (version, HashMap::new());
+        }
+        cache.1.insert(def.name.clone(), def);
+    }
+
+    /// Removes table `name`, its rows and its definition, in one write transaction;
+    /// false if there was no such table. Costs a scan of the whole store (the rows of
+    /// a table are spread among the other tables' rows), so it is for maintenance
+    /// (re-materializing, deleting a feature group), not for serving paths.
+    pub fn drop_table(&self, name: &str) -> Result<bool> {
+        let dropped = self.with_write(0, |txn| {
+            let key = catalog::table_key(name);
+            let Some(bytes) = txn.get(self.meta, &key)? else {
+                return Ok(false);
+            };
+            let id = TableDef::decode(name, bytes)
+                .ok_or_else(|| {
+                    self.corrupt(format!("the definition of table '{name}' is unreadable"))
+                })?
+                .id;
+            {
+                let mut c = txn.cursor(self.rows)?;
+                let mut at = c
+                    .advance(true)?
+                    .map(|(k, _)| crate::encode::key::split_row_key(k).map(|s| s.1));
+                while let Some(tid) = at {
+                    if tid == Some(id) {
+                        c.delete_current()?;
+                    }
+                    at = c
+                        .advance(false)?
+                        .map(|(k, _)| crate::encode::key::split_row_key(k).map(|s| s.1));
+                }
+            }
+            txn.delete(self.meta, &key)?;
+            let version = catalog::version_of(txn.get(self.meta, catalog::CATALOG_VERSION_KEY)?);
+            txn.put(
+                self.meta,
+                catalog::CATALOG_VERSION_KEY,
+                &(version + 1).to_le_bytes(),
+            )?;
+            Ok(true)
+        })?;
+        Ok(dropped.unwrap_or(false))
+    }
+
+    /// The current catalog version, read in `txn`.
+    pub fn catalog_version(&self, txn: &RoTxn) -> Result<u64> {
+        Ok(catalog::version_of(
+            txn.get(self.meta, catalog::CATALOG_VERSION_KEY)
+                .map_err(|e| self.lmdb_error("read the catalog", e))?,
+        ))
     }
 
     /// Every table's name, sorted.

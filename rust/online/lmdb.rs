@@ -533,6 +533,16 @@ impl<'e> RwTxn<'e> {
         check(unsafe { ffi::mdb_put(self.raw(), dbi, &mut k, &mut v, 0) })
     }
 
+    pub fn delete(&mut self, dbi: Dbi, key: &[u8]) -> LResult<bool> {
+        let mut k = val(key);
+        // SAFETY: live write txn, valid dbi and key.
+        match unsafe { ffi::mdb_del(self.raw(), dbi, &mut k, ptr::null_mut()) } {
+            0 => Ok(true),
+            ffi::MDB_NOTFOUND => Ok(false),
+            rc => Err(LmdbError(rc)),
+        }
+    }
+
     pub fn cursor(&mut self, dbi: Dbi) -> LResult<RwCursor<'_>> {
         let mut c: *mut ffi::MDB_cursor = ptr::null_mut();
         // SAFETY: live txn, valid dbi, valid out-pointer.
@@ -589,6 +599,29 @@ impl RwCursor<'_> {
         let flags: c_uint = if current { ffi::MDB_CURRENT } else { 0 };
         // SAFETY: cursor of the live write txn; LMDB copies both buffers.
         check(unsafe { ffi::mdb_cursor_put(self.ptr.as_ptr(), &mut k, &mut v, flags) })
+    }
+}
+
+impl RwCursor<'_> {
+    /// Moves to the first entry (`first`) or the next one; None at the end.
+    pub fn advance(&mut self, first: bool) -> LResult<Option<(&[u8], &[u8])>> {
+        let mut k = empty_val();
+        let mut v = empty_val();
+        let op = if first { ffi::MDB_FIRST } else { ffi::MDB_NEXT };
+        // SAFETY: cursor of the live write txn; valid out-pointers.
+        match unsafe { ffi::mdb_cursor_get(self.ptr.as_ptr(), &mut k, &mut v, op) } {
+            // SAFETY: valid until the next write through this cursor (&mut self).
+            0 => Ok(Some(unsafe { (slice(&k), slice(&v)) })),
+            ffi::MDB_NOTFOUND => Ok(None),
+            rc => Err(LmdbError(rc)),
+        }
+    }
+
+    /// Deletes the entry the cursor is on; the next `advance(false)` returns the entry
+    /// that followed it.
+    pub fn delete_current(&mut self) -> LResult<()> {
+        // SAFETY: cursor of the live write txn, positioned on an entry.
+        check(unsafe { ffi::mdb_cursor_del(self.ptr.as_ptr(), 0) })
     }
 }
 

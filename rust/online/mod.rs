@@ -31,9 +31,9 @@
 //!
 //! **Paths.** `OnlineStore::open(path)` takes a store's root directory (the
 //! environment lives in `<path>/online/`, created if needed) or the `online/`
-//! directory itself (recognized by its `data.mdb`). A path that is neither a new or
-//! empty directory, nor a pitstop store (with `online/` or `registry.db`), is refused
-//! rather than filled with files.
+//! directory itself (recognized by its `data.mdb`, or, when new or empty, by its name).
+//! A path that is neither a new or empty directory, nor a pitstop store (with
+//! `online/` or `registry.db`), is refused rather than filled with files.
 //!
 //! No pyo3 here: `cargo test` covers this module.
 
@@ -60,8 +60,9 @@ pub struct OnlineStore {
     dir: PathBuf,
     map_size: Option<usize>,
     readonly: bool,
-    /// This process's environment; replaced when used in a forked child.
-    env: Mutex<Arc<Env>>,
+    /// This process's environment; replaced when used in a forked child, None once
+    /// closed.
+    env: Mutex<Option<Arc<Env>>>,
 }
 
 impl OnlineStore {
@@ -74,19 +75,36 @@ impl OnlineStore {
             dir,
             map_size,
             readonly,
-            env: Mutex::new(env),
+            env: Mutex::new(Some(env)),
         })
     }
 
     /// This process's environment (reopened if the process forked since).
     pub fn env(&self) -> Result<Arc<Env>> {
-        let mut env = self.env.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.env.lock().unwrap_or_else(|e| e.into_inner());
+        let env = slot.as_mut().ok_or_else(|| Error::Store {
+            path: self.dir.display().to_string(),
+            op: "use".into(),
+            detail: "the store was closed; open a new OnlineStore".into(),
+        })?;
         if env.generation() != lmdb::fork_generation() {
             // A forked child: never touch the parent's handle, open our own. The old
             // Arc is dropped here, and the Env leaks its LMDB handle (see lmdb.rs).
             *env = Env::shared(&self.dir, self.map_size, self.readonly)?;
         }
-        Ok(Arc::clone(&env))
+        Ok(Arc::clone(env))
+    }
+
+    /// Releases this handle; the environment closes when its last handle in the
+    /// process is released (prepared readers hold one too).
+    pub fn close(&self) {
+        self.env.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Removes a table, its rows and definition (see [`Env::drop_table`]); false if
+    /// there was none.
+    pub fn drop_table(&self, name: &str) -> Result<bool> {
+        self.env()?.drop_table(name)
     }
 
     pub fn dir(&self) -> &Path {
@@ -194,9 +212,13 @@ fn resolve(path: &Path, readonly: bool) -> Result<PathBuf> {
              open it without readonly",
         ));
     }
-    let fresh = !path.exists()
-        || std::fs::read_dir(path).map_err(io)?.next().is_none()
-        || path.join("registry.db").exists();
+    let empty = !path.exists() || std::fs::read_dir(path).map_err(io)?.next().is_none();
+    if empty && path.file_name().is_some_and(|n| n == "online") {
+        // A store's online/ directory itself, not created yet.
+        std::fs::create_dir_all(path).map_err(io)?;
+        return Ok(path.to_path_buf());
+    }
+    let fresh = empty || path.join("registry.db").exists();
     if !fresh {
         return Err(refuse(
             "it is a non-empty directory with neither online/ nor registry.db; pass a store's \

@@ -112,6 +112,10 @@ struct Group {
 #[derive(Debug)]
 pub struct ReadPlan {
     pub tables: Vec<Arc<TableDef>>,
+    /// The catalog version the tables were resolved under (see [`catalog`]).
+    ///
+    /// [`catalog`]: super::catalog
+    pub catalog_version: u64,
     /// Per table: rows older than `now - ttl` are expired.
     pub ttl_ns: Vec<Option<i64>>,
     groups: Vec<Group>,
@@ -132,13 +136,18 @@ impl ReadPlan {
             )));
         }
         let mut defs = Vec::with_capacity(tables.len());
+        let mut catalog_version = None;
         for (i, name) in tables.iter().enumerate() {
             if tables[..i].contains(name) {
                 return Err(Error::InvalidArgument(format!(
                     "table '{name}' is named twice"
                 )));
             }
-            defs.push(env.table(name)?);
+            let (def, version) = env.table_at(name)?;
+            if *catalog_version.get_or_insert(version) != version {
+                return Err(Error::StaleCatalog);
+            }
+            defs.push(def);
         }
         let mut groups: Vec<Group> = Vec::new();
         for (i, def) in defs.iter().enumerate() {
@@ -164,6 +173,7 @@ impl ReadPlan {
         }
         Ok(ReadPlan {
             tables: defs,
+            catalog_version: catalog_version.unwrap_or(0),
             ttl_ns,
             groups,
         })
@@ -370,6 +380,10 @@ fn lookup<'a>(
 ) -> Result<Found<'a>> {
     let n = keys.len();
     let t = plan.tables.len();
+    // The plan's table ids are those of this snapshot unless a table was dropped.
+    if env.catalog_version(&txns[0])? != plan.catalog_version {
+        return Err(Error::StaleCatalog);
+    }
     // Per group: the entity encodings and the valid rows in key order.
     let mut prepared = Vec::with_capacity(plan.groups.len());
     for group in &plan.groups {
@@ -493,6 +507,23 @@ fn threads_for(n: usize, threads: Option<usize>) -> usize {
 /// The latest rows of one table as Arrow: the requested features (all when `None`),
 /// in that order, plus `status`.
 pub fn read_table(
+    env: &Env,
+    table: &str,
+    keys: &Keys,
+    features: Option<&[String]>,
+    ttl_ns: Option<i64>,
+    now_ns: i64,
+) -> Result<RecordBatch> {
+    let mut attempts = 0;
+    loop {
+        match read_table_once(env, table, keys, features, ttl_ns, now_ns) {
+            Err(Error::StaleCatalog) if attempts < 3 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
+fn read_table_once(
     env: &Env,
     table: &str,
     keys: &Keys,

@@ -74,9 +74,7 @@ pub fn write(env: &Env, spec: &WriteSpec) -> Result<WriteStats> {
         let plan = Plan::new(env, spec)?;
         let estimate = plan.estimate();
         if let Some(stats) = env.with_write(estimate, |txn| plan.apply(env, txn))? {
-            if plan.new_table {
-                env.cache_table(Arc::clone(&plan.def));
-            }
+            env.cache_table(plan.catalog_version, Arc::clone(&plan.def));
             return Ok(stats);
         }
         // Another process registered the table meanwhile: plan against its schema.
@@ -87,6 +85,8 @@ struct Plan {
     def: Arc<TableDef>,
     /// A new table takes id `def.id`, which `next_table_id` must still hold at commit.
     new_table: bool,
+    /// The catalog version the plan was made under; a drop since means plan again.
+    catalog_version: u64,
     n: usize,
     /// Per block of BLOCK rows: (keys, rows).
     encoded: Vec<(Encoded, Encoded)>,
@@ -116,6 +116,7 @@ impl Plan {
         } else {
             data
         };
+        let catalog_version = env.with_read(|txn| env.catalog_version(txn))?;
         let existing = env.find_table(spec.table)?;
         if let Some(def) = &existing {
             check_key_names(def, spec.keys)?;
@@ -252,6 +253,7 @@ impl Plan {
         Ok(Plan {
             def,
             new_table,
+            catalog_version,
             n,
             encoded,
             stamps,
@@ -278,6 +280,10 @@ impl Plan {
     }
 
     fn apply(&self, env: &Env, txn: &mut super::lmdb::RwTxn) -> Result<WriteStats, Abort> {
+        let version = catalog::version_of(txn.get(env.meta, catalog::CATALOG_VERSION_KEY)?);
+        if version != self.catalog_version {
+            return Err(Abort::Replan); // a table was dropped since the plan was made
+        }
         if self.new_table {
             let key = catalog::table_key(&self.def.name);
             let next = txn

@@ -5,7 +5,7 @@
 //! Arrow tables or `bytearray`s of float32 that Python views as numpy arrays.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -172,6 +172,16 @@ impl PyOnlineStore {
         py.detach(|| self.inner.tables()).py()
     }
 
+    /// Removes a table with its rows and schema; False if there was none.
+    fn drop(&self, py: Python<'_>, table: String) -> PyResult<bool> {
+        py.detach(|| self.inner.drop_table(&table)).py()
+    }
+
+    /// Releases this handle (the environment closes with its last handle).
+    fn close(&self) {
+        self.inner.close()
+    }
+
     /// (key columns, feature schema) of a table.
     fn table_info<'py>(
         &self,
@@ -247,13 +257,14 @@ impl PyOnlineStore {
             .map(|(table, name)| FeatureRef { table, name })
             .collect();
         let plan = py
-            .detach(|| self.inner.matrix_plan(&tables, &features, ttl_ns))
+            .detach(|| self.inner.matrix_plan(&tables, &features, ttl_ns.clone()))
             .py()?;
         Ok(PyReader {
             store: Arc::clone(&self.inner),
-            plan,
+            plan: RwLock::new(Arc::new(plan)),
             tables,
-            features: features.into_iter().map(|f| (f.table, f.name)).collect(),
+            features,
+            ttl_ns,
             threads,
         })
     }
@@ -264,10 +275,39 @@ impl PyOnlineStore {
 #[pyclass(name = "Reader", module = "pitstop._core", frozen)]
 pub struct PyReader {
     store: Arc<OnlineStore>,
-    plan: MatrixPlan,
+    /// Resolved again when a table read was dropped (and maybe re-created) since.
+    plan: RwLock<Arc<MatrixPlan>>,
     tables: Vec<String>,
-    features: Vec<(Option<String>, String)>,
+    features: Vec<FeatureRef>,
+    ttl_ns: Vec<Option<i64>>,
     threads: Option<usize>,
+}
+
+impl PyReader {
+    /// Runs `f` with the current plan; resolves the plan again once if the catalog
+    /// changed under it.
+    fn with_plan(
+        &self,
+        mut f: impl FnMut(&MatrixPlan) -> crate::error::Result<()>,
+    ) -> crate::error::Result<()> {
+        let plan = Arc::clone(&self.plan.read().unwrap_or_else(|e| e.into_inner()));
+        match f(&plan) {
+            Err(Error::StaleCatalog) => {
+                let fresh = Arc::new(self.store.matrix_plan(
+                    &self.tables,
+                    &self.features,
+                    self.ttl_ns.clone(),
+                )?);
+                *self.plan.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&fresh);
+                f(&fresh)
+            }
+            other => other,
+        }
+    }
+
+    fn width_now(&self) -> usize {
+        self.plan.read().unwrap_or_else(|e| e.into_inner()).width
+    }
 }
 
 #[pymethods]
@@ -275,7 +315,7 @@ impl PyReader {
     /// Features per row.
     #[getter]
     fn width(&self) -> usize {
-        self.plan.width
+        self.width_now()
     }
 
     #[getter]
@@ -285,7 +325,10 @@ impl PyReader {
 
     #[getter]
     fn features(&self) -> Vec<(Option<String>, String)> {
-        self.features.clone()
+        self.features
+            .iter()
+            .map(|f| (f.table.clone(), f.name.clone()))
+            .collect()
     }
 
     /// `len(keys) * width` float32 values (row-major) as a bytearray.
@@ -299,9 +342,11 @@ impl PyReader {
         let keys = extract_keys(keys)?;
         let now = now_ns.unwrap_or_else(online::now_ns);
         let n = keys.keys().len();
-        float_buffer(py, n * self.plan.width, |out| {
-            self.store
-                .read_matrix(&self.plan, &keys.keys(), now, out, self.threads)
+        float_buffer(py, n * self.width_now(), |out| {
+            self.with_plan(|plan| {
+                self.store
+                    .read_matrix(plan, &keys.keys(), now, out, self.threads)
+            })
         })
     }
 
@@ -317,9 +362,8 @@ impl PyReader {
         let keys = extract_keys(keys)?;
         let now = now_ns.unwrap_or_else(online::now_ns);
         let n = keys.keys().len();
-        float_buffer(py, n * self.plan.width, |out| {
-            self.store
-                .read_matrix_naive(&self.plan, &keys.keys(), now, out)
+        float_buffer(py, n * self.width_now(), |out| {
+            self.with_plan(|plan| self.store.read_matrix_naive(plan, &keys.keys(), now, out))
         })
     }
 
@@ -334,12 +378,12 @@ impl PyReader {
         let mut values = Vec::with_capacity(1);
         let arity = push_entity(key, &mut values)?;
         let now = now_ns.unwrap_or_else(online::now_ns);
-        float_buffer(py, self.plan.width, |out| {
+        float_buffer(py, self.width_now(), |out| {
             let keys = Keys::Values {
                 arity,
                 values: &values,
             };
-            self.store.read_matrix(&self.plan, &keys, now, out, Some(1))
+            self.with_plan(|plan| self.store.read_matrix(plan, &keys, now, out, Some(1)))
         })
     }
 }
