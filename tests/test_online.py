@@ -69,6 +69,8 @@ def test_ttl_and_now(store):
     for same in [np.datetime64("1970-01-12"), 11 * day * 1000, dt.datetime(1970, 1, 12, tzinfo=dt.timezone.utc)]:
         assert store.read("t", [1, 2], ttl=dt.timedelta(days=5), now=same).column("status").to_pylist() == [
             "found", "expired"]
+    assert store.read("t", [1, 2], ttl=5 * day * 1000, now=now).column("status").to_pylist() == [
+        "found", "expired"]  # an int TTL is in nanoseconds
     # Without a TTL nothing expires.
     assert store.read("t", [2], now=now).column("status").to_pylist() == ["found"]
 

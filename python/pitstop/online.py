@@ -109,14 +109,24 @@ def _entity(d: Mapping[str, Any], names: list[str], i: int) -> Any:
     return values[0] if len(values) == 1 else values
 
 
+def ttl_ns(value: Any) -> int | None:
+    """A TTL as ns: a timedelta, a string like ``"30d"``, or an int of nanoseconds
+    (what a feature group stores)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise InvalidArgumentError(f"ttl={value!r} is negative; a TTL must be positive")
+        return value
+    return duration_ns(value)
+
+
 def _per_table(value: Any, n: int) -> list[int | None]:
     if isinstance(value, list | tuple):
         if len(value) != n:
             raise InvalidArgumentError(
                 f"ttl has {len(value)} entries for {n} tables; give one, or one per table"
             )
-        return [duration_ns(v) for v in value]
-    return [duration_ns(value)] * n
+        return [ttl_ns(v) for v in value]
+    return [ttl_ns(value)] * n
 
 
 def _features(features: Sequence[FeatureSpec]) -> list[tuple[str | None, str]]:
@@ -284,12 +294,13 @@ class OnlineStore:
 
         Returns the requested features (all by default) plus ``status``: ``found``,
         ``missing`` (no row), or ``expired`` (the row's event time is older than
-        ``now - ttl``); features are null unless found. ``now`` defaults to the
-        current time.
+        ``now - ttl``); features are null unless found. ``ttl`` is a timedelta, a
+        string like ``"30d"`` or an int of nanoseconds; ``now`` defaults to the current
+        time.
         """
         keys = _key_list(keys, self.key_columns(table))
         feats = None if features is None else [features] if isinstance(features, str) else list(features)
-        return self._core.read(table, keys, feats, duration_ns(ttl), now_ns(now))
+        return self._core.read(table, keys, feats, ttl_ns(ttl), now_ns(now))
 
     def reader(
         self,
