@@ -10,7 +10,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PIP_CONSTRAINT := $(abspath constraints.txt)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help dev demo test test-rust test-python lint bench bench-store bench-predict bench-spark bench-rust clean
+.PHONY: help dev demo test test-rust test-python lint bench bench-store bench-online bench-predict bench-spark bench-rust clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -52,6 +52,10 @@ bench-predict: dev ## end-to-end predict vs the same pipeline in plain Python
 
 bench-spark: dev ## the join on local Spark: kernel vs pandas merge_asof per bucket (needs Java 17+)
 	$(PY) -m benches.spark
+
+bench-online: dev ## online store: pitstop vs python-lmdb, SQLite, Redis (if redis-server is installed)
+	$(PIP) install -q redis
+	$(PY) -m benches.online
 
 bench-rust: ## criterion benches of the kernels
 	cargo bench --bench join

@@ -95,6 +95,116 @@ pub enum Error {
 
     #[error("arrow error: {0}")]
     Arrow(#[from] ArrowError),
+
+    // --- the online store (rust/online/) ---
+    #[error("'{path}' is not a pitstop store: {detail}")]
+    NotAStore { path: String, detail: String },
+
+    #[error(
+        "online store '{path}' is corrupt: {detail}; rebuild it from the offline tables \
+         (delete the directory and materialize again) or restore a copy"
+    )]
+    CorruptStore { path: String, detail: String },
+
+    #[error("online store '{path}': {op} failed: {detail}")]
+    Store {
+        path: String,
+        op: String,
+        detail: String,
+    },
+
+    #[error(
+        "online store '{path}' was opened with readonly=True; open it without readonly to \
+         write"
+    )]
+    ReadOnly { path: String },
+
+    #[error("the online store has no table '{table}'; write to it first (tables: {})", py_list(.found))]
+    UnknownTable { table: String, found: Vec<String> },
+
+    /// `table` is preformatted: "table 'x'" or "tables 'a', 'b'".
+    #[error("{table} has no feature '{feature}' (features: {})", py_list(.found))]
+    UnknownFeature {
+        table: String,
+        feature: String,
+        found: Vec<String>,
+    },
+
+    #[error("table '{table}': {detail}")]
+    SchemaMismatch { table: String, detail: String },
+
+    #[error(
+        "table '{table}' column '{column}' is {expected} in the store but the data has {got}; \
+         {hint}"
+    )]
+    ValueType {
+        table: String,
+        column: String,
+        expected: DataType,
+        got: DataType,
+        hint: String,
+    },
+
+    #[error(
+        "table '{table}' column '{column}' has values that do not fit its stored type \
+         {expected}: {detail}"
+    )]
+    ValueOutOfRange {
+        table: String,
+        column: String,
+        expected: DataType,
+        detail: String,
+    },
+
+    #[error(
+        "{table} column '{column}' has type {dtype}; features must be booleans, integers, \
+         floats, strings, binary, dates or timestamps (cast it first)"
+    )]
+    UnsupportedFeatureType {
+        table: String,
+        column: String,
+        dtype: DataType,
+    },
+
+    #[error(
+        "key column '{column}' of table '{table}' holds {expected}; got {got} (pass keys of \
+         the table's key type)"
+    )]
+    KeyType {
+        table: String,
+        column: String,
+        expected: String,
+        got: String,
+    },
+
+    #[error(
+        "feature '{column}' of table '{table}' has type {dtype}; read_matrix returns float32, \
+         so it takes numeric and boolean features only (read() returns any type)"
+    )]
+    NotNumeric {
+        table: String,
+        column: String,
+        dtype: DataType,
+    },
+
+    #[error(
+        "{table} row {row} has an entity key of {len} bytes encoded; keys are limited to \
+         {max} bytes (use shorter ids)"
+    )]
+    KeyTooLong {
+        table: String,
+        row: usize,
+        len: usize,
+        max: usize,
+    },
+
+    #[error("{0}")]
+    InputType(String),
+
+    /// A table read was dropped meanwhile; prepared reads resolve their tables again
+    /// and retry, so this surfaces only if that keeps happening.
+    #[error("the tables read changed during the read (a table was dropped); read again")]
+    StaleCatalog,
 }
 
 /// `['a', 'b']`: a list of names as a Python user would write it.
@@ -117,6 +227,21 @@ impl Error {
             Error::TooManyRows { .. } => "DataError",
             Error::InvalidArgument(_) => "InvalidArgumentError",
             Error::Arrow(_) => "ArrowError",
+            Error::NotAStore { .. } => "NotAStoreError",
+            Error::CorruptStore { .. } => "CorruptStoreError",
+            Error::Store { .. } => "StoreError",
+            Error::ReadOnly { .. } => "StoreError",
+            Error::UnknownTable { .. } => "NotFoundError",
+            Error::UnknownFeature { .. } => "NotFoundError",
+            Error::SchemaMismatch { .. } => "SchemaError",
+            Error::ValueType { .. } => "ColumnTypeError",
+            Error::ValueOutOfRange { .. } => "DataError",
+            Error::UnsupportedFeatureType { .. } => "ColumnTypeError",
+            Error::KeyType { .. } => "ColumnTypeError",
+            Error::KeyTooLong { .. } => "DataError",
+            Error::NotNumeric { .. } => "ColumnTypeError",
+            Error::InputType(_) => "InputTypeError",
+            Error::StaleCatalog => "StoreError",
         }
     }
 }

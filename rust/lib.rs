@@ -3,8 +3,10 @@
 //! the `python` feature, which maturin turns on) is the one place that touches pyo3, and
 //! the `#[pymodule]` below is the whole Python surface of the extension.
 
+pub mod encode;
 pub mod error;
 pub mod join;
+pub mod online;
 pub mod table;
 pub mod trace;
 
@@ -17,5 +19,7 @@ fn _core(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
     use pyo3::prelude::*;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(py::join::pit_join, m)?)?;
+    m.add_class::<py::online::PyOnlineStore>()?;
+    m.add_class::<py::online::PyReader>()?;
     Ok(())
 }

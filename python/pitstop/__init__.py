@@ -12,6 +12,7 @@ from ._core import __version__
 from .errors import PitstopError
 from .group import FeatureGroup
 from .join import pit_join
+from .online import OnlineStore, Reader
 from .store import FeatureStore
 from .view import FeatureView, Snapshot, snapshot_of
 
@@ -21,7 +22,9 @@ __all__ = [
     "FeatureGroup",
     "FeatureStore",
     "FeatureView",
+    "OnlineStore",
     "PitstopError",
+    "Reader",
     "Snapshot",
     "pit_join",
     "snapshot_of",

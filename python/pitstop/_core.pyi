@@ -1,6 +1,7 @@
 """The Rust extension. Call it through the public modules (``pitstop.pit_join``),
 which normalize arguments; the signatures here take exact types."""
 
+from os import PathLike
 from typing import Any
 
 import pyarrow as pa
@@ -20,3 +21,78 @@ def pit_join(
     """Point-in-time join. ``features`` holds, per table: (table, label for errors,
     spine key columns, feature key columns, event-time column, created-time column,
     TTL in nanoseconds, output prefix). Raises ``pitstop.errors`` classes."""
+
+class OnlineStore:
+    """The LMDB online store of one directory (``pitstop.OnlineStore`` wraps it).
+    ``path`` is a store root (the environment is ``<path>/online/``) or the ``online/``
+    directory itself. Safe across threads and ``fork``. Raises ``pitstop.errors``
+    classes (``NotAStoreError``, ``CorruptStoreError``, ``StoreError`` ...)."""
+
+    def __init__(
+        self, path: str | PathLike[str], *, map_size: int | None = None, readonly: bool = False
+    ) -> None: ...
+    @property
+    def path(self) -> str:
+        """The LMDB environment's directory."""
+    @property
+    def readonly(self) -> bool: ...
+    def map_size(self) -> int:
+        """The current LMDB map size in bytes (grows on demand)."""
+    def tables(self) -> list[str]:
+        """Every table's name, sorted."""
+    def drop(self, table: str) -> bool:
+        """Removes a table with its rows and schema; False if there was none."""
+    def close(self) -> None:
+        """Releases this handle (the environment closes with its last handle)."""
+    def table_info(self, table: str) -> tuple[list[str], pa.Schema]:
+        """(key column names, schema of the feature columns) of ``table``."""
+    def write(
+        self,
+        table: str,
+        data: Any,
+        keys: list[str],
+        event_time: str,
+        created_time: str | None = None,
+    ) -> tuple[int, int, int]:
+        """Upserts an Arrow-exportable table in one transaction; returns (rows,
+        written, unchanged)."""
+    def read(
+        self,
+        table: str,
+        keys: list[Any] | Any,
+        features: list[str] | None = None,
+        ttl_ns: int | None = None,
+        now_ns: int | None = None,
+    ) -> pa.Table:
+        """Features (all when None) plus ``status`` for each key. ``keys``: a list of
+        ids (tuples for composite keys, positional in key order) or an Arrow-exportable
+        table of key columns (by name). ``now_ns`` defaults to the current time."""
+    def reader(
+        self,
+        tables: list[str],
+        features: list[tuple[str | None, str]],
+        ttl_ns: list[int | None],
+        threads: int | None = None,
+    ) -> Reader:
+        """A prepared float32 read; ``features`` are (table or None, name) pairs in
+        output order, ``ttl_ns`` has one entry per table, ``threads`` overrides how
+        many threads look keys up (default: 1 below 4096 entities, all cores above)."""
+
+class Reader:
+    """A prepared read of several tables into float32 rows (``pitstop.Reader`` wraps
+    it). Results are ``bytearray``s of native-endian float32, row-major."""
+
+    @property
+    def width(self) -> int:
+        """Features per row."""
+    @property
+    def tables(self) -> list[str]: ...
+    @property
+    def features(self) -> list[tuple[str | None, str]]: ...
+    def matrix(self, keys: list[Any] | Any, now_ns: int | None = None) -> bytearray:
+        """``len(keys) * width`` floats; NaN where missing, expired or null."""
+    def _naive_matrix(self, keys: list[Any] | Any, now_ns: int | None = None) -> bytearray:
+        """``matrix`` the naive way: one LMDB get per (entity, table), in request order,
+        on one thread (a benchmark baseline and test oracle)."""
+    def vector(self, key: Any, now_ns: int | None = None) -> bytearray:
+        """``width`` floats for one entity (an id, or a tuple for a composite key)."""

@@ -37,21 +37,24 @@ class ArrowError(PitstopError, RuntimeError):
     """Arrow failed underneath (a bug in pitstop or in the input's producer)."""
 
 
-__all__ = [
-    "PitstopError",
-    "SchemaError",
-    "ColumnTypeError",
-    "DataError",
-    "InvalidArgumentError",
-    "InputTypeError",
-    "ArrowError",
-]
+class StoreError(PitstopError, OSError):
+    """The store's files could not be used: an I/O or LMDB failure, a write to a store
+    opened with ``readonly=True``, a model file that is missing or damaged."""
+
+
+class NotAStoreError(StoreError):
+    """A path is not a pitstop store, nor a place where one can be created."""
+
+
+class CorruptStoreError(StoreError):
+    """The store's files are damaged or truncated; rebuild the online store from the
+    offline tables, or restore a copy."""
 
 
 class NotFoundError(PitstopError, KeyError):
-    """A feature group, view, model or version does not exist."""
+    """A feature group, view, model, table, feature or version that does not exist."""
 
-    def __str__(self) -> str:  # KeyError would quote the message
+    def __str__(self) -> str:  # KeyError would show the message in quotes
         return str(self.args[0]) if self.args else ""
 
 
@@ -59,8 +62,18 @@ class AlreadyExistsError(PitstopError, ValueError):
     """Creating something that exists already (same name and version)."""
 
 
-class StoreError(PitstopError, OSError):
-    """The store directory is not a pitstop store, or its files are damaged."""
+__all__ = [
+    "PitstopError",
+    "AlreadyExistsError",
+    "SchemaError",
+    "ColumnTypeError",
+    "DataError",
+    "InvalidArgumentError",
+    "InputTypeError",
+    "ArrowError",
+    "StoreError",
+    "NotAStoreError",
+    "CorruptStoreError",
+    "NotFoundError",
+]
 
-
-__all__ += ["NotFoundError", "AlreadyExistsError", "StoreError"]

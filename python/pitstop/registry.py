@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .errors import StoreError
+from .errors import CorruptStoreError, NotAStoreError, StoreError
 
 FORMAT = 1
 
@@ -54,7 +54,7 @@ class Registry:
     def __init__(self, path: Path, *, create: bool):
         self.path = Path(path)
         if not create and not self.path.exists():
-            raise StoreError(f"{self.path.parent} is not a pitstop store (no registry.db)")
+            raise NotAStoreError(f"{self.path.parent} is not a pitstop store (no registry.db)")
         try:
             self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
                                        check_same_thread=False)
@@ -73,7 +73,7 @@ class Registry:
                         f"{FORMAT} (upgrade pitstop)"
                     )
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.path} is not a readable pitstop registry ({e})") from None
+            raise CorruptStoreError(f"{self.path} is not a readable pitstop registry ({e})") from None
 
     def close(self) -> None:
         self._db.close()

@@ -27,7 +27,7 @@ from typing import Any
 from ._inputs import duration_ns
 from ._names import check_name, check_version
 from ._schema import NAN_POLICIES
-from .errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, StoreError
+from .errors import AlreadyExistsError, InvalidArgumentError, NotAStoreError, NotFoundError
 from .group import FeatureGroup, Selection
 from .registry import Registry, dumps, now
 from .view import FeatureView, Snapshot
@@ -41,12 +41,12 @@ class FeatureStore:
         exists = (self.path / "registry.db").exists()
         if not exists:
             if self.path.exists() and any(self.path.iterdir()):
-                raise StoreError(
+                raise NotAStoreError(
                     f"{self.path} exists, is not empty and is not a pitstop store (no "
                     "registry.db); choose an empty or new directory"
                 )
             if not create:
-                raise StoreError(f"{self.path} is not a pitstop store (no registry.db)")
+                raise NotAStoreError(f"{self.path} is not a pitstop store (no registry.db)")
             self.path.mkdir(parents=True, exist_ok=True)
         for sub in ("offline", "online", "models", "locks"):
             (self.path / sub).mkdir(exist_ok=True)

@@ -1,0 +1,547 @@
+//! Feature rows as bytes: one LMDB value per (entity, table).
+//!
+//! ```text
+//! offset 0   u8       row format (ROW_FORMAT)
+//!        1   u32 LE   schema version the row was written with
+//!        5   i64 LE   event time, ns since the Unix epoch (UTC)
+//!        13  i64 LE   created time, ns (0 when the writer gave none)
+//!        21  bitmap   one bit per column, 1 = null (ceil(columns / 8) bytes)
+//!            fixed    each fixed-width column at a position the schema decides,
+//!                     little-endian (zeros when null)
+//!            ends     u32 LE per variable-width column: end of its bytes in `data`
+//!            data     the variable-width columns' bytes, in column order
+//! ```
+//!
+//! Every fixed-width value sits at an offset known from the schema alone, so reading
+//! column j of a row is one bounds-checked load, whatever else the row holds; a
+//! string costs two loads. The writer compares (event time, created time) from the
+//! 21-byte header without looking further. A row of 20 `float32` features is
+//! 21 + 3 + 80 = 104 bytes.
+//!
+//! Decoding never trusts the bytes: [`RowView::parse`] checks the format, the schema
+//! version, the exact length and that the variable-width ends ascend, once per row,
+//! after which every accessor is in bounds by construction. Arbitrary bytes give an
+//! error, never a panic (a property test below feeds it garbage).
+
+use std::ops::Range;
+
+use arrow_schema::{DataType, TimeUnit};
+
+/// The row format byte: bump it when the layout above changes.
+pub const ROW_FORMAT: u8 = 1;
+/// Bytes before the null bitmap.
+pub const HEADER_LEN: usize = 21;
+
+/// How a column's values are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueType {
+    Bool,
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
+    U32,
+    U64,
+    F32,
+    F64,
+    /// Days since the epoch (Arrow `Date32`).
+    Date32,
+    /// Milliseconds since the epoch (Arrow `Date64`).
+    Date64,
+    /// A timestamp in the column's unit (the zone lives in the schema).
+    Timestamp(TimeUnit),
+    Utf8,
+    Binary,
+}
+
+impl ValueType {
+    /// The storage type of an Arrow type, None if features cannot have that type.
+    /// `LargeUtf8`/`Utf8View` store as `Utf8`, `LargeBinary`/`BinaryView` as `Binary`.
+    pub fn of(dt: &DataType) -> Option<ValueType> {
+        Some(match dt {
+            DataType::Boolean => ValueType::Bool,
+            DataType::Int8 => ValueType::I8,
+            DataType::Int16 => ValueType::I16,
+            DataType::Int32 => ValueType::I32,
+            DataType::Int64 => ValueType::I64,
+            DataType::UInt8 => ValueType::U8,
+            DataType::UInt16 => ValueType::U16,
+            DataType::UInt32 => ValueType::U32,
+            DataType::UInt64 => ValueType::U64,
+            DataType::Float32 => ValueType::F32,
+            DataType::Float64 => ValueType::F64,
+            DataType::Date32 => ValueType::Date32,
+            DataType::Date64 => ValueType::Date64,
+            DataType::Timestamp(u, _) => ValueType::Timestamp(*u),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ValueType::Utf8,
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => ValueType::Binary,
+            _ => return None,
+        })
+    }
+
+    /// Bytes of a fixed-width value; None for variable-width types.
+    pub fn width(self) -> Option<usize> {
+        Some(match self {
+            ValueType::Bool | ValueType::I8 | ValueType::U8 => 1,
+            ValueType::I16 | ValueType::U16 => 2,
+            ValueType::I32 | ValueType::U32 | ValueType::F32 | ValueType::Date32 => 4,
+            ValueType::I64
+            | ValueType::U64
+            | ValueType::F64
+            | ValueType::Date64
+            | ValueType::Timestamp(_) => 8,
+            ValueType::Utf8 | ValueType::Binary => return None,
+        })
+    }
+
+    /// Whether the value converts to a float for a model input (numbers and booleans).
+    pub fn is_numeric(self) -> bool {
+        !matches!(
+            self,
+            ValueType::Utf8
+                | ValueType::Binary
+                | ValueType::Date32
+                | ValueType::Date64
+                | ValueType::Timestamp(_)
+        )
+    }
+}
+
+/// Where a column lives in a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// Bytes `[offset, offset + width)` of the row.
+    Fixed { offset: usize, width: usize },
+    /// The `index`-th variable-width column.
+    Var { index: usize },
+}
+
+/// The byte layout of a table's rows, computed once from its schema.
+#[derive(Clone, Debug)]
+pub struct RowLayout {
+    pub schema_version: u32,
+    pub types: Vec<ValueType>,
+    /// One per column, in schema order.
+    pub slots: Vec<Slot>,
+    pub bitmap_len: usize,
+    /// Offset of the first variable-width end (after the fixed area).
+    pub ends_start: usize,
+    pub n_var: usize,
+    /// Offset of the variable-width data: the length of a row with no var bytes.
+    pub data_start: usize,
+}
+
+/// The (event time, created time) of a row: what decides which row wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Stamp {
+    pub event: i64,
+    pub created: i64,
+}
+
+/// Why some bytes are not a row of this layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RowDecodeError {
+    Format(u8),
+    SchemaVersion { found: u32, expected: u32 },
+    Length { found: usize, expected: usize },
+    Truncated(usize),
+    VarEnds,
+}
+
+impl std::fmt::Display for RowDecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RowDecodeError::Format(b) => write!(f, "unknown row format {b}"),
+            RowDecodeError::SchemaVersion { found, expected } => {
+                write!(
+                    f,
+                    "row has schema version {found}, the table has {expected}"
+                )
+            }
+            RowDecodeError::Length { found, expected } => {
+                write!(f, "row has {found} bytes, its layout says {expected}")
+            }
+            RowDecodeError::Truncated(n) => {
+                write!(f, "row of {n} bytes is shorter than its header")
+            }
+            RowDecodeError::VarEnds => write!(f, "row's variable-width offsets do not ascend"),
+        }
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+fn i64_at(b: &[u8], at: usize) -> i64 {
+    i64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// The stamp of a row, checking only the header (what the writer needs to compare).
+pub fn stamp(bytes: &[u8]) -> Result<Stamp, RowDecodeError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(RowDecodeError::Truncated(bytes.len()));
+    }
+    if bytes[0] != ROW_FORMAT {
+        return Err(RowDecodeError::Format(bytes[0]));
+    }
+    Ok(Stamp {
+        event: i64_at(bytes, 5),
+        created: i64_at(bytes, 13),
+    })
+}
+
+impl RowLayout {
+    pub fn new(schema_version: u32, types: Vec<ValueType>) -> Self {
+        let bitmap_len = types.len().div_ceil(8);
+        let mut offset = HEADER_LEN + bitmap_len;
+        let mut n_var = 0;
+        let slots = types
+            .iter()
+            .map(|t| match t.width() {
+                Some(width) => {
+                    let s = Slot::Fixed { offset, width };
+                    offset += width;
+                    s
+                }
+                None => {
+                    n_var += 1;
+                    Slot::Var { index: n_var - 1 }
+                }
+            })
+            .collect();
+        RowLayout {
+            schema_version,
+            types,
+            slots,
+            bitmap_len,
+            ends_start: offset,
+            n_var,
+            data_start: offset + 4 * n_var,
+        }
+    }
+
+    pub fn n_columns(&self) -> usize {
+        self.types.len()
+    }
+
+    /// Writes the header into the first [`HEADER_LEN`] bytes of `row` and clears the
+    /// bitmap; `row` must be at least `data_start` long.
+    #[inline]
+    pub fn write_header(&self, row: &mut [u8], stamp: Stamp) {
+        row[0] = ROW_FORMAT;
+        row[1..5].copy_from_slice(&self.schema_version.to_le_bytes());
+        row[5..13].copy_from_slice(&stamp.event.to_le_bytes());
+        row[13..21].copy_from_slice(&stamp.created.to_le_bytes());
+        row[HEADER_LEN..HEADER_LEN + self.bitmap_len].fill(0);
+    }
+
+    #[inline]
+    pub fn set_null(&self, row: &mut [u8], col: usize) {
+        row[HEADER_LEN + col / 8] |= 1 << (col % 8);
+    }
+
+    /// Records the end (relative to `data_start`) of variable-width column `index`.
+    #[inline]
+    pub fn write_var_end(&self, row: &mut [u8], index: usize, end: u32) {
+        let at = self.ends_start + 4 * index;
+        row[at..at + 4].copy_from_slice(&end.to_le_bytes());
+    }
+
+    /// Encodes one row from per-column values (`None` = null); the reference encoder
+    /// the batch encoder in [`super::columns`] is tested against.
+    pub fn encode(&self, stamp: Stamp, values: &[Option<&[u8]>]) -> Vec<u8> {
+        assert_eq!(values.len(), self.types.len());
+        let var_len: usize = values
+            .iter()
+            .zip(&self.slots)
+            .filter(|(_, s)| matches!(s, Slot::Var { .. }))
+            .map(|(v, _)| v.map_or(0, <[u8]>::len))
+            .sum();
+        let mut row = vec![0u8; self.data_start + var_len];
+        self.write_header(&mut row, stamp);
+        let mut end = 0usize;
+        for (col, (v, slot)) in values.iter().zip(&self.slots).enumerate() {
+            if v.is_none() {
+                self.set_null(&mut row, col);
+            }
+            match *slot {
+                Slot::Fixed { offset, width } => {
+                    if let Some(v) = v {
+                        row[offset..offset + width].copy_from_slice(&v[..width]);
+                    }
+                }
+                Slot::Var { index } => {
+                    let v = v.unwrap_or(&[]);
+                    let at = self.data_start + end;
+                    row[at..at + v.len()].copy_from_slice(v);
+                    end += v.len();
+                    self.write_var_end(&mut row, index, end as u32);
+                }
+            }
+        }
+        row
+    }
+}
+
+/// A validated row: accessors cannot go out of bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct RowView<'a> {
+    bytes: &'a [u8],
+    layout: &'a RowLayout,
+}
+
+impl<'a> RowView<'a> {
+    /// Checks `bytes` against `layout` (format, schema version, exact length, ascending
+    /// variable-width ends). Cost: a few compares plus one load per var column.
+    #[inline]
+    pub fn parse(layout: &'a RowLayout, bytes: &'a [u8]) -> Result<Self, RowDecodeError> {
+        stamp(bytes)?;
+        let version = u32_at(bytes, 1);
+        if version != layout.schema_version {
+            return Err(RowDecodeError::SchemaVersion {
+                found: version,
+                expected: layout.schema_version,
+            });
+        }
+        if bytes.len() < layout.data_start {
+            return Err(RowDecodeError::Length {
+                found: bytes.len(),
+                expected: layout.data_start,
+            });
+        }
+        let mut prev = 0u32;
+        for i in 0..layout.n_var {
+            let end = u32_at(bytes, layout.ends_start + 4 * i);
+            if end < prev {
+                return Err(RowDecodeError::VarEnds);
+            }
+            prev = end;
+        }
+        let expected = layout.data_start + prev as usize;
+        if bytes.len() != expected {
+            return Err(RowDecodeError::Length {
+                found: bytes.len(),
+                expected,
+            });
+        }
+        Ok(RowView { bytes, layout })
+    }
+
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            event: i64_at(self.bytes, 5),
+            created: i64_at(self.bytes, 13),
+        }
+    }
+
+    #[inline]
+    pub fn is_null(&self, col: usize) -> bool {
+        self.bytes[HEADER_LEN + col / 8] & (1 << (col % 8)) != 0
+    }
+
+    /// The bytes of column `col`'s value (zeros or empty when null).
+    #[inline]
+    pub fn value(&self, col: usize) -> &'a [u8] {
+        match self.layout.slots[col] {
+            Slot::Fixed { offset, width } => &self.bytes[offset..offset + width],
+            Slot::Var { index } => &self.bytes[self.var_range(index)],
+        }
+    }
+
+    fn var_range(&self, index: usize) -> Range<usize> {
+        let l = self.layout;
+        let start = if index == 0 {
+            0
+        } else {
+            u32_at(self.bytes, l.ends_start + 4 * (index - 1)) as usize
+        };
+        let end = u32_at(self.bytes, l.ends_start + 4 * index) as usize;
+        l.data_start + start..l.data_start + end
+    }
+
+    /// Column `col` as a float (for model inputs): NaN when null. The column must be
+    /// numeric ([`ValueType::is_numeric`]).
+    #[inline]
+    pub fn f32(&self, col: usize) -> f32 {
+        if self.is_null(col) {
+            return f32::NAN;
+        }
+        let v = self.value(col);
+        match self.layout.types[col] {
+            ValueType::F32 => f32::from_le_bytes(v.try_into().unwrap()),
+            ValueType::F64 => f64::from_le_bytes(v.try_into().unwrap()) as f32,
+            ValueType::Bool => v[0] as f32,
+            ValueType::I8 => v[0] as i8 as f32,
+            ValueType::U8 => v[0] as f32,
+            ValueType::I16 => i16::from_le_bytes(v.try_into().unwrap()) as f32,
+            ValueType::U16 => u16::from_le_bytes(v.try_into().unwrap()) as f32,
+            ValueType::I32 => i32::from_le_bytes(v.try_into().unwrap()) as f32,
+            ValueType::U32 => u32::from_le_bytes(v.try_into().unwrap()) as f32,
+            ValueType::I64 => i64::from_le_bytes(v.try_into().unwrap()) as f32,
+            ValueType::U64 => u64::from_le_bytes(v.try_into().unwrap()) as f32,
+            _ => f32::NAN,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn layout() -> RowLayout {
+        RowLayout::new(
+            3,
+            vec![
+                ValueType::F32,
+                ValueType::Utf8,
+                ValueType::I64,
+                ValueType::Binary,
+                ValueType::Bool,
+                ValueType::U16,
+                ValueType::F64,
+                ValueType::Timestamp(TimeUnit::Microsecond),
+                ValueType::I8,
+            ],
+        )
+    }
+
+    #[test]
+    fn fixed_offsets_follow_the_header_and_bitmap() {
+        let l = layout();
+        assert_eq!(l.bitmap_len, 2);
+        assert_eq!(
+            l.slots[0],
+            Slot::Fixed {
+                offset: 23,
+                width: 4
+            }
+        );
+        assert_eq!(l.slots[1], Slot::Var { index: 0 });
+        assert_eq!(
+            l.slots[2],
+            Slot::Fixed {
+                offset: 27,
+                width: 8
+            }
+        );
+        assert_eq!(l.n_var, 2);
+        let floats = RowLayout::new(1, vec![ValueType::F32; 20]);
+        assert_eq!(floats.data_start, 104);
+    }
+
+    #[test]
+    fn round_trip_with_nulls() {
+        let l = layout();
+        let stamp = Stamp {
+            event: -5,
+            created: 9,
+        };
+        let f = 1.5f32.to_le_bytes();
+        let i = (-7i64).to_le_bytes();
+        let u = 513u16.to_le_bytes();
+        let d = 2.25f64.to_le_bytes();
+        let t = 1_700_000_000_000_000i64.to_le_bytes();
+        let values: Vec<Option<&[u8]>> = vec![
+            Some(&f),
+            Some(b"hello"),
+            Some(&i),
+            None,
+            Some(&[1]),
+            Some(&u),
+            None,
+            Some(&t),
+            Some(&[0xFF]),
+        ];
+        let row = l.encode(stamp, &values);
+        let v = RowView::parse(&l, &row).unwrap();
+        assert_eq!(v.stamp(), stamp);
+        assert_eq!(super::stamp(&row).unwrap(), stamp);
+        for (col, want) in values.iter().enumerate() {
+            assert_eq!(v.is_null(col), want.is_none(), "column {col}");
+            if let Some(w) = want {
+                assert_eq!(v.value(col), *w);
+            }
+        }
+        assert_eq!(v.value(3), b"");
+        assert_eq!(v.f32(0), 1.5);
+        assert_eq!(v.f32(2), -7.0);
+        assert_eq!(v.f32(4), 1.0);
+        assert_eq!(v.f32(5), 513.0);
+        assert!(v.f32(6).is_nan());
+        assert_eq!(v.f32(8), -1.0);
+        let _ = d;
+    }
+
+    #[test]
+    fn rejects_other_versions_and_lengths() {
+        let l = layout();
+        let row = l.encode(
+            Stamp {
+                event: 1,
+                created: 0,
+            },
+            &[None, None, None, None, None, None, None, None, None],
+        );
+        let other = RowLayout::new(4, l.types.clone());
+        assert!(matches!(
+            RowView::parse(&other, &row),
+            Err(RowDecodeError::SchemaVersion {
+                found: 3,
+                expected: 4
+            })
+        ));
+        assert!(RowView::parse(&l, &row[..row.len() - 1]).is_err());
+        let mut longer = row.clone();
+        longer.push(0);
+        assert!(RowView::parse(&l, &longer).is_err());
+        let mut bad = row;
+        bad[0] = 9;
+        assert_eq!(
+            RowView::parse(&l, &bad).unwrap_err(),
+            RowDecodeError::Format(9)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn strings_round_trip(a in proptest::collection::vec(any::<u8>(), 0..50),
+                              b in proptest::collection::vec(any::<u8>(), 0..50),
+                              null_a in any::<bool>(), e in any::<i64>(), c in any::<i64>()) {
+            let l = RowLayout::new(1, vec![ValueType::Binary, ValueType::I32, ValueType::Utf8]);
+            let x = 42i32.to_le_bytes();
+            let values: Vec<Option<&[u8]>> = vec![if null_a { None } else { Some(&a) }, Some(&x), Some(&b)];
+            let row = l.encode(Stamp { event: e, created: c }, &values);
+            let v = RowView::parse(&l, &row).unwrap();
+            prop_assert_eq!(v.stamp(), Stamp { event: e, created: c });
+            prop_assert_eq!(v.is_null(0), null_a);
+            prop_assert_eq!(v.value(0), if null_a { &[][..] } else { &a[..] });
+            prop_assert_eq!(v.value(1), &x[..]);
+            prop_assert_eq!(v.value(2), &b[..]);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..160),
+                                                 set_header in any::<bool>()) {
+            let l = layout();
+            let mut bytes = bytes;
+            if set_header && bytes.len() >= 5 {
+                bytes[0] = ROW_FORMAT;
+                bytes[1..5].copy_from_slice(&3u32.to_le_bytes());
+            }
+            let _ = stamp(&bytes);
+            if let Ok(v) = RowView::parse(&l, &bytes) {
+                for col in 0..l.n_columns() {
+                    let _ = v.is_null(col);
+                    let _ = v.value(col);
+                    if l.types[col].is_numeric() {
+                        let _ = v.f32(col);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,767 @@
+//! Batch lookups: the latest row of each (entity, table), as Arrow columns or as a
+//! float32 matrix for a model.
+//!
+//! Naive equivalent: for each requested entity and table, `get(entity ++ table_id)`;
+//! a row whose event time is older than `now - ttl` is *expired*, no row is *missing*.
+//!
+//! What it does instead, because a random LMDB descent costs ~2 µs here (a chain of
+//! about seven dependent cache and TLB misses) and everything else is cheap next to it:
+//! - **one descent per entity, not per table**: the tables that share the entity's key
+//!   columns are read with one `MDB_SET_RANGE` to `entity ++ smallest table id` and a
+//!   short `MDB_NEXT` walk over the adjacent keys (`entity ++ other ids`, usually on the
+//!   same leaf page), so 3 tables cost about one descent instead of three;
+//! - **keys in sorted order**: the request's entity encodings are sorted first, so the
+//!   cursor moves forward through the tree, and LMDB's cursor checks the current leaf
+//!   before descending again (dense requests share pages and upper levels stay in
+//!   cache); duplicate keys in a request are looked up once;
+//! - **big batches split across cores**: the sorted keys are cut into contiguous runs,
+//!   one per thread, each with its own read transaction on the same snapshot;
+//! - **one copy**: rows stay in the memory map while the transaction lives; values are
+//!   decoded straight from the map into the output (Arrow buffers or the matrix).
+//!
+//! Every row is validated ([`RowView::parse`]) before use: a damaged value is a
+//! [`Error::CorruptStore`], never a wrong number or a crash. All lookups of one call
+//! read one snapshot, so a read never sees half of a write.
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use rayon::prelude::*;
+
+use super::catalog::TableDef;
+use super::env::{pool, Env};
+use super::lmdb::{LResult, RoCursor, RoTxn};
+use crate::encode::columns::{decode_column, encode_keys, Encoded};
+use crate::encode::key::{self, MAX_ENTITY_LEN};
+use crate::encode::row::RowView;
+use crate::error::{py_list, Error, Result};
+use crate::join::keys::{key_kind, KeyKind};
+use crate::table::Table;
+
+/// Requests at least this large are split across threads.
+const PARALLEL_MIN: usize = 4096;
+/// Rows per thread at least, when split.
+const PER_THREAD_MIN: usize = 1024;
+
+/// One key cell given as a value (the Python fast path) rather than an Arrow column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyValue {
+    Null,
+    Int(i128),
+    Str(String),
+}
+
+/// The entities to look up.
+pub enum Keys<'a> {
+    /// Arrow columns, matched to each table's key columns by name.
+    Columns(&'a Table),
+    /// `values.len() / arity` entities, each `arity` values in key-column order
+    /// (positional: every table read must have `arity` key columns).
+    Values {
+        arity: usize,
+        values: &'a [KeyValue],
+    },
+}
+
+impl Keys<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Keys::Columns(t) => t.num_rows(),
+            Keys::Values { arity, values } => values.len() / (*arity).max(1),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Per (entity, table): what the lookup found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Found,
+    Missing,
+    Expired,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Found => "found",
+            Status::Missing => "missing",
+            Status::Expired => "expired",
+        }
+    }
+}
+
+/// Tables that share key columns: read together, one descent per entity.
+#[derive(Debug)]
+struct Group {
+    /// The first member's name, for messages.
+    table: String,
+    key_names: Vec<String>,
+    kinds: Vec<KeyKind>,
+    /// Indices into `ReadPlan::tables`, sorted by table id (the order rows sit in).
+    members: Vec<usize>,
+    /// The members' table ids, ascending.
+    ids: Vec<u32>,
+}
+
+/// Tables resolved once (a prepared read reuses this across calls).
+#[derive(Debug)]
+pub struct ReadPlan {
+    pub tables: Vec<Arc<TableDef>>,
+    /// The catalog version the tables were resolved under (see [`catalog`]).
+    ///
+    /// [`catalog`]: super::catalog
+    pub catalog_version: u64,
+    /// Per table: rows older than `now - ttl` are expired.
+    pub ttl_ns: Vec<Option<i64>>,
+    groups: Vec<Group>,
+}
+
+impl ReadPlan {
+    pub fn new(env: &Env, tables: &[String], ttl_ns: Vec<Option<i64>>) -> Result<ReadPlan> {
+        if tables.is_empty() {
+            return Err(Error::InvalidArgument(
+                "name at least one table to read".into(),
+            ));
+        }
+        if ttl_ns.len() != tables.len() {
+            return Err(Error::InvalidArgument(format!(
+                "ttl has {} entries for {} tables; give one, or one per table",
+                ttl_ns.len(),
+                tables.len()
+            )));
+        }
+        let mut defs = Vec::with_capacity(tables.len());
+        let mut catalog_version = None;
+        for (i, name) in tables.iter().enumerate() {
+            if tables[..i].contains(name) {
+                return Err(Error::InvalidArgument(format!(
+                    "table '{name}' is named twice"
+                )));
+            }
+            let (def, version) = env.table_at(name)?;
+            if *catalog_version.get_or_insert(version) != version {
+                return Err(Error::StaleCatalog);
+            }
+            defs.push(def);
+        }
+        let mut groups: Vec<Group> = Vec::new();
+        for (i, def) in defs.iter().enumerate() {
+            let names = def.key_names();
+            let kinds: Vec<KeyKind> = def.keys.iter().map(|(_, k)| *k).collect();
+            match groups
+                .iter_mut()
+                .find(|g| g.key_names == names && g.kinds == kinds)
+            {
+                Some(g) => g.members.push(i),
+                None => groups.push(Group {
+                    table: def.name.clone(),
+                    key_names: names,
+                    kinds,
+                    members: vec![i],
+                    ids: Vec::new(),
+                }),
+            }
+        }
+        for g in &mut groups {
+            g.members.sort_by_key(|&i| defs[i].id);
+            g.ids = g.members.iter().map(|&i| defs[i].id).collect();
+        }
+        Ok(ReadPlan {
+            tables: defs,
+            catalog_version: catalog_version.unwrap_or(0),
+            ttl_ns,
+            groups,
+        })
+    }
+}
+
+/// What a lookup found, per (entity, table) in row-major order (`tables` per entity,
+/// in the plan's table order). Rows borrow from the read transactions.
+pub struct Found<'a> {
+    pub n_tables: usize,
+    pub rows: Vec<Option<RowView<'a>>>,
+    pub status: Vec<Status>,
+}
+
+/// The entity encodings of one group's key columns; `valid[i]` false for a null key
+/// (or one too long to have been stored): such entities are missing.
+fn encode_group(group: &Group, keys: &Keys) -> Result<(Encoded, Vec<bool>)> {
+    let (enc, mut valid) = match keys {
+        Keys::Columns(t) => {
+            let mut cols = Vec::with_capacity(group.key_names.len());
+            for (name, want) in group.key_names.iter().zip(&group.kinds) {
+                let col = t.column(
+                    name,
+                    "keys must contain the key columns of every table read",
+                )?;
+                if let Some(kind) = key_kind(&col)? {
+                    if kind != *want {
+                        return Err(key_type_error(
+                            group,
+                            name,
+                            *want,
+                            &format!("a {} column", col.data_type),
+                        ));
+                    }
+                }
+                cols.push(col);
+            }
+            encode_keys(&cols, 0, t.num_rows(), &[])
+        }
+        Keys::Values { values: [], .. } => (
+            Encoded {
+                bytes: Vec::new(),
+                ends: vec![0],
+            },
+            Vec::new(),
+        ),
+        Keys::Values { arity, values } => {
+            if *arity != group.key_names.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "keys give {arity} value(s) per entity but the entity key is {}; pass a \
+                     dict of key columns (or one tuple per entity in this order)",
+                    py_list(&group.key_names)
+                )));
+            }
+            let n = values.len() / arity.max(&1);
+            let mut enc = Encoded {
+                bytes: Vec::with_capacity(n * 9 * arity),
+                ends: Vec::with_capacity(n + 1),
+            };
+            let mut valid = vec![true; n];
+            enc.ends.push(0);
+            for (r, entity) in values.chunks_exact(*arity).enumerate() {
+                let start = enc.bytes.len();
+                for ((v, want), name) in entity.iter().zip(&group.kinds).zip(&group.key_names) {
+                    match (v, want) {
+                        (KeyValue::Null, _) => valid[r] = false,
+                        (KeyValue::Int(i), KeyKind::Int) => {
+                            if *i < i64::MIN as i128 || *i > u64::MAX as i128 {
+                                valid[r] = false; // cannot be stored: missing
+                            } else {
+                                key::push_int(&mut enc.bytes, *i)
+                            }
+                        }
+                        (KeyValue::Str(s), KeyKind::Str) => {
+                            key::push_str(&mut enc.bytes, s.as_bytes())
+                        }
+                        (KeyValue::Int(i), KeyKind::Str) => {
+                            return Err(key_type_error(group, name, *want, &format!("the int {i}")))
+                        }
+                        (KeyValue::Str(s), KeyKind::Int) => {
+                            return Err(key_type_error(
+                                group,
+                                name,
+                                *want,
+                                &format!("the str '{s}'"),
+                            ))
+                        }
+                    }
+                }
+                if !valid[r] {
+                    enc.bytes.truncate(start);
+                }
+                enc.ends.push(enc.bytes.len());
+            }
+            (enc, valid)
+        }
+    };
+    for (i, v) in valid.iter_mut().enumerate() {
+        if enc.get(i).len() > MAX_ENTITY_LEN {
+            *v = false;
+        }
+    }
+    Ok((enc, valid))
+}
+
+fn key_type_error(group: &Group, column: &str, want: KeyKind, got: &str) -> Error {
+    Error::KeyType {
+        table: group.table.clone(),
+        column: column.to_string(),
+        expected: match want {
+            KeyKind::Int => "integers".into(),
+            KeyKind::Str => "strings".into(),
+        },
+        got: got.to_string(),
+    }
+}
+
+/// Reads the rows of `ids` (ascending) for one entity: one seek, then a walk over the
+/// entity's adjacent keys. `out[j]` receives table `ids[j]`'s row.
+#[inline]
+fn walk<'a>(
+    cursor: &mut RoCursor<'a>,
+    entity: &[u8],
+    ids: &[u32],
+    seek_key: &mut Vec<u8>,
+    out: &mut [Option<&'a [u8]>],
+) -> LResult<()> {
+    seek_key.clear();
+    seek_key.extend_from_slice(entity);
+    key::push_table_id(seek_key, ids[0]);
+    let mut at = cursor.seek(seek_key)?;
+    let mut j = 0;
+    while let Some((k, v)) = at {
+        if k.len() != entity.len() + key::TABLE_ID_LEN || !k.starts_with(entity) {
+            break; // past this entity (encodings are prefix-free)
+        }
+        let id = u32::from_be_bytes(k[entity.len()..].try_into().expect("4 bytes"));
+        while j < ids.len() && ids[j] < id {
+            j += 1;
+        }
+        if j == ids.len() {
+            break;
+        }
+        if ids[j] == id {
+            out[j] = Some(v);
+            j += 1;
+            if j == ids.len() {
+                break;
+            }
+        }
+        at = cursor.step()?;
+    }
+    Ok(())
+}
+
+/// Raw rows of a run of entities, `ids.len()` per entity.
+type Rows<'a> = Vec<Option<&'a [u8]>>;
+
+/// Looks up the sorted run `order` (row indices) of one group with one cursor;
+/// returns the raw rows, `ids.len()` per entry of `order`.
+fn lookup_run<'a>(
+    env: &Env,
+    txn: &'a RoTxn,
+    enc: &Encoded,
+    order: &[u32],
+    ids: &[u32],
+) -> Result<Vec<Option<&'a [u8]>>> {
+    let g = ids.len();
+    let mut out: Vec<Option<&'a [u8]>> = vec![None; order.len() * g];
+    if order.is_empty() {
+        return Ok(out);
+    }
+    let mut cursor = txn
+        .cursor(env.rows)
+        .map_err(|e| env.lmdb_error("read", e))?;
+    let mut seek_key = Vec::with_capacity(64);
+    for (p, &r) in order.iter().enumerate() {
+        let entity = enc.get(r as usize);
+        if p > 0 && enc.get(order[p - 1] as usize) == entity {
+            let (done, rest) = out.split_at_mut(p * g);
+            rest[..g].copy_from_slice(&done[(p - 1) * g..p * g]);
+            continue;
+        }
+        walk(
+            &mut cursor,
+            entity,
+            ids,
+            &mut seek_key,
+            &mut out[p * g..(p + 1) * g],
+        )
+        .map_err(|e| env.lmdb_error("read", e))?;
+    }
+    Ok(out)
+}
+
+/// Looks every entity up in every table of the plan, on `txns` (one per thread, all
+/// on the same snapshot), and classifies each (entity, table).
+fn lookup<'a>(
+    env: &Env,
+    txns: &'a mut [RoTxn],
+    plan: &'a ReadPlan,
+    keys: &Keys,
+    now_ns: i64,
+) -> Result<Found<'a>> {
+    let n = keys.len();
+    let t = plan.tables.len();
+    // The plan's table ids are those of this snapshot unless a table was dropped.
+    if env.catalog_version(&txns[0])? != plan.catalog_version {
+        return Err(Error::StaleCatalog);
+    }
+    // Per group: the entity encodings and the valid rows in key order.
+    let mut prepared = Vec::with_capacity(plan.groups.len());
+    for group in &plan.groups {
+        let (enc, valid) = encode_group(group, keys)?;
+        let mut order: Vec<u32> = (0..n as u32).filter(|&r| valid[r as usize]).collect();
+        if order.len() > 1 {
+            order.sort_unstable_by(|&a, &b| enc.get(a as usize).cmp(enc.get(b as usize)));
+        }
+        prepared.push((enc, order));
+    }
+    // Thread i reads the i-th of k contiguous runs of every group's sorted keys.
+    let k = txns.len();
+    let runs = |i: usize, txn: &'a RoTxn| -> Result<Vec<Rows<'a>>> {
+        plan.groups
+            .iter()
+            .zip(&prepared)
+            .map(|(group, (enc, order))| {
+                let per = order.len().div_ceil(k);
+                let lo = (i * per).min(order.len());
+                let hi = ((i + 1) * per).min(order.len());
+                lookup_run(env, txn, enc, &order[lo..hi], &group.ids)
+            })
+            .collect()
+    };
+    let per_thread: Vec<Result<Vec<Rows<'a>>>> = if k == 1 {
+        let txns: &'a [RoTxn] = txns;
+        vec![runs(0, &txns[0])]
+    } else {
+        // The calling thread reads run 0 while pool threads read the others, so a
+        // split costs one wake-up, not a round trip through the pool.
+        let mut slots: Vec<Option<Result<Vec<Rows<'a>>>>> = (0..k).map(|_| None).collect();
+        let (first_txn, other_txns) = txns.split_first_mut().expect("k > 1");
+        let (first_slot, other_slots) = slots.split_first_mut().expect("k > 1");
+        let runs = &runs;
+        pool().in_place_scope(|scope| {
+            for (i, (txn, slot)) in other_txns
+                .iter_mut()
+                .zip(other_slots.iter_mut())
+                .enumerate()
+            {
+                scope.spawn(move |_| {
+                    let txn: &'a RoTxn = txn;
+                    *slot = Some(runs(i + 1, txn));
+                });
+            }
+            let txn: &'a RoTxn = first_txn;
+            *first_slot = Some(runs(0, txn));
+        });
+        slots
+            .into_iter()
+            .map(|r| r.expect("every run ran"))
+            .collect()
+    };
+    let mut raw: Vec<Option<&'a [u8]>> = vec![None; n * t];
+    let mut done = vec![0usize; plan.groups.len()];
+    for res in per_thread {
+        for (gi, rows) in res?.into_iter().enumerate() {
+            let group = &plan.groups[gi];
+            let order = &prepared[gi].1;
+            for chunk in rows.chunks_exact(group.ids.len()) {
+                let r = order[done[gi]] as usize;
+                for (j, row) in chunk.iter().enumerate() {
+                    raw[r * t + group.members[j]] = *row;
+                }
+                done[gi] += 1;
+            }
+        }
+    }
+    let mut rows = Vec::with_capacity(n * t);
+    let mut status = Vec::with_capacity(n * t);
+    for (i, bytes) in raw.into_iter().enumerate() {
+        let j = i % t;
+        let def = &plan.tables[j];
+        match bytes {
+            None => {
+                rows.push(None);
+                status.push(Status::Missing);
+            }
+            Some(b) => {
+                let view = RowView::parse(&def.layout, b).map_err(|e| {
+                    env.corrupt(format!(
+                        "a stored row of table '{}' is unreadable ({e})",
+                        def.name
+                    ))
+                })?;
+                let expired = plan.ttl_ns[j]
+                    .is_some_and(|ttl| view.stamp().event < now_ns.saturating_sub(ttl));
+                if expired {
+                    rows.push(None);
+                    status.push(Status::Expired);
+                } else {
+                    rows.push(Some(view));
+                    status.push(Status::Found);
+                }
+            }
+        }
+    }
+    Ok(Found {
+        n_tables: t,
+        rows,
+        status,
+    })
+}
+
+/// How many transactions (threads) a request of `n` entities uses: `threads` when
+/// asked (at most the pool's size and one per entity), else one below
+/// [`PARALLEL_MIN`] entities and up to one per core above.
+fn threads_for(n: usize, threads: Option<usize>) -> usize {
+    if let Some(t) = threads {
+        return t
+            .clamp(1, pool().current_num_threads().max(1))
+            .min(n.max(1));
+    }
+    if n < PARALLEL_MIN {
+        1
+    } else {
+        pool().current_num_threads().min(n / PER_THREAD_MIN).max(1)
+    }
+}
+
+/// The latest rows of one table as Arrow: the requested features (all when `None`),
+/// in that order, plus `status`.
+pub fn read_table(
+    env: &Env,
+    table: &str,
+    keys: &Keys,
+    features: Option<&[String]>,
+    ttl_ns: Option<i64>,
+    now_ns: i64,
+) -> Result<RecordBatch> {
+    let mut attempts = 0;
+    loop {
+        match read_table_once(env, table, keys, features, ttl_ns, now_ns) {
+            Err(Error::StaleCatalog) if attempts < 3 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
+fn read_table_once(
+    env: &Env,
+    table: &str,
+    keys: &Keys,
+    features: Option<&[String]>,
+    ttl_ns: Option<i64>,
+    now_ns: i64,
+) -> Result<RecordBatch> {
+    let plan = ReadPlan::new(env, &[table.to_string()], vec![ttl_ns])?;
+    let def = Arc::clone(&plan.tables[0]);
+    let cols: Vec<usize> = match features {
+        None => (0..def.schema.fields().len()).collect(),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                def.schema.index_of(n).map_err(|_| Error::UnknownFeature {
+                    table: format!("table '{}'", def.name),
+                    feature: n.clone(),
+                    found: def.feature_names(),
+                })
+            })
+            .collect::<Result<_>>()?,
+    };
+    let n = keys.len();
+    env.with_reads(threads_for(n, None), |txns| {
+        let found = lookup(env, txns, &plan, keys, now_ns)?;
+        let decode = |&c: &usize| {
+            decode_column(&def.layout, c, def.schema.field(c).data_type(), &found.rows)
+                .map_err(|e| env.corrupt(format!("table '{}': {e}", def.name)))
+        };
+        let mut arrays: Vec<ArrayRef> = if n >= PARALLEL_MIN {
+            pool().install(|| cols.par_iter().map(decode).collect::<Result<_>>())?
+        } else {
+            cols.iter().map(decode).collect::<Result<_>>()?
+        };
+        arrays.push(Arc::new(StringArray::from_iter_values(
+            found.status.iter().map(|s| s.name()),
+        )));
+        let mut fields: Vec<Field> = cols.iter().map(|&c| def.schema.field(c).clone()).collect();
+        fields.push(Field::new(super::write::STATUS, DataType::Utf8, false));
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+    })
+}
+
+/// A feature of a matrix: `table` None means "the one table that has it".
+#[derive(Clone, Debug)]
+pub struct FeatureRef {
+    pub table: Option<String>,
+    pub name: String,
+}
+
+/// A prepared matrix read: tables, output positions and TTLs resolved once.
+#[derive(Debug)]
+pub struct MatrixPlan {
+    pub read: ReadPlan,
+    /// Per table: (column in the table, position in the output row).
+    outputs: Vec<Vec<(usize, usize)>>,
+    /// Features per output row.
+    pub width: usize,
+}
+
+impl MatrixPlan {
+    pub fn new(
+        env: &Env,
+        tables: &[String],
+        features: &[FeatureRef],
+        ttl_ns: Vec<Option<i64>>,
+    ) -> Result<MatrixPlan> {
+        let read = ReadPlan::new(env, tables, ttl_ns)?;
+        let mut outputs = vec![Vec::new(); tables.len()];
+        for (pos, f) in features.iter().enumerate() {
+            let candidates: Vec<usize> = match &f.table {
+                Some(t) => vec![tables.iter().position(|x| x == t).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "feature ({t:?}, {:?}) names a table that is not read (tables: {})",
+                        f.name,
+                        py_list(tables)
+                    ))
+                })?],
+                None => (0..tables.len()).collect(),
+            };
+            let hits: Vec<(usize, usize)> = candidates
+                .iter()
+                .filter_map(|&j| read.tables[j].schema.index_of(&f.name).ok().map(|c| (j, c)))
+                .collect();
+            let (j, c) = match hits.as_slice() {
+                [one] => *one,
+                [] => {
+                    let named: Vec<String> = candidates
+                        .iter()
+                        .map(|&j| format!("'{}'", tables[j]))
+                        .collect();
+                    let found = candidates
+                        .iter()
+                        .flat_map(|&j| read.tables[j].feature_names())
+                        .collect();
+                    return Err(Error::UnknownFeature {
+                        table: if named.len() == 1 {
+                            format!("table {}", named[0])
+                        } else {
+                            format!("tables {}", named.join(", "))
+                        },
+                        feature: f.name.clone(),
+                        found,
+                    });
+                }
+                many => {
+                    let named: Vec<String> = many.iter().map(|(j, _)| tables[*j].clone()).collect();
+                    return Err(Error::InvalidArgument(format!(
+                        "feature '{}' is in several tables ({}); name it as a (table, feature) \
+                         pair",
+                        f.name,
+                        py_list(&named)
+                    )));
+                }
+            };
+            let def = &read.tables[j];
+            if !def.layout.types[c].is_numeric() {
+                return Err(Error::NotNumeric {
+                    table: def.name.clone(),
+                    column: f.name.clone(),
+                    dtype: def.schema.field(c).data_type().clone(),
+                });
+            }
+            outputs[j].push((c, pos));
+        }
+        Ok(MatrixPlan {
+            read,
+            outputs,
+            width: features.len(),
+        })
+    }
+}
+
+/// Fills `out` (`keys.len()` rows of `plan.width` floats, row-major) with the
+/// features of each entity; NaN where missing, expired or null. `threads` overrides
+/// how many threads look keys up (see [`threads_for`]).
+pub fn read_matrix(
+    env: &Env,
+    plan: &MatrixPlan,
+    keys: &Keys,
+    now_ns: i64,
+    out: &mut [f32],
+    threads: Option<usize>,
+) -> Result<()> {
+    let n = keys.len();
+    let d = plan.width;
+    assert_eq!(out.len(), n * d, "output has n * width floats");
+    env.with_reads(threads_for(n, threads), |txns| {
+        let found = lookup(env, txns, &plan.read, keys, now_ns)?;
+        let t = found.n_tables;
+        let fill = |r: usize, row_out: &mut [f32]| {
+            for (j, outs) in plan.outputs.iter().enumerate() {
+                match &found.rows[r * t + j] {
+                    Some(view) => {
+                        for &(c, pos) in outs {
+                            row_out[pos] = view.f32(c);
+                        }
+                    }
+                    None => {
+                        for &(_, pos) in outs {
+                            row_out[pos] = f32::NAN;
+                        }
+                    }
+                }
+            }
+        };
+        if d == 0 {
+            return Ok(());
+        }
+        if n >= PARALLEL_MIN {
+            pool().install(|| {
+                out.par_chunks_mut(d)
+                    .enumerate()
+                    .for_each(|(r, row)| fill(r, row))
+            });
+        } else {
+            out.chunks_mut(d)
+                .enumerate()
+                .for_each(|(r, row)| fill(r, row));
+        }
+        Ok(())
+    })
+}
+
+/// The naive equivalent of [`read_matrix`], for benchmarks and as a test oracle: one
+/// `mdb_get` per (entity, table) in request order, on one thread and one transaction,
+/// decoding into `out` like the real thing. The gap between the two is what the layout
+/// and the sorted, walking lookup buy.
+pub fn read_matrix_naive(
+    env: &Env,
+    plan: &MatrixPlan,
+    keys: &Keys,
+    now_ns: i64,
+    out: &mut [f32],
+) -> Result<()> {
+    let n = keys.len();
+    let d = plan.width;
+    assert_eq!(out.len(), n * d, "output has n * width floats");
+    let read = &plan.read;
+    let encoded: Vec<(Encoded, Vec<bool>)> = read
+        .tables
+        .iter()
+        .map(|def| {
+            let group = read
+                .groups
+                .iter()
+                .find(|g| g.ids.contains(&def.id))
+                .expect("every table is in a group");
+            encode_group(group, keys)
+        })
+        .collect::<Result<_>>()?;
+    env.with_read(|txn| {
+        let mut key = Vec::with_capacity(64);
+        for r in 0..n {
+            let row_out = &mut out[r * d..(r + 1) * d];
+            for (j, def) in read.tables.iter().enumerate() {
+                let (enc, valid) = &encoded[j];
+                let mut found = None;
+                if valid[r] {
+                    key.clear();
+                    key.extend_from_slice(enc.get(r));
+                    key::push_table_id(&mut key, def.id);
+                    if let Some(b) = txn
+                        .get(env.rows, &key)
+                        .map_err(|e| env.lmdb_error("read", e))?
+                    {
+                        let view = RowView::parse(&def.layout, b)
+                            .map_err(|e| env.corrupt(format!("table '{}': {e}", def.name)))?;
+                        let expired = read.ttl_ns[j]
+                            .is_some_and(|ttl| view.stamp().event < now_ns.saturating_sub(ttl));
+                        found = (!expired).then_some(view);
+                    }
+                }
+                for &(c, pos) in &plan.outputs[j] {
+                    row_out[pos] = found.map_or(f32::NAN, |v| v.f32(c));
+                }
+            }
+        }
+        Ok(())
+    })
+}

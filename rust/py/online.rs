@@ -1,0 +1,389 @@
+//! `pitstop._core.OnlineStore` and `pitstop._core.Reader`: thin wrappers over
+//! [`crate::online::OnlineStore`]. Arguments arrive normalized by
+//! `python/pitstop/online.py` (durations as ns, keys as a list or an Arrow table);
+//! this layer converts keys, releases the GIL around every store call, and returns
+//! Arrow tables or `bytearray`s of float32 that Python views as numpy arrays.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyByteArray, PyInt, PyList, PyString, PyTuple};
+use pyo3_arrow::{PySchema, PyTable};
+
+use super::errors::IntoPyResult;
+use crate::error::Error;
+use crate::online::{self, FeatureRef, KeyValue, Keys, MatrixPlan, OnlineStore, WriteSpec};
+use crate::table::Table;
+
+/// Keys converted from Python, owned so the GIL can be released.
+enum OwnedKeys {
+    Table(Table),
+    Values { arity: usize, values: Vec<KeyValue> },
+}
+
+impl OwnedKeys {
+    fn keys(&self) -> Keys<'_> {
+        match self {
+            OwnedKeys::Table(t) => Keys::Columns(t),
+            OwnedKeys::Values { arity, values } => Keys::Values {
+                arity: *arity,
+                values,
+            },
+        }
+    }
+}
+
+fn key_value(item: &Bound<'_, PyAny>) -> PyResult<KeyValue> {
+    if item.is_none() {
+        return Ok(KeyValue::Null);
+    }
+    if let Ok(s) = item.cast::<PyString>() {
+        return Ok(KeyValue::Str(s.to_str()?.to_owned()));
+    }
+    if item.is_instance_of::<PyBool>() {
+        return Err(input_type("keys must be integers or strings, not bool"));
+    }
+    if item.is_instance_of::<PyInt>() || item.hasattr("__index__")? {
+        return match item.extract::<i128>() {
+            Ok(v) => Ok(KeyValue::Int(v)),
+            // Too large for any Arrow integer: it cannot be stored, so it is missing.
+            Err(_) => Ok(KeyValue::Int(i128::MAX)),
+        };
+    }
+    Err(input_type(&format!(
+        "keys must be integers or strings (or tuples of them for composite keys); got {} {}",
+        item.get_type().name()?,
+        item.repr()?
+    )))
+}
+
+fn input_type(msg: &str) -> PyErr {
+    super::errors::to_py(Error::InputType(msg.to_string()))
+}
+
+/// One entity: a scalar, or a tuple for a composite key.
+fn push_entity(item: &Bound<'_, PyAny>, values: &mut Vec<KeyValue>) -> PyResult<usize> {
+    if let Ok(t) = item.cast::<PyTuple>() {
+        for v in t.iter() {
+            values.push(key_value(&v)?);
+        }
+        Ok(t.len())
+    } else {
+        values.push(key_value(item)?);
+        Ok(1)
+    }
+}
+
+/// A list of entities (scalars or tuples) or an Arrow table of key columns.
+fn extract_keys(obj: &Bound<'_, PyAny>) -> PyResult<OwnedKeys> {
+    if let Ok(list) = obj.cast::<PyList>() {
+        let mut values = Vec::with_capacity(list.len());
+        let mut arity = None;
+        for item in list.iter() {
+            let a = push_entity(&item, &mut values)?;
+            if *arity.get_or_insert(a) != a {
+                return Err(input_type(
+                    "keys mix entities of different lengths; give every composite key the \
+                     same number of values",
+                ));
+            }
+        }
+        return Ok(OwnedKeys::Values {
+            arity: arity.unwrap_or(1),
+            values,
+        });
+    }
+    let t: PyTable = obj.extract().map_err(|_| {
+        PyTypeError::new_err("keys must be a list or an object with __arrow_c_stream__")
+    })?;
+    let (batches, schema) = t.into_inner();
+    Ok(OwnedKeys::Table(Table::new("keys", schema, batches)))
+}
+
+/// Runs `fill` on a fresh float32 buffer of `len` floats with the GIL released.
+fn float_buffer<'py>(
+    py: Python<'py>,
+    len: usize,
+    fill: impl FnOnce(&mut [f32]) -> crate::error::Result<()> + Send,
+) -> PyResult<Bound<'py, PyByteArray>> {
+    PyByteArray::new_with(py, len * 4, |bytes| {
+        // The bytearray is new and visible to no other Python code, so releasing the
+        // GIL while filling it is safe.
+        py.detach(|| {
+            // SAFETY: every bit pattern is a valid f32 and a valid u8; align_to_mut
+            // only yields the correctly aligned middle part.
+            let (head, floats, _) = unsafe { bytes.align_to_mut::<f32>() };
+            if head.is_empty() && floats.len() == len {
+                fill(floats)
+            } else {
+                let mut tmp = vec![0f32; len];
+                fill(&mut tmp)?;
+                for (dst, v) in bytes.chunks_exact_mut(4).zip(&tmp) {
+                    dst.copy_from_slice(&v.to_ne_bytes());
+                }
+                Ok(())
+            }
+        })
+        .py()
+    })
+}
+
+#[pyclass(name = "OnlineStore", module = "pitstop._core", frozen)]
+pub struct PyOnlineStore {
+    inner: Arc<OnlineStore>,
+}
+
+#[pymethods]
+impl PyOnlineStore {
+    #[new]
+    #[pyo3(signature = (path, *, map_size=None, readonly=false))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        map_size: Option<usize>,
+        readonly: bool,
+    ) -> PyResult<Self> {
+        let store = py
+            .detach(|| OnlineStore::open(&path, map_size, readonly))
+            .py()?;
+        Ok(PyOnlineStore {
+            inner: Arc::new(store),
+        })
+    }
+
+    /// The LMDB environment's directory.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.inner.dir().to_path_buf()
+    }
+
+    #[getter]
+    fn readonly(&self) -> bool {
+        self.inner.readonly()
+    }
+
+    fn map_size(&self) -> PyResult<usize> {
+        self.inner.map_size().py()
+    }
+
+    fn tables(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        py.detach(|| self.inner.tables()).py()
+    }
+
+    /// Removes a table with its rows and schema; False if there was none.
+    fn drop(&self, py: Python<'_>, table: String) -> PyResult<bool> {
+        py.detach(|| self.inner.drop_table(&table)).py()
+    }
+
+    /// Releases this handle (the environment closes with its last handle).
+    fn close(&self) {
+        self.inner.close()
+    }
+
+    /// (key columns, feature schema) of a table.
+    fn table_info<'py>(
+        &self,
+        py: Python<'py>,
+        table: String,
+    ) -> PyResult<(Vec<String>, Bound<'py, PyAny>)> {
+        let def = py.detach(|| self.inner.table(&table)).py()?;
+        let schema = PySchema::new(Arc::clone(&def.schema)).into_pyarrow(py)?;
+        Ok((def.key_names(), schema))
+    }
+
+    #[pyo3(signature = (table, data, keys, event_time, created_time=None))]
+    fn write(
+        &self,
+        py: Python<'_>,
+        table: String,
+        data: PyTable,
+        keys: Vec<String>,
+        event_time: String,
+        created_time: Option<String>,
+    ) -> PyResult<(usize, usize, usize)> {
+        let (batches, schema) = data.into_inner();
+        let data = Table::new(format!("data for table '{table}'"), schema, batches);
+        let stats = py
+            .detach(|| {
+                self.inner.write(&WriteSpec {
+                    table: &table,
+                    data: &data,
+                    keys: &keys,
+                    event_time: &event_time,
+                    created_time: created_time.as_deref(),
+                })
+            })
+            .py()?;
+        Ok((stats.rows, stats.written, stats.unchanged))
+    }
+
+    #[pyo3(signature = (table, keys, features=None, ttl_ns=None, now_ns=None))]
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        table: String,
+        keys: &Bound<'py, PyAny>,
+        features: Option<Vec<String>>,
+        ttl_ns: Option<i64>,
+        now_ns: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let keys = extract_keys(keys)?;
+        let now = now_ns.unwrap_or_else(online::now_ns);
+        let batch = py
+            .detach(|| {
+                self.inner
+                    .read(&table, &keys.keys(), features.as_deref(), ttl_ns, now)
+            })
+            .py()?;
+        let schema = batch.schema();
+        PyTable::try_new(vec![batch], schema)?.into_pyarrow(py)
+    }
+
+    /// A prepared matrix read. `features` holds (table or None, feature name) pairs;
+    /// `ttl_ns` one entry per table; `threads` overrides how many threads look keys up.
+    #[pyo3(signature = (tables, features, ttl_ns, threads=None))]
+    fn reader(
+        &self,
+        py: Python<'_>,
+        tables: Vec<String>,
+        features: Vec<(Option<String>, String)>,
+        ttl_ns: Vec<Option<i64>>,
+        threads: Option<usize>,
+    ) -> PyResult<PyReader> {
+        let features: Vec<FeatureRef> = features
+            .into_iter()
+            .map(|(table, name)| FeatureRef { table, name })
+            .collect();
+        let plan = py
+            .detach(|| self.inner.matrix_plan(&tables, &features, ttl_ns.clone()))
+            .py()?;
+        Ok(PyReader {
+            store: Arc::clone(&self.inner),
+            plan: RwLock::new(Arc::new(plan)),
+            tables,
+            features,
+            ttl_ns,
+            threads,
+        })
+    }
+}
+
+/// A prepared read of several tables into float32 rows: tables, feature positions and
+/// TTLs are resolved once, so a call only converts keys and looks them up.
+#[pyclass(name = "Reader", module = "pitstop._core", frozen)]
+pub struct PyReader {
+    store: Arc<OnlineStore>,
+    /// Resolved again when a table read was dropped (and maybe re-created) since.
+    plan: RwLock<Arc<MatrixPlan>>,
+    tables: Vec<String>,
+    features: Vec<FeatureRef>,
+    ttl_ns: Vec<Option<i64>>,
+    threads: Option<usize>,
+}
+
+impl PyReader {
+    /// Runs `f` with the current plan; resolves the plan again once if the catalog
+    /// changed under it.
+    fn with_plan(
+        &self,
+        mut f: impl FnMut(&MatrixPlan) -> crate::error::Result<()>,
+    ) -> crate::error::Result<()> {
+        let plan = Arc::clone(&self.plan.read().unwrap_or_else(|e| e.into_inner()));
+        match f(&plan) {
+            Err(Error::StaleCatalog) => {
+                let fresh = Arc::new(self.store.matrix_plan(
+                    &self.tables,
+                    &self.features,
+                    self.ttl_ns.clone(),
+                )?);
+                *self.plan.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&fresh);
+                f(&fresh)
+            }
+            other => other,
+        }
+    }
+
+    fn width_now(&self) -> usize {
+        self.plan.read().unwrap_or_else(|e| e.into_inner()).width
+    }
+}
+
+#[pymethods]
+impl PyReader {
+    /// Features per row.
+    #[getter]
+    fn width(&self) -> usize {
+        self.width_now()
+    }
+
+    #[getter]
+    fn tables(&self) -> Vec<String> {
+        self.tables.clone()
+    }
+
+    #[getter]
+    fn features(&self) -> Vec<(Option<String>, String)> {
+        self.features
+            .iter()
+            .map(|f| (f.table.clone(), f.name.clone()))
+            .collect()
+    }
+
+    /// `len(keys) * width` float32 values (row-major) as a bytearray.
+    #[pyo3(signature = (keys, now_ns=None))]
+    fn matrix<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+        now_ns: Option<i64>,
+    ) -> PyResult<Bound<'py, PyByteArray>> {
+        let keys = extract_keys(keys)?;
+        let now = now_ns.unwrap_or_else(online::now_ns);
+        let n = keys.keys().len();
+        float_buffer(py, n * self.width_now(), |out| {
+            self.with_plan(|plan| {
+                self.store
+                    .read_matrix(plan, &keys.keys(), now, out, self.threads)
+            })
+        })
+    }
+
+    /// Like `matrix`, the naive way: one LMDB get per (entity, table) in request order
+    /// on one thread (for benchmarks, and as a test oracle).
+    #[pyo3(signature = (keys, now_ns=None))]
+    fn _naive_matrix<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+        now_ns: Option<i64>,
+    ) -> PyResult<Bound<'py, PyByteArray>> {
+        let keys = extract_keys(keys)?;
+        let now = now_ns.unwrap_or_else(online::now_ns);
+        let n = keys.keys().len();
+        float_buffer(py, n * self.width_now(), |out| {
+            self.with_plan(|plan| self.store.read_matrix_naive(plan, &keys.keys(), now, out))
+        })
+    }
+
+    /// One entity (a scalar, or a tuple for a composite key): `width` float32 values.
+    #[pyo3(signature = (key, now_ns=None))]
+    fn vector<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        now_ns: Option<i64>,
+    ) -> PyResult<Bound<'py, PyByteArray>> {
+        let mut values = Vec::with_capacity(1);
+        let arity = push_entity(key, &mut values)?;
+        let now = now_ns.unwrap_or_else(online::now_ns);
+        float_buffer(py, self.width_now(), |out| {
+            let keys = Keys::Values {
+                arity,
+                values: &values,
+            };
+            self.with_plan(|plan| self.store.read_matrix(plan, &keys, now, out, Some(1)))
+        })
+    }
+}
