@@ -132,8 +132,7 @@ class FeatureGroup:
         return version
 
     def _write_online(self, table: pa.Table) -> None:
-        if table.num_rows == 0:
-            return
+        # An empty batch still registers the table, so lookups find it (all missing).
         self._store.online.write(
             self.online_table,
             table.drop_columns([_schema.SEQ]),

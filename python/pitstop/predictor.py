@@ -72,7 +72,6 @@ class Predictor:
 
     def features(self, keys: Any, *, request: Any = None, now: dt.datetime | None = None) -> np.ndarray:
         """The model input matrix for ``keys`` (float32, one row per key)."""
-        keys = normalize_keys(keys)
         x = self._lookup(keys, now)
         x = self._apply_missing(x, keys)
         return self._with_request(x, request)
@@ -81,11 +80,10 @@ class Predictor:
                 now: dt.datetime | None = None):
         """Predictions for ``keys`` (numpy float32; for a classifier, the probability of
         the positive class). With ``return_features=True``, (predictions, input matrix)."""
-        keys = normalize_keys(keys)
         x = self._with_request(self._apply_missing(self._lookup(keys, now), keys), request)
         y = self._run(x)
         if self._logger is not None:
-            self._logger.log(keys, x, y)
+            self._logger.log(normalize_keys(keys), x, y)
         return (y, x) if return_features else y
 
     def _run(self, x: np.ndarray) -> np.ndarray:
@@ -95,7 +93,7 @@ class Predictor:
         return np.asarray(out, dtype=np.float32).reshape(len(x), -1).squeeze(1) if out.ndim > 1 and out.shape[1] == 1 \
             else np.asarray(out, dtype=np.float32)
 
-    def _apply_missing(self, x: np.ndarray, keys: pa.Table) -> np.ndarray:
+    def _apply_missing(self, x: np.ndarray, keys: Any) -> np.ndarray:
         if self.missing == "nan":
             return x
         holes = np.isnan(x)
@@ -104,7 +102,8 @@ class Predictor:
         if self.missing == "default":
             return np.where(holes, self._defaults, x).astype(np.float32)
         rows = np.flatnonzero(holes.any(axis=1))[:5]
-        shown = [{c: keys.column(c)[int(i)].as_py() for c in keys.column_names} for i in rows]
+        table = normalize_keys(keys)
+        shown = [{c: table.column(c)[int(i)].as_py() for c in table.column_names} for i in rows]
         cols = [self.view.features[j] for j in np.flatnonzero(holes.any(axis=0))[:5]]
         raise DataError(
             f"model '{self.model.name}': {int(holes.any(axis=1).sum())} key(s) lack online features "
@@ -131,9 +130,10 @@ class Predictor:
 
     # -- questions ---------------------------------------------------------------
 
-    def what_if(self, key: Any, changes: dict[str, float], *, request: Any = None) -> tuple[float, float]:
+    def what_if(self, key: Any, changes: dict[str, float], *, request: Any = None,
+                now: dt.datetime | None = None) -> tuple[float, float]:
         """(prediction now, prediction with ``changes`` applied to the features)."""
-        x = self.features(key, request=request)
+        x = self.features(key, request=request, now=now)
         if len(x) != 1:
             raise InvalidArgumentError("what_if takes one key")
         changed = x.copy()
@@ -142,10 +142,11 @@ class Predictor:
         y = self._run(np.vstack([x, changed]))
         return float(y[0]), float(y[1])
 
-    def partial_dependence(self, feature: str, grid: Any, keys: Any, *, request: Any = None) -> np.ndarray:
+    def partial_dependence(self, feature: str, grid: Any, keys: Any, *, request: Any = None,
+                           now: dt.datetime | None = None) -> np.ndarray:
         """The mean prediction over ``keys`` with ``feature`` set to each grid value (one
         model call for the whole grid)."""
-        x = self.features(keys, request=request)
+        x = self.features(keys, request=request, now=now)
         grid = np.asarray(grid, dtype=np.float32)
         j = self._column(feature)
         stacked = np.repeat(x[None, :, :], len(grid), axis=0)

@@ -240,8 +240,10 @@ class FeatureView:
     # -- online ------------------------------------------------------------------
 
     def _online_plan(self):
-        """A function (keys table, now) -> float32 matrix in the view's feature order,
-        with the group tables, features and TTLs resolved once."""
+        """A function (keys, now) -> float32 matrix in the view's feature order, with
+        tables, feature positions and TTLs resolved once (prepared online readers).
+        When every group is keyed by the same spine columns under the same names, one
+        reader serves all groups in one pass over the keys, and keys go to Rust as given."""
         groups = self._groups()
         offline_only = [g.name for g in groups if not g.online]
         if offline_only:
@@ -250,28 +252,37 @@ class FeatureView:
                 "lookups need online=True groups"
             )
         online = self._store.online
-        tables = [g.online_table for g in groups]
-        features = [list(s.features) for s in self.selections]
-        ttls = [g.ttl_ns for g in groups]
-        selections = self.selections
+        same = all(sel.on == self.selections[0].on and all(s == p for s, p in sel.on)
+                   for sel in self.selections)
+        if same:
+            reader = online.reader(
+                [g.online_table for g in groups],
+                features=[(g.online_table, f) for sel, g in zip(self.selections, groups) for f in sel.features],
+                ttl=[g.ttl_ns for g in groups],
+            )
 
-        def lookup(keys: pa.Table, now: dt.datetime | None = None) -> np.ndarray:
-            parts = [
-                online.read_matrix([t], _rename(keys, s), features=f, ttl=ttl, now=now)
-                for t, s, f, ttl in zip(tables, selections, features, ttls)
-            ]
-            return parts[0] if len(parts) == 1 else np.ascontiguousarray(np.hstack(parts))
+            def lookup(keys: Any, now: Any = None) -> np.ndarray:
+                return reader.matrix(_one_entity(keys), now=now)
 
-        return lookup
+            return lookup
+        readers = [online.reader(g.online_table, features=list(sel.features), ttl=g.ttl_ns)
+                   for sel, g in zip(self.selections, groups)]
+
+        def lookup_each(keys: Any, now: Any = None) -> np.ndarray:
+            table = keys_table(keys)
+            parts = [r.matrix(_rename(table, sel), now=now) for r, sel in zip(readers, self.selections)]
+            return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
+
+        return lookup_each
 
     def get_feature_vectors(self, keys: Any, *, as_matrix: bool = False,
                             now: dt.datetime | None = None):
         """Online lookup of the view's features for ``keys`` (a dict of columns, a table,
         or a list of dicts, named as the spine names them): a pyarrow Table in the view's
         feature order, or a float32 matrix (NaN where missing or expired)."""
-        keys = keys_table(keys)
         if as_matrix:
             return self._online_plan()(keys, now)
+        keys = keys_table(keys)
         groups = self._groups()
         self._online_plan()  # the same checks
         cols: dict[str, pa.Array] = {}
@@ -281,6 +292,13 @@ class FeatureView:
             for f, name in zip(sel.features, sel.output_names):
                 cols[name] = part.column(f)
         return pa.table(cols)
+
+
+def _one_entity(keys: Any) -> Any:
+    """``{"user_id": 5}`` (one entity) as ``{"user_id": [5]}``; anything else as is."""
+    if isinstance(keys, dict) and keys and all(v is None or np.isscalar(v) for v in keys.values()):
+        return {k: [v] for k, v in keys.items()}
+    return keys
 
 
 def _rename(keys: pa.Table, sel: Selection) -> pa.Table:
