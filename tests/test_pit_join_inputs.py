@@ -143,3 +143,24 @@ def test_empty_inputs():
     empty = pa.Table.from_batches([], schema=spine.schema)
     out = ps.pit_join(empty, feats, on="user_id", spine_time="t", feature_time="ts")
     assert out.num_rows == 0
+
+
+def test_join_works_in_a_forked_child():
+    """A process that joined and then forked (gunicorn with preload) can join again in
+    the child: the kernel's thread pool is rebuilt after fork."""
+    import multiprocessing as mp
+
+    spine, feats = small()
+    ps.pit_join(spine, feats, on="user_id", spine_time="t", feature_time="ts")  # pool started
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+
+    def child():
+        out = ps.pit_join(spine, feats, on="user_id", spine_time="t", feature_time="ts")
+        q.put(out.column("x").to_pylist())
+
+    p = ctx.Process(target=child)
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    assert q.get(timeout=5) == [1.0, None, 2.0, None]

@@ -58,6 +58,9 @@ pub fn pit_join<'py>(
         allow_exact_matches,
         knowledge_time,
     };
-    let (schema, batches) = py.detach(|| crate::join::pit_join(&spec)).py()?;
+    // The fork-aware pool, not rayon's global one: a process that joined and then forked
+    // (a preloading gunicorn master) would otherwise hang on its next join in a child.
+    let pool = crate::online::env::pool();
+    let (schema, batches) = py.detach(|| pool.install(|| crate::join::pit_join(&spec))).py()?;
     PyTable::try_new(batches, schema)?.into_pyarrow(py)
 }
