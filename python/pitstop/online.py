@@ -74,6 +74,8 @@ def _key_list(keys: Any, names: list[str] | None) -> Any:
         raise InvalidArgumentError(
             f"keys={keys!r} is a single value; pass a list of keys (e.g. [{keys!r}])"
         )
+    if isinstance(keys, np.ndarray) and keys.ndim == 1:
+        keys = keys.tolist()
     if isinstance(keys, list | tuple):
         if keys and isinstance(keys[0], Mapping):
             if names is None:
