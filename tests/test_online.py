@@ -90,6 +90,7 @@ def test_key_inputs_all_agree(store):
         pl.DataFrame({"user_id": [3, 99, 1]}),
         pd.DataFrame({"user_id": [3, 99, 1]}),
         [np.int64(3), np.int64(99), np.int64(1)],
+        np.array([3, 99, 1], dtype=np.uint32),
     ]
     for keys in inputs:
         assert store.read("t", keys).column("x").to_pylist() == want, keys

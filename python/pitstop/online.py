@@ -74,6 +74,8 @@ def _key_list(keys: Any, names: list[str] | None) -> Any:
         raise InvalidArgumentError(
             f"keys={keys!r} is a single value; pass a list of keys (e.g. [{keys!r}])"
         )
+    if isinstance(keys, np.ndarray) and keys.ndim == 1:
+        keys = keys.tolist()
     if isinstance(keys, list | tuple):
         if keys and isinstance(keys[0], Mapping):
             if names is None:
@@ -315,9 +317,9 @@ class OnlineStore:
         ``features`` are names (each in exactly one of the tables) or ``(table,
         name)`` pairs, in output order; ``ttl`` is one duration or one per table.
         ``threads`` sets how many threads look keys up; by default one below 4096
-        entities (best for throughput when several processes serve), every core
-        above. ``threads=2`` halves the latency of a 100-entity read on an idle
-        machine.
+        entities (best for throughput when several processes serve, and waking a
+        second thread costs about as much as it saves on small requests), every core
+        above.
         """
         names = [tables] if isinstance(tables, str) else list(tables)
         if threads is not None and (not isinstance(threads, int) or threads < 1):

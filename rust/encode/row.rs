@@ -362,6 +362,13 @@ impl<'a> RowView<'a> {
         l.data_start + start..l.data_start + end
     }
 
+    /// The float32 stored at byte `at` of the row; `at` must be a float32 column's
+    /// fixed offset in this row's layout (bounds-checked all the same).
+    #[inline]
+    pub fn f32_at(&self, at: usize) -> f32 {
+        f32::from_le_bytes(self.bytes[at..at + 4].try_into().unwrap())
+    }
+
     /// Column `col` as a float (for model inputs): NaN when null. The column must be
     /// numeric ([`ValueType::is_numeric`]).
     #[inline]

@@ -34,7 +34,7 @@ use super::env::{pool, Env};
 use super::lmdb::{LResult, RoCursor, RoTxn};
 use crate::encode::columns::{decode_column, encode_keys, Encoded};
 use crate::encode::key::{self, MAX_ENTITY_LEN};
-use crate::encode::row::RowView;
+use crate::encode::row::{RowView, Slot, ValueType};
 use crate::error::{py_list, Error, Result};
 use crate::join::keys::{key_kind, KeyKind};
 use crate::table::Table;
@@ -574,12 +574,22 @@ pub struct FeatureRef {
     pub name: String,
 }
 
+/// One feature of a matrix row: table column `col` goes to position `pos`;
+/// `float32_at` is its byte offset in the row when it is a float32 (the common case,
+/// read with one load instead of the general conversion).
+#[derive(Clone, Copy, Debug)]
+struct Output {
+    col: usize,
+    pos: usize,
+    float32_at: Option<usize>,
+}
+
 /// A prepared matrix read: tables, output positions and TTLs resolved once.
 #[derive(Debug)]
 pub struct MatrixPlan {
     pub read: ReadPlan,
     /// Per table: (column in the table, position in the output row).
-    outputs: Vec<Vec<(usize, usize)>>,
+    outputs: Vec<Vec<Output>>,
     /// Features per output row.
     pub width: usize,
 }
@@ -647,7 +657,15 @@ impl MatrixPlan {
                     dtype: def.schema.field(c).data_type().clone(),
                 });
             }
-            outputs[j].push((c, pos));
+            let float32_at = match (def.layout.types[c], def.layout.slots[c]) {
+                (ValueType::F32, Slot::Fixed { offset, .. }) => Some(offset),
+                _ => None,
+            };
+            outputs[j].push(Output {
+                col: c,
+                pos,
+                float32_at,
+            });
         }
         Ok(MatrixPlan {
             read,
@@ -678,13 +696,16 @@ pub fn read_matrix(
             for (j, outs) in plan.outputs.iter().enumerate() {
                 match &found.rows[r * t + j] {
                     Some(view) => {
-                        for &(c, pos) in outs {
-                            row_out[pos] = view.f32(c);
+                        for o in outs {
+                            row_out[o.pos] = match o.float32_at {
+                                Some(at) if !view.is_null(o.col) => view.f32_at(at),
+                                _ => view.f32(o.col),
+                            };
                         }
                     }
                     None => {
-                        for &(_, pos) in outs {
-                            row_out[pos] = f32::NAN;
+                        for o in outs {
+                            row_out[o.pos] = f32::NAN;
                         }
                     }
                 }
@@ -757,8 +778,8 @@ pub fn read_matrix_naive(
                         found = (!expired).then_some(view);
                     }
                 }
-                for &(c, pos) in &plan.outputs[j] {
-                    row_out[pos] = found.map_or(f32::NAN, |v| v.f32(c));
+                for o in &plan.outputs[j] {
+                    row_out[o.pos] = found.map_or(f32::NAN, |v| v.f32(o.col));
                 }
             }
         }
