@@ -83,9 +83,19 @@ class PlainPipeline:
         return self.sess.run(["probabilities"], {"input": self.features(users)})[0][:, 1]
 
 
-def _throughput(directory: str, seconds: float, q) -> None:
+def serve_time(weeks: int):
+    """The synthetic data's "now": the end of its weeks (features are within the TTL)."""
+    import datetime as dt
+
+    from pitstop import demo
+
+    return demo.START + dt.timedelta(weeks=weeks)
+
+
+def _throughput(directory: str, seconds: float, weeks: int, q) -> None:
     import pitstop as ps
 
+    now = serve_time(weeks)
     fs = ps.FeatureStore(directory)
     pred = fs.predictor("churn")
     rng = np.random.default_rng()
@@ -93,15 +103,15 @@ def _throughput(directory: str, seconds: float, q) -> None:
     n = 0
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
-        pred.predict({"user_id": rng.integers(0, users // 4, 100)})
+        pred.predict({"user_id": rng.integers(0, users // 4, 100)}, now=now)
         n += 100
     q.put(n / seconds)
 
 
-def throughput(directory: Path, procs: int, seconds: float = 5.0) -> float:
+def throughput(directory: Path, procs: int, weeks: int, seconds: float = 5.0) -> float:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    ps_ = [ctx.Process(target=_throughput, args=(str(directory / "store"), seconds, q)) for _ in range(procs)]
+    ps_ = [ctx.Process(target=_throughput, args=(str(directory / "store"), seconds, weeks, q)) for _ in range(procs)]
     for p in ps_:
         p.start()
     total = sum(q.get() for _ in ps_)
@@ -126,11 +136,12 @@ def main() -> None:
               f"in {time.perf_counter() - t0:.0f} s", flush=True)
         fs = ps.FeatureStore(d / "store")
         pred = fs.predictor("churn")
+        now = serve_time(args.weeks)
         plain = PlainPipeline(d, onnx_bytes, groups)
         rng = np.random.default_rng(5)
         one = [rng.integers(0, args.users, 1) for _ in range(args.calls)]
         hundred = [rng.integers(0, args.users, 100) for _ in range(max(args.calls // 10, 50))]
-        assert np.allclose(pred.predict({"user_id": hundred[0]}), plain.predict(hundred[0]), atol=1e-5), \
+        assert np.allclose(pred.predict({"user_id": hundred[0]}, now=now), plain.predict(hundred[0]), atol=1e-5), \
             "pitstop and the plain pipeline disagree"
         results: dict[str, list[float]] = {}
 
@@ -143,22 +154,23 @@ def main() -> None:
                 fn(b)
                 out.append(time.perf_counter() - t)
 
-        x100 = pred.features({"user_id": hundred[0]})
+        x100 = pred.features({"user_id": hundred[0]}, now=now)
         for block in range(5):  # alternate so drift hits both
             sl = slice(block * len(one) // 5, (block + 1) * len(one) // 5)
             sh = slice(block * len(hundred) // 5, (block + 1) * len(hundred) // 5)
-            timed("pitstop b1", lambda u: pred.predict({"user_id": u}), one[sl])
+            timed("pitstop b1", lambda u: pred.predict({"user_id": u}, now=now), one[sl])
             timed("plain b1", plain.predict, one[sl])
-            timed("pitstop b100", lambda u: pred.predict({"user_id": u}), hundred[sh])
+            timed("pitstop b100", lambda u: pred.predict({"user_id": u}, now=now), hundred[sh])
             timed("plain b100", plain.predict, hundred[sh])
-            timed("pitstop features b100", lambda u: pred.features({"user_id": u}), hundred[sh])
+            timed("pitstop features b100", lambda u: pred.features({"user_id": u}, now=now), hundred[sh])
             timed("plain features b100", plain.features, hundred[sh])
             timed("model only b100", lambda _u: pred._run(x100), hundred[sh])
         rows = []
         for name, xs in results.items():
             rows.append([name, harness.percentile(xs, 50) * 1e6, harness.percentile(xs, 99) * 1e6])
-        tp1 = throughput(d, 1)
-        tp2 = throughput(d, 2)
+        assert not np.isnan(x100).any(), "features expired: serve at the data's time"
+        tp1 = throughput(d, 1, args.weeks)
+        tp2 = throughput(d, 2, args.weeks)
         pred.close()
         fs.close()
     p = {r[0]: r for r in rows}
