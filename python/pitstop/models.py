@@ -137,17 +137,7 @@ class ModelRegistry:
         return self.get(name, version)
 
     def get(self, name: str, version: int | None = None) -> ModelVersion:
-        check_name(name, "model")
-        if version is None:
-            row = self._store.registry.one(
-                "SELECT * FROM models WHERE name=? ORDER BY version DESC LIMIT 1", (name,))
-        else:
-            row = self._store.registry.one("SELECT * FROM models WHERE name=? AND version=?", (name, version))
-        if row is None:
-            known = sorted({r["name"] for r in self._store.registry.query("SELECT name FROM models")})
-            raise NotFoundError(f"no model '{name}'" + ("" if version is None else f" v{version}")
-                                + f"; the registry has {known}")
-        return self._version(row)
+        return self._version(self._store._row("models", "model", name, version))
 
     def list(self, name: str | None = None) -> list[ModelVersion]:
         sql, args = "SELECT * FROM models ORDER BY name, version", ()

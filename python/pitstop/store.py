@@ -153,17 +153,20 @@ class FeatureStore:
             shutil.rmtree(group.offline.path, ignore_errors=True)
 
     def _group_row(self, name: str, version: int | None) -> dict[str, Any]:
-        check_name(name, "feature group")
+        return self._row("feature_groups", "feature group", name, version)
+
+    def _row(self, table: str, what: str, name: str, version: int | None) -> dict[str, Any]:
+        """The registry row of ``name`` at ``version`` (the latest when None)."""
+        check_name(name, what)
         if version is None:
             row = self.registry.one(
-                "SELECT * FROM feature_groups WHERE name=? ORDER BY version DESC LIMIT 1", (name,))
+                f"SELECT * FROM {table} WHERE name=? ORDER BY version DESC LIMIT 1", (name,))
         else:
-            row = self.registry.one(
-                "SELECT * FROM feature_groups WHERE name=? AND version=?", (name, version))
+            row = self.registry.one(f"SELECT * FROM {table} WHERE name=? AND version=?", (name, version))
         if row is None:
-            known = sorted({r["name"] for r in self.registry.query("SELECT name FROM feature_groups")})
-            what = f"'{name}'" + ("" if version is None else f" v{version}")
-            raise NotFoundError(f"no feature group {what}; the store has {known}")
+            known = sorted({r["name"] for r in self.registry.query(f"SELECT name FROM {table}")})
+            which = f"'{name}'" + ("" if version is None else f" v{version}")
+            raise NotFoundError(f"no {what} {which}; the store has {known}")
         return row
 
     def _set_schema(self, group: FeatureGroup, blob: bytes) -> None:
@@ -227,18 +230,7 @@ class FeatureStore:
         return self.get_feature_view(name, version)
 
     def get_feature_view(self, name: str, version: int | None = None) -> FeatureView:
-        check_name(name, "feature view")
-        if version is None:
-            row = self.registry.one(
-                "SELECT * FROM feature_views WHERE name=? ORDER BY version DESC LIMIT 1", (name,))
-        else:
-            row = self.registry.one(
-                "SELECT * FROM feature_views WHERE name=? AND version=?", (name, version))
-        if row is None:
-            known = sorted({r["name"] for r in self.registry.query("SELECT name FROM feature_views")})
-            raise NotFoundError(f"no feature view '{name}'" + ("" if version is None else f" v{version}")
-                                + f"; the store has {known}")
-        return FeatureView(self, row)
+        return FeatureView(self, self._row("feature_views", "feature view", name, version))
 
     def feature_views(self) -> list[FeatureView]:
         rows = self.registry.query("SELECT * FROM feature_views ORDER BY name, version")

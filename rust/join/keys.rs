@@ -16,13 +16,12 @@
 //! Cost: one hash-map insert per spine row and key column (serial), one lookup per
 //! feature row and key column (parallel over blocks of rows).
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::*;
-use arrow_array::{Array, ArrowPrimitiveType};
+use arrow_array::Array;
 use arrow_schema::DataType;
 use hashbrown::HashMap;
 use rayon::prelude::*;
 
+use crate::encode::columns::{for_each_key_cell, Cell as KeyCell};
 use crate::error::{Error, Result};
 use crate::table::{blocks, Column};
 
@@ -69,77 +68,22 @@ enum Cell<'a> {
     Str(&'a [u8]),
 }
 
-/// Calls `f(i, cell)` for each row `i` of `arr` (a slice of a key column).
+/// Calls `f(i, cell)` for each row `i` of `arr` (a slice of a key column): the online
+/// store's key-cell reader, with integers split into i64-sized and larger ones.
 fn for_each_cell<'a>(arr: &'a dyn Array, mut f: impl FnMut(usize, Cell<'a>)) {
-    fn ints<'a, T: ArrowPrimitiveType>(arr: &'a dyn Array, f: &mut impl FnMut(usize, Cell<'a>))
-    where
-        T::Native: Into<i128>,
-    {
-        let a = arr.as_primitive::<T>();
-        let nulls = a.nulls();
-        for (i, &v) in a.values().iter().enumerate() {
-            if nulls.is_some_and(|n| n.is_null(i)) {
-                f(i, Cell::Null);
-                continue;
-            }
-            let v: i128 = v.into();
-            match i64::try_from(v) {
-                Ok(s) => f(i, Cell::Small(s as u64)),
-                Err(_) => f(i, Cell::Big(v as u64)),
-            }
-        }
-    }
-    match arr.data_type() {
-        DataType::Null => (0..arr.len()).for_each(|i| f(i, Cell::Null)),
-        DataType::Int8 => ints::<Int8Type>(arr, &mut f),
-        DataType::Int16 => ints::<Int16Type>(arr, &mut f),
-        DataType::Int32 => ints::<Int32Type>(arr, &mut f),
-        DataType::Int64 => ints::<Int64Type>(arr, &mut f),
-        DataType::UInt8 => ints::<UInt8Type>(arr, &mut f),
-        DataType::UInt16 => ints::<UInt16Type>(arr, &mut f),
-        DataType::UInt32 => ints::<UInt32Type>(arr, &mut f),
-        DataType::UInt64 => ints::<UInt64Type>(arr, &mut f),
-        DataType::Utf8 => {
-            let a = arr.as_string::<i32>();
-            for i in 0..a.len() {
-                f(
-                    i,
-                    if a.is_null(i) {
-                        Cell::Null
-                    } else {
-                        Cell::Str(a.value(i).as_bytes())
-                    },
-                );
-            }
-        }
-        DataType::LargeUtf8 => {
-            let a = arr.as_string::<i64>();
-            for i in 0..a.len() {
-                f(
-                    i,
-                    if a.is_null(i) {
-                        Cell::Null
-                    } else {
-                        Cell::Str(a.value(i).as_bytes())
-                    },
-                );
-            }
-        }
-        DataType::Utf8View => {
-            let a = arr.as_string_view();
-            for i in 0..a.len() {
-                f(
-                    i,
-                    if a.is_null(i) {
-                        Cell::Null
-                    } else {
-                        Cell::Str(a.value(i).as_bytes())
-                    },
-                );
-            }
-        }
-        dt => unreachable!("key kind checked before: {dt}"),
-    }
+    for_each_key_cell(arr, |i, cell| {
+        f(
+            i,
+            match cell {
+                KeyCell::Null => Cell::Null,
+                KeyCell::Int(v) => match i64::try_from(v) {
+                    Ok(s) => Cell::Small(s as u64),
+                    Err(_) => Cell::Big(v as u64),
+                },
+                KeyCell::Str(s) => Cell::Str(s),
+            },
+        )
+    })
 }
 
 /// Exact map from the cells of one key column to codes `0..len`.

@@ -61,6 +61,8 @@ pub fn pit_join<'py>(
     // The fork-aware pool, not rayon's global one: a process that joined and then forked
     // (a preloading gunicorn master) would otherwise hang on its next join in a child.
     let pool = crate::online::env::pool();
-    let (schema, batches) = py.detach(|| pool.install(|| crate::join::pit_join(&spec))).py()?;
+    let (schema, batches) = py
+        .detach(|| pool.install(|| crate::join::pit_join(&spec)))
+        .py()?;
     PyTable::try_new(batches, schema)?.into_pyarrow(py)
 }
