@@ -14,7 +14,8 @@ caches it measures, from Python:
   next to the naive loop in Rust (one LMDB get per entity and table, no sorting, no
   adjacency: ``Reader._naive_matrix``), so the gain from the layout shows;
 - bulk write throughput (rows/s), first load and upsert over existing keys;
-- 100-entity reads from 1 and from 2 processes at once (throughput).
+- 100-entity reads from 1 and from 2 processes at once (throughput, best of two
+  alternating runs each).
 
 Peers read their natural layouts with their best pure-Python loops, decoding with
 numpy. Results print as a markdown table with the machine and date.
@@ -379,8 +380,13 @@ def main(argv: list[str] | None = None) -> int:
                 # Same answers, the fast way and the naive way.
                 np.testing.assert_array_equal(r.matrix(batches[0]), np.frombuffer(naive(batches[0]), np.float32)
                                               .reshape(100, -1))
-        one = throughput(data / "pitstop" / "online", 1, 3.0, f, n)
-        two = throughput(data / "pitstop" / "online", 2, 3.0, f, n)
+        # Alternating, best of two each: other work on a shared machine only lowers
+        # throughput, so the best run is the least disturbed one.
+        env_dir = data / "pitstop" / "online"
+        one = two = 0.0
+        for _ in range(2):
+            one = max(one, throughput(env_dir, 1, 3.0, f, n))
+            two = max(two, throughput(env_dir, 2, 3.0, f, n))
     finally:
         if server is not None:
             server.close()

@@ -317,9 +317,9 @@ class OnlineStore:
         ``features`` are names (each in exactly one of the tables) or ``(table,
         name)`` pairs, in output order; ``ttl`` is one duration or one per table.
         ``threads`` sets how many threads look keys up; by default one below 4096
-        entities (best for throughput when several processes serve, and waking a
-        second thread costs about as much as it saves on small requests), every core
-        above.
+        entities (best for throughput when several processes serve), every core
+        above. ``threads=2`` can cut the latency of a ~100-entity read by a quarter
+        when a core is idle, and gains nothing (with a worse p99) when it is not.
         """
         names = [tables] if isinstance(tables, str) else list(tables)
         if threads is not None and (not isinstance(threads, int) or threads < 1):
