@@ -37,10 +37,14 @@ def test_stub_function_parameters_match():
         assert list(sig.parameters) == stub_params, name
 
 
-def test_stub_class_methods_exist():
+def test_stub_classes_match_both_ways():
+    """Every method the stub declares exists, and every public member is declared."""
     for name, node in stub_items().items():
-        if isinstance(node, ast.ClassDef):
-            cls = getattr(_core, name)
-            for item in node.body:
-                if isinstance(item, ast.FunctionDef):
-                    assert hasattr(cls, item.name), f"{name}.{item.name}"
+        if not isinstance(node, ast.ClassDef):
+            continue
+        declared = {item.name for item in node.body if isinstance(item, ast.FunctionDef)}
+        cls = getattr(_core, name)
+        for m in declared - {"__init__"}:
+            assert hasattr(cls, m), f"_core.pyi declares {name}.{m}, the module lacks it"
+        runtime = {n for n in dir(cls) if not n.startswith("__")}
+        assert runtime <= declared, f"undocumented {name} members: {sorted(runtime - declared)}"
