@@ -12,6 +12,7 @@ upsert is idempotent, so replaying is always safe.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +61,7 @@ class FeatureGroup:
         self._store = store
         self.name: str = row["name"]
         self.version: int = row["version"]
-        self.primary_key: list[str] = list(_loads(row["primary_key"]))
+        self.primary_key: list[str] = list(json.loads(row["primary_key"]))
         self.event_time: str = row["event_time"]
         self.created_time: str | None = row["created_time"]
         self.online: bool = bool(row["online"])
@@ -235,8 +236,3 @@ def _as_of(as_of: int | dt.datetime | str | None) -> tuple[int | None, dt.dateti
         return None, as_of
     raise InvalidArgumentError(f"as_of must be a table version (int) or a time; got {as_of!r}")
 
-
-def _loads(s: str) -> Any:
-    import json
-
-    return json.loads(s)

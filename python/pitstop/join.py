@@ -50,6 +50,17 @@ def _per_table(value: Any, n: int, name: str) -> list[Any]:
     return [value] * n
 
 
+def _table_options(n: int, feature_time: Any, created_time: Any, ttl: Any, prefix: Any):
+    """Per-table labels and options: (names, event times, created times, TTLs in ns,
+    prefixes), each broadcast or checked to have one entry per feature table."""
+    names = [f"feature table {i}" if n > 1 else "feature table" for i in range(n)]
+    times = _per_table(feature_time, n, "feature_time")
+    created = _per_table(created_time, n, "created_time")
+    ttls = [duration_ns(t) for t in _per_table(ttl, n, "ttl")]
+    prefixes = _per_table(prefix, n, "prefix")
+    return names, times, created, ttls, prefixes
+
+
 def pit_join(
     spine: Any,
     features: Any,
@@ -87,11 +98,7 @@ def pit_join(
     tables = list(features) if isinstance(features, (list, tuple)) else [features]
     n = len(tables)
     spine_keys, feature_keys = _key_names(on)
-    names = [f"feature table {i}" if n > 1 else "feature table" for i in range(n)]
-    times = _per_table(feature_time, n, "feature_time")
-    created = _per_table(created_time, n, "created_time")
-    ttls = [duration_ns(t) for t in _per_table(ttl, n, "ttl")]
-    prefixes = _per_table(prefix, n, "prefix")
+    names, times, created, ttls, prefixes = _table_options(n, feature_time, created_time, ttl, prefix)
     args = [
         (as_arrow(t, name), name, spine_keys, feature_keys, time, c, ttl_ns, p)
         for t, name, time, c, ttl_ns, p in zip(tables, names, times, created, ttls, prefixes)

@@ -87,11 +87,12 @@ class Predictor:
         return (y, x) if return_features else y
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        out = self.session.run([self._output], {self._input: x})[0]
-        if out.ndim == 2 and out.shape[1] == 2:
-            return np.ascontiguousarray(out[:, 1], dtype=np.float32)
-        return np.asarray(out, dtype=np.float32).reshape(len(x), -1).squeeze(1) if out.ndim > 1 and out.shape[1] == 1 \
-            else np.asarray(out, dtype=np.float32)
+        out = np.asarray(self.session.run([self._output], {self._input: x})[0], dtype=np.float32)
+        if out.ndim == 2 and out.shape[1] == 2:  # class probabilities: the positive class
+            return np.ascontiguousarray(out[:, 1])
+        if out.ndim == 2 and out.shape[1] == 1:
+            return out.reshape(len(x))
+        return out
 
     def _apply_missing(self, x: np.ndarray, keys: Any) -> np.ndarray:
         if self.missing == "nan":

@@ -90,14 +90,14 @@ class Registry:
         else:
             self._db.execute("COMMIT")
 
-    def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
         cur = self._db.execute(sql, args)
         cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, row)) for row in cur.fetchall()]  # type: ignore[misc]
+        return [dict(zip(cols, row)) for row in cur.fetchall()]
 
     def one(self, sql: str, args: tuple = ()) -> dict[str, Any] | None:
         rows = self.query(sql, args)
-        return rows[0] if rows else None  # type: ignore[return-value]
+        return rows[0] if rows else None
 
 
 def now() -> float:

@@ -58,9 +58,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import _core
-from ._inputs import duration_ns
 from .errors import InputTypeError, InvalidArgumentError, SchemaError
-from .join import KeySpec, _key_names, _per_table
+from .join import KeySpec, _key_names, _per_table, _table_options
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -132,11 +131,7 @@ def pit_join(
             raise InputTypeError(f"features_dfs[{i}] must be a Spark DataFrame; got {type(t).__name__}")
     n = len(tables)
     spine_keys, feature_keys = _key_names(on)
-    names = [f"feature table {i}" if n > 1 else "feature table" for i in range(n)]
-    times = _per_table(feature_time, n, "feature_time")
-    created = _per_table(created_time, n, "created_time")
-    ttls = [duration_ns(t) for t in _per_table(ttl, n, "ttl")]
-    prefixes = _per_table(prefix, n, "prefix")
+    names, times, created, ttls, prefixes = _table_options(n, feature_time, created_time, ttl, prefix)
     orders = _per_table(order, n, "order")
     tables = [t if o is None else t.withColumnRenamed(o, ROW_ID) for t, o in zip(tables, orders)]
     spark = spine_df.sparkSession

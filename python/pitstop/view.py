@@ -112,9 +112,7 @@ class FeatureView:
             want = snap.tables.get(group.online_table) if snap else None
             if snap and want is None:
                 raise NotFoundError(f"snapshot {snap.id} has no version of {group.online_table}")
-            cols = [*group.primary_key, group.event_time,
-                    *([group.created_time] if group.created_time else []), *sel.features]
-            version, table = group.offline.read(version=want, columns=cols)
+            version, table = group.offline.read(version=want, columns=_columns(group, sel))
             tables[group.online_table] = version
             args.append((
                 table.drop_columns([SEQ]), f"feature group '{group.name}' v{group.version}",
@@ -157,8 +155,7 @@ class FeatureView:
             want = snap.tables.get(group.online_table) if snap else None
             version, files = group.offline.files(version=want)
             tables[group.online_table] = version
-            cols = [*group.primary_key, group.event_time,
-                    *([group.created_time] if group.created_time else []), *sel.features, SEQ]
+            cols = [*_columns(group, sel), SEQ]
             feats = spark.read.parquet(*files).select(*cols) if files else \
                 spark.createDataFrame(group.offline.schema(version).empty_table().select(cols))
             out = pspark.pit_join(
@@ -292,6 +289,12 @@ class FeatureView:
             for f, name in zip(sel.features, sel.output_names):
                 cols[name] = part.column(f)
         return pa.table(cols)
+
+
+def _columns(group, sel: Selection) -> list[str]:
+    """The columns of ``group`` a join of selection ``sel`` reads."""
+    created = [group.created_time] if group.created_time else []
+    return [*group.primary_key, group.event_time, *created, *sel.features]
 
 
 def _one_entity(keys: Any) -> Any:
