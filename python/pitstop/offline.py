@@ -6,13 +6,56 @@ can name the table version it saw, and time travel reproduces it. Each row carri
 in that order (files sorted by their minimum ``_pitstop_seq``, a check, and a sort only
 when the check fails), so "the row that came last" means the same thing every time.
 Spark, DuckDB and polars read the same tables.
+
+**One dispatch point for deltalake.** Every deltalake call goes through :func:`_call`
+and is one of three operations: ``version``, ``append`` (write + the new version) and
+``snapshot`` (add actions + schema at a version or time). Parquet data files are read
+with pyarrow by the caller, never through deltalake. ``_call`` turns every failure of
+deltalake (including its Rust panics, which are ``BaseException``) into a
+:class:`~pitstop.errors.PitstopError` naming the table.
+
+**Forked processes.** deltalake's binding records the PID that created its tokio runtime
+and panics in any other process, so a forked child (gunicorn workers, multiprocessing
+``fork``) of a process that used it cannot call deltalake at all. ``_call`` therefore
+runs the operation in-process only in the process that first used deltalake here; in a
+forked child it sends it to a *helper*: a fresh interpreter started on first need (one
+per child, with ``multiprocessing.spawn``'s executable but not its machinery, because
+spawn re-imports ``__main__``, which re-runs an unguarded script that forks). Requests
+and replies are pickled over a socket pair (pyarrow tables and plain values); the helper
+exits when the socket closes, i.e. when its child exits, even by ``os._exit`` or
+SIGKILL. Callers see no difference. Should deltalake have been used before fork
+outside pitstop, the first in-process call panics before any I/O, and the process
+switches to the helper and retries. Cost, measured here: the first call in a child
+~0.5 s (interpreter + pyarrow + pitstop + deltalake imports), each later call ~0.2 ms
+plus pickling its table (~1 GB/s); calls from threads of one child are serialized.
+
+**Damage.** A writer killed inside a table's first commit leaves a ``_delta_log``
+without a commit (and unreferenced data files); such a table counts as not existing
+(version -1), and the next append clears the dead attempt away under a lock every
+first commit takes, then creates the table. A damaged commit or data file (garbage
+JSON, a missing or truncated parquet file) raises :class:`CorruptStoreError` naming the
+table and what to do.
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
+import errno
+import fcntl
 import os
+import pickle
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -20,64 +63,79 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._schema import SEQ
-from .errors import NotFoundError
+from .errors import CorruptStoreError, NotFoundError, PitstopError, SchemaError, StoreError
 
-
-def _deltalake():
-    import deltalake
-
-    return deltalake
+_COMMIT = re.compile(r"\d{20}\.json|\d{20}\.checkpoint(\.[^/]*)?\.(parquet|json)|_last_checkpoint")
+_CREATE_LOCK = ".pitstop-create.lock"
 
 
 class DeltaGroupTable:
-    """The Delta table of one feature group version, at ``path``."""
+    """The Delta table of one feature group version (or prediction log), at ``path``."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
 
     def exists(self) -> bool:
-        return (self.path / "_delta_log").is_dir()
+        """True once the table has a commit (a log without one is a dead first commit)."""
+        log = self.path / "_delta_log"
+        if (log / "00000000000000000000.json").exists() or (log / "_last_checkpoint").exists():
+            return True
+        try:
+            return any(_COMMIT.fullmatch(e.name) for e in os.scandir(log))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
 
     def version(self) -> int:
         """The latest committed version, or -1 when nothing was inserted yet."""
         if not self.exists():
             return -1
-        return _deltalake().DeltaTable(str(self.path)).version()
+        return _call("version", self.path)
 
     def append(self, table: pa.Table) -> int:
         """Appends ``table`` (already carrying ``_pitstop_seq``) in one commit; returns
         the new version."""
-        dl = _deltalake()
-        mode = "append" if self.exists() else "error"
-        self.path.mkdir(parents=True, exist_ok=True)
-        dl.write_deltalake(str(self.path), table, mode=mode)
-        return self.version()
+        if self.exists():
+            return _call("append", self.path, table)
+        with self._create_lock():
+            if not self.exists():
+                self._clear_dead_attempt()
+            return _call("append", self.path, table)
 
-    def _table(self, version: int | None = None, as_of: dt.datetime | None = None):
-        dl = _deltalake()
+    @contextmanager
+    def _create_lock(self) -> Iterator[None]:
+        """Serializes first commits across processes and threads (released by the OS if
+        the holder dies), so clearing a dead attempt never removes a live one's files."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / _CREATE_LOCK, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _clear_dead_attempt(self) -> None:
+        """Removes what a writer killed inside the first commit left: temporary commit
+        files and data files. No commit exists (we hold the create lock and checked), so
+        no commit references any of them."""
+        log = self.path / "_delta_log"
+        doomed = [e.path for e in _scan(log) if e.is_file(follow_symlinks=False)]
+        doomed += [e.path for e in _scan(self.path)
+                   if e.is_file(follow_symlinks=False) and ".parquet" in e.name]
+        for p in doomed:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+    def _snapshot(self, version: int | None, as_of: dt.datetime | None):
         if not self.exists():
             raise NotFoundError(f"the offline table at {self.path} has no data yet; insert first")
-        t = dl.DeltaTable(str(self.path))
-        if version is not None:
-            if version > t.version() or version < 0:
-                raise NotFoundError(
-                    f"the offline table at {self.path} has versions 0..{t.version()}; "
-                    f"there is no version {version}"
-                )
-            t.load_as_version(version)
-        elif as_of is not None:
-            t.load_as_version(as_of)
-        return t
+        return _call("snapshot", self.path, version, as_of)
 
     def files(self, version: int | None = None, as_of: dt.datetime | None = None) -> tuple[int, list[str]]:
         """(version, data files in insertion order) of the table at a version or time."""
-        t = self._table(version, as_of)
-        actions = pa.table(t.get_add_actions(flatten=True))
-        paths = actions.column("path").to_pylist()
-        key = f"min.{SEQ}"
-        mins = actions.column(key).to_pylist() if key in actions.column_names else [0] * len(paths)
-        ordered = [p for _, p in sorted(zip(mins, paths))]
-        return t.version(), [p if os.path.isabs(p) else str(self.path / p) for p in ordered]
+        ver, files, _ = self._snapshot(version, as_of)
+        return ver, files
 
     def read(
         self,
@@ -88,15 +146,30 @@ class DeltaGroupTable:
         since: int | None = None,
     ) -> tuple[int, pa.Table]:
         """(version read, rows in insertion order). ``since=v`` reads only the rows
-        committed after version ``v`` (for catching the online store up)."""
-        ver, files = self.files(version, as_of)
-        cols = None if columns is None else list(dict.fromkeys([*columns, SEQ]))
-        schema = self.schema(ver)
+        committed after version ``v`` (for catching the online store up). A table
+        without ``_pitstop_seq`` (prediction logs) is read in commit order."""
+        ver, files, schema = self._snapshot(version, as_of)
+        ordered = SEQ in schema.names
+        cols = None
+        if columns is not None:
+            cols = list(dict.fromkeys([*columns, SEQ] if ordered else columns))
+            unknown = [c for c in cols if c not in schema.names]
+            if unknown:
+                raise SchemaError(f"the offline table at {self.path} has no column(s) {unknown}; "
+                                  f"its columns are {schema.names}")
         if not files:
             empty = schema.empty_table()
             return ver, empty.select(cols) if cols else empty
-        table = pq.ParquetDataset(files).read(columns=cols, use_threads=True)
-        table = table.cast(pa.schema([schema.field(n) for n in table.column_names]))
+        try:
+            table = pq.ParquetDataset(files).read(columns=cols, use_threads=True)
+            table = table.cast(pa.schema([schema.field(n) for n in table.column_names]))
+        except (OSError, ValueError, pa.ArrowException) as e:  # missing, truncated, garbage
+            err = _translate(e, "read", self.path)
+            if err is None:
+                raise
+            raise err from e
+        if not ordered:
+            return ver, table
         seq = table.column(SEQ).to_numpy()
         if since is not None:
             keep = (seq >> 32) > since
@@ -106,5 +179,282 @@ class DeltaGroupTable:
         return ver, table
 
     def schema(self, version: int | None = None) -> pa.Schema:
-        t = self._table(version)
-        return pa.schema(t.schema().to_arrow())
+        return self._snapshot(version, None)[2]
+
+
+def _scan(directory: Path) -> list[os.DirEntry]:
+    try:
+        return list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+# -- the operations: the only code that calls deltalake -------------------------------
+
+
+def _op_version(path: str) -> int:
+    import deltalake
+
+    return deltalake.DeltaTable(path).version()
+
+
+def _op_append(path: str, table: pa.Table) -> int:
+    import deltalake
+
+    deltalake.write_deltalake(path, table, mode="append")
+    return deltalake.DeltaTable(path).version()
+
+
+def _op_snapshot(path: str, version: int | None, as_of: dt.datetime | None):
+    """(version, data files in insertion order, arrow schema) at a version or time."""
+    import deltalake
+
+    t = deltalake.DeltaTable(path)
+    if version is not None:
+        if version > t.version() or version < 0:
+            raise NotFoundError(f"the offline table at {path} has versions 0..{t.version()}; "
+                                f"there is no version {version}")
+        t.load_as_version(version)
+    elif as_of is not None:
+        t.load_as_version(as_of)
+    actions = pa.table(t.get_add_actions(flatten=True))
+    paths = actions.column("path").to_pylist()
+    key = f"min.{SEQ}"
+    if key in actions.column_names:  # else (no _pitstop_seq): commit order as listed
+        paths = [p for _, p in sorted(zip(actions.column(key).to_pylist(), paths))]
+    files = [p if os.path.isabs(p) else os.path.join(path, p) for p in paths]
+    return t.version(), files, pa.schema(t.schema().to_arrow())
+
+
+_OPS = {"version": _op_version, "append": _op_append, "snapshot": _op_snapshot}
+
+
+class _ForkedRuntime(StoreError):
+    """deltalake's runtime belongs to an ancestor process (raised before any I/O)."""
+
+
+def _run(op: str, path: str, args: tuple) -> Any:
+    """Runs one operation in this process; its failures become PitstopErrors."""
+    try:
+        return _OPS[op](path, *args)
+    except PitstopError:
+        raise
+    except BaseException as e:
+        err = _translate(e, op, Path(path))
+        if err is None:
+            raise
+        raise err from e
+
+
+def _translate(e: BaseException, op: str, path: Path) -> PitstopError | None:
+    """The PitstopError for a failure of deltalake or pyarrow on the table at ``path``,
+    or None for what is not theirs to cause (KeyboardInterrupt, bugs)."""
+    name = type(e).__name__
+    text = str(e).strip()
+    msg = (text.splitlines()[0] if text else name)[:400]
+    if name == "PanicException":
+        if "Forked process detected" in text:
+            return _ForkedRuntime(f"deltalake cannot run in this forked process: {msg}")
+        return StoreError(f"deltalake failed ({op}) on the Delta table at {path}: {msg}")
+    try:
+        from deltalake.exceptions import (CommitFailedError, DeltaError, DeltaProtocolError,
+                                          SchemaMismatchError, TableNotFoundError)
+    except ImportError:  # pragma: no cover - deltalake is a dependency
+        DeltaError = CommitFailedError = DeltaProtocolError = SchemaMismatchError = TableNotFoundError = ()
+    if not isinstance(e, (DeltaError, OSError, ValueError, pa.ArrowException)):
+        return None
+    if isinstance(e, SchemaMismatchError):
+        return SchemaError(f"the rows do not fit the schema of the Delta table at {path}: {msg}")
+    if isinstance(e, CommitFailedError):
+        return StoreError(f"another writer committed to the Delta table at {path} at the same "
+                          f"time ({msg}); retry")
+    if isinstance(e, DeltaProtocolError):
+        return StoreError(f"the Delta table at {path} needs a newer deltalake ({msg}); upgrade "
+                          "deltalake")
+    io = e.errno if isinstance(e, OSError) else None
+    if io in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT) or any(
+            s in text for s in ("Permission denied", "No space left", "Read-only file system")):
+        return StoreError(f"cannot {'write' if op == 'append' else 'read'} the Delta table at "
+                          f"{path}: {msg}; check the disk and the store's permissions")
+    if isinstance(e, TableNotFoundError) and not path.exists():
+        return NotFoundError(f"the Delta table at {path} was deleted while in use: {msg}")
+    what = "a data file is missing" if isinstance(e, FileNotFoundError) else "it cannot be read"
+    return CorruptStoreError(
+        f"the Delta table at {path} is damaged: {what} ({msg}). Restore the damaged file under "
+        f"{path} from a backup; if you cannot, delete the table (for a feature group: "
+        "FeatureStore.delete_feature_group(name, version)) and insert its data again"
+    )
+
+
+# -- the dispatch point ---------------------------------------------------------------
+
+_owner: int | None = None  # the process whose deltalake runtime we use in-process; -1: none
+
+
+def _call(op: str, path: Path, *args: Any) -> Any:
+    """Runs a deltalake operation: in-process in the process that first used deltalake,
+    in this process's helper in a forked child."""
+    global _owner
+    pid = os.getpid()
+    if _owner is None:
+        _owner = pid
+    if _owner == pid:
+        try:
+            return _run(op, str(path), args)
+        except _ForkedRuntime:  # deltalake was used before fork, outside pitstop
+            _owner = -1
+    return _helper().call(op, str(path), args)
+
+
+class _Helper:
+    """A fresh interpreter that runs operations for one forked process."""
+
+    def __init__(self) -> None:
+        from multiprocessing.spawn import get_executable  # honours mp.set_executable
+
+        ours, theirs = socket.socketpair()
+        code = ("import sys; sys.path[:0] = sys.argv[2:]; "
+                "from pitstop.offline import _serve; _serve(int(sys.argv[1]))")
+        try:
+            self.proc = subprocess.Popen(
+                [get_executable(), "-c", code, str(theirs.fileno()), *sys.path],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        except OSError as e:
+            ours.close()
+            raise StoreError(f"cannot start the deltalake helper process for this forked "
+                             f"process: {e}") from e
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.lock = threading.Lock()
+
+    def call(self, op: str, path: str, args: tuple) -> Any:
+        with self.lock:
+            try:
+                _send(self.sock, (op, path, args))
+                ok, value = _recv(self.sock)
+            except (EOFError, OSError) as e:
+                _retire(self)
+                raise StoreError(
+                    f"the deltalake helper process of this forked process failed during {op} "
+                    f"on {path} ({e!r}); the next call starts a new one. If it was an append, "
+                    "check the table's latest version before retrying"
+                ) from e
+            except BaseException:  # e.g. KeyboardInterrupt: the stream is out of step
+                _retire(self)
+                raise
+        if ok:
+            return value
+        raise value
+
+
+_helper_obj: _Helper | None = None
+_helper_lock = threading.Lock()
+_retired: list[_Helper] = []  # closed, maybe still finishing an operation; reaped later
+
+
+def _helper() -> _Helper:
+    global _helper_obj
+    with _helper_lock:
+        _retired[:] = [h for h in _retired if h.proc.poll() is None]
+        if _helper_obj is None:
+            _helper_obj = _Helper()
+        return _helper_obj
+
+
+def _retire(helper: _Helper) -> None:
+    """Closes our end of a helper's socket: it exits after its current operation."""
+    global _helper_obj
+    if _helper_obj is helper:
+        _helper_obj = None
+    helper.sock.close()
+    _retired.append(helper)
+
+
+def _shutdown() -> None:
+    """At exit: close every helper's socket and wait (bounded) for them to exit."""
+    if _helper_obj is not None:
+        _retire(_helper_obj)
+    for h in _retired:
+        try:
+            h.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            h.proc.kill()
+            h.proc.wait()
+    _retired.clear()
+
+
+def _after_fork_in_child() -> None:
+    """A helper belongs to the process that started it: forget (and close our copies of
+    the sockets of) inherited ones, so they still exit with their owner."""
+    global _helper_obj, _helper_lock
+    _helper_lock = threading.Lock()
+    for h in [_helper_obj, *_retired]:
+        if h is not None:
+            h.sock.close()
+    _helper_obj = None
+    _retired.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_shutdown)
+
+
+# -- the wire: pickle protocol 5, Arrow buffers out of band ---------------------------
+
+
+def _send(sock: socket.socket, obj: Any) -> None:
+    """Sends ``obj``: sizes, the pickle, then each Arrow buffer as it is in memory, so a
+    table crosses the socket once, without the copies of in-band pickling."""
+    buffers: list[pickle.PickleBuffer] = []
+    head = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    views = [b.raw() for b in buffers]
+    sock.sendall(struct.pack(f"!QQ{len(views)}Q", len(head), len(views), *(v.nbytes for v in views)))
+    sock.sendall(head)
+    for v in views:
+        sock.sendall(v)
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytearray:
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if k == 0:
+            raise EOFError("the other side closed the socket")
+        got += k
+    return buf
+
+
+def _recv(sock: socket.socket) -> Any:
+    size, count = struct.unpack("!QQ", _recv_exactly(sock, 16))
+    sizes = struct.unpack(f"!{count}Q", _recv_exactly(sock, 8 * count))
+    head = _recv_exactly(sock, size)
+    return pickle.loads(head, buffers=[_recv_exactly(sock, n) for n in sizes])
+
+
+def _serve(fd: int) -> None:
+    """The helper's loop: one operation per request, until the socket closes."""
+    global _owner
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the process we serve
+    _owner = os.getpid()
+    sock = socket.socket(fileno=fd)
+    while True:
+        try:
+            op, path, args = _recv(sock)
+        except (EOFError, OSError):
+            return
+        try:
+            reply = (True, _run(op, path, args))
+        except PitstopError as e:
+            reply = (False, e)
+        except Exception as e:
+            reply = (False, StoreError(f"the deltalake helper failed ({op}) on {path}: "
+                                       f"{type(e).__name__}: {e}"))
+        try:
+            _send(sock, reply)
+        except OSError:
+            return
+        except Exception as e:  # the reply did not pickle (nothing was sent)
+            _send(sock, (False, StoreError(f"the deltalake helper could not return the result "
+                                           f"of {op} on {path}: {type(e).__name__}: {e}")))
