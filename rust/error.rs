@@ -102,7 +102,7 @@ pub enum Error {
 
     #[error(
         "online store '{path}' is corrupt: {detail}; rebuild it from the offline tables \
-         (delete the directory and materialize again) or restore a copy"
+         with `pitstop repair` (FeatureStore.repair_online()), or restore a copy"
     )]
     CorruptStore { path: String, detail: String },
 

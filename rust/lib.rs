@@ -21,5 +21,6 @@ fn _core(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
     m.add_function(wrap_pyfunction!(py::join::pit_join, m)?)?;
     m.add_class::<py::online::PyOnlineStore>()?;
     m.add_class::<py::online::PyReader>()?;
+    m.add_class::<py::online::PyPreparedWrite>()?;
     Ok(())
 }

@@ -9,7 +9,12 @@
 //! - `table/<name>` -> a definition in the compact binary form of [`TableDef::encode`];
 //! - `catalog_version` -> u64 LE, bumped when a table is dropped, so that every process
 //!   notices (in the same read transaction as its lookups) that its cached definitions
-//!   are stale.
+//!   are stale;
+//! - `mark/<name>` -> i64 LE, the table's *watermark*: the last offline (Delta)
+//!   version whose rows the table holds, written in the same transaction as those rows.
+//!   Progress lives with the data it describes, so a kill anywhere, or an `online/`
+//!   deleted or restored from a copy, leaves a watermark that tells the truth, and the
+//!   feature store replays exactly the commits the table lacks.
 //!
 //! A table's id (u32, big-endian at the end of every row key) never changes and is
 //! never reused, so the rows of a table are found from its id alone.
@@ -30,6 +35,22 @@ pub const TABLE_PREFIX: &[u8] = b"table/";
 /// made under another version must be resolved again (a re-created table has a new id).
 pub const CATALOG_VERSION_KEY: &[u8] = b"catalog_version";
 const DEF_FORMAT: u8 = 1;
+
+pub const MARK_PREFIX: &[u8] = b"mark/";
+
+/// The `meta` key of the watermark of table `name`.
+pub fn mark_key(name: &str) -> Vec<u8> {
+    let mut k = MARK_PREFIX.to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// A stored watermark (None when absent or not 8 bytes).
+pub fn mark_of(value: Option<&[u8]>) -> Option<i64> {
+    value
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(i64::from_le_bytes)
+}
 
 /// The `meta` key of table `name`.
 pub fn table_key(name: &str) -> Vec<u8> {

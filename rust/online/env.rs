@@ -450,45 +450,107 @@ impl Env {
         cache.1.insert(def.name.clone(), def);
     }
 
-    /// Removes table `name`, its rows and its definition, in one write transaction;
-    /// false if there was no such table. Costs a scan of the whole store (the rows of
-    /// a table are spread among the other tables' rows), so it is for maintenance
-    /// (re-materializing, deleting a feature group), not for serving paths.
+    /// Removes table `name`, its rows, definition and watermark, in one write
+    /// transaction; false if there was no such table. Costs a scan of the whole store
+    /// (the rows of a table are spread among the other tables' rows), so it is for
+    /// maintenance (re-materializing, deleting a feature group), not for serving paths.
     pub fn drop_table(&self, name: &str) -> Result<bool> {
         let dropped = self.with_write(0, |txn| {
-            let key = catalog::table_key(name);
-            let Some(bytes) = txn.get(self.meta, &key)? else {
+            let Some(id) = self.stored_id(txn, name)? else {
                 return Ok(false);
             };
-            let id = TableDef::decode(name, bytes)
-                .ok_or_else(|| {
-                    self.corrupt(format!("the definition of table '{name}' is unreadable"))
-                })?
-                .id;
-            {
-                let mut c = txn.cursor(self.rows)?;
-                let mut at = c
-                    .advance(true)?
-                    .map(|(k, _)| crate::encode::key::split_row_key(k).map(|s| s.1));
-                while let Some(tid) = at {
-                    if tid == Some(id) {
-                        c.delete_current()?;
-                    }
-                    at = c
-                        .advance(false)?
-                        .map(|(k, _)| crate::encode::key::split_row_key(k).map(|s| s.1));
-                }
-            }
-            txn.delete(self.meta, &key)?;
-            let version = catalog::version_of(txn.get(self.meta, catalog::CATALOG_VERSION_KEY)?);
-            txn.put(
-                self.meta,
-                catalog::CATALOG_VERSION_KEY,
-                &(version + 1).to_le_bytes(),
-            )?;
+            self.delete_rows(txn, id)?;
+            txn.delete(self.meta, &catalog::table_key(name))?;
+            txn.delete(self.meta, &catalog::mark_key(name))?;
+            self.bump_catalog(txn)?;
             Ok(true)
         })?;
         Ok(dropped.unwrap_or(false))
+    }
+
+    /// Replaces table `name` by table `from` in one write transaction: `from`'s rows,
+    /// definition and watermark become `name`'s, `name`'s old rows go, and `from` is
+    /// gone. Readers see the old table or the new one, never neither (a rebuild writes
+    /// `from` beside the live table, then swaps it in). Scans the store like
+    /// [`Env::drop_table`].
+    pub fn replace_table(&self, name: &str, from: &str) -> Result<()> {
+        let done = self.with_write(0, |txn| {
+            let Some(def) = txn.get(self.meta, &catalog::table_key(from))? else {
+                return Err(Error::UnknownTable {
+                    table: from.to_string(),
+                    found: vec![],
+                }
+                .into());
+            };
+            let def = def.to_vec();
+            let mark = txn
+                .get(self.meta, &catalog::mark_key(from))?
+                .map(<[u8]>::to_vec);
+            if let Some(old) = self.stored_id(txn, name)? {
+                self.delete_rows(txn, old)?;
+            }
+            txn.put(self.meta, &catalog::table_key(name), &def)?;
+            match mark {
+                Some(m) => txn.put(self.meta, &catalog::mark_key(name), &m)?,
+                None => {
+                    txn.delete(self.meta, &catalog::mark_key(name))?;
+                }
+            }
+            txn.delete(self.meta, &catalog::table_key(from))?;
+            txn.delete(self.meta, &catalog::mark_key(from))?;
+            self.bump_catalog(txn)?;
+            Ok(())
+        })?;
+        done.ok_or_else(|| self.corrupt("replacing a table was interrupted".into()))
+    }
+
+    /// The watermark of table `name` (see [`catalog`]); None when the table has none.
+    pub fn watermark(&self, name: &str) -> Result<Option<i64>> {
+        self.with_read(|txn| {
+            let v = txn
+                .get(self.meta, &catalog::mark_key(name))
+                .map_err(|e| self.lmdb_error("read a watermark", e))?;
+            Ok(catalog::mark_of(v))
+        })
+    }
+
+    /// The id of table `name` as stored in `txn`'s `meta`, None when absent.
+    fn stored_id(&self, txn: &RwTxn, name: &str) -> Result<Option<u32>, Abort> {
+        let Some(bytes) = txn.get(self.meta, &catalog::table_key(name))? else {
+            return Ok(None);
+        };
+        let def = TableDef::decode(name, bytes).ok_or_else(|| {
+            self.corrupt(format!("the definition of table '{name}' is unreadable"))
+        })?;
+        Ok(Some(def.id))
+    }
+
+    /// Deletes every row of table `id` (a scan of the whole `rows` database).
+    fn delete_rows(&self, txn: &mut RwTxn, id: u32) -> Result<(), Abort> {
+        let mut c = txn.cursor(self.rows)?;
+        let mut at = c
+            .advance(true)?
+            .map(|(k, _)| crate::encode::key::split_row_key(k).map(|s| s.1));
+        while let Some(tid) = at {
+            if tid == Some(id) {
+                c.delete_current()?;
+            }
+            at = c
+                .advance(false)?
+                .map(|(k, _)| crate::encode::key::split_row_key(k).map(|s| s.1));
+        }
+        Ok(())
+    }
+
+    /// Bumps the catalog version: every process re-resolves its cached definitions.
+    fn bump_catalog(&self, txn: &mut RwTxn) -> Result<(), Abort> {
+        let version = catalog::version_of(txn.get(self.meta, catalog::CATALOG_VERSION_KEY)?);
+        txn.put(
+            self.meta,
+            catalog::CATALOG_VERSION_KEY,
+            &(version + 1).to_le_bytes(),
+        )?;
+        Ok(())
     }
 
     /// The current catalog version, read in `txn`.

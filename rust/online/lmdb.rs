@@ -124,7 +124,20 @@ pub type Dbi = ffi::MDB_dbi;
 impl Env {
     /// Opens (creating the files if needed and allowed) the environment in directory
     /// `dir`, which must exist.
+    ///
+    /// A read-only open of an environment whose lock file cannot be written (a
+    /// read-only copy or mount) falls back to `MDB_NOLOCK`: with nobody able to write
+    /// the files, there is no writer to coordinate with.
     pub fn open(dir: &Path, opts: EnvOptions) -> LResult<Env> {
+        match Env::open_with(dir, opts, 0) {
+            Err(e) if opts.readonly && (e.0 == libc::EACCES || e.0 == libc::EROFS) => {
+                Env::open_with(dir, opts, ffi::MDB_NOLOCK)
+            }
+            other => other,
+        }
+    }
+
+    fn open_with(dir: &Path, opts: EnvOptions, extra: c_uint) -> LResult<Env> {
         let generation = fork_generation();
         let path = CString::new(dir.as_os_str().as_encoded_bytes())
             .map_err(|_| LmdbError(libc::EINVAL))?;
@@ -135,7 +148,7 @@ impl Env {
             ptr: NonNull::new(raw).ok_or(LmdbError(libc::ENOMEM))?,
             generation,
         };
-        let mut flags = ffi::MDB_NOTLS | ffi::MDB_NORDAHEAD;
+        let mut flags = ffi::MDB_NOTLS | ffi::MDB_NORDAHEAD | extra;
         if opts.readonly {
             flags |= ffi::MDB_RDONLY;
         } else {

@@ -107,6 +107,37 @@ impl OnlineStore {
         self.env()?.drop_table(name)
     }
 
+    /// [`Env::replace_table`]: swaps table `from` in as `name`, in one transaction.
+    pub fn replace_table(&self, name: &str, from: &str) -> Result<()> {
+        self.env()?.replace_table(name, from)
+    }
+
+    /// The last offline version table `name` holds ([`catalog`]); None if unknown.
+    pub fn watermark(&self, name: &str) -> Result<Option<i64>> {
+        self.env()?.watermark(name)
+    }
+
+    /// Validates and encodes a write without applying it ([`write::Prepared`]).
+    pub fn prepare_write(
+        &self,
+        table: String,
+        data: crate::table::Table,
+        keys: Vec<String>,
+        event_time: String,
+        created_time: Option<String>,
+    ) -> Result<write::Prepared> {
+        write::Prepared::new(&*self.env()?, table, data, keys, event_time, created_time)
+    }
+
+    /// Applies a prepared write, setting the table's watermark when given.
+    pub fn commit_write(
+        &self,
+        prepared: &mut write::Prepared,
+        watermark: Option<i64>,
+    ) -> Result<WriteStats> {
+        prepared.commit(&*self.env()?, watermark)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

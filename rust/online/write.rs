@@ -70,14 +70,77 @@ pub struct WriteStats {
 }
 
 pub fn write(env: &Env, spec: &WriteSpec) -> Result<WriteStats> {
+    commit(env, spec, Plan::new(env, spec)?, None)
+}
+
+/// Applies `plan` (made from `spec`) in one write transaction, setting the table's
+/// watermark to `watermark` when given; plans again when the catalog moved on.
+fn commit(
+    env: &Env,
+    spec: &WriteSpec,
+    mut plan: Plan,
+    watermark: Option<i64>,
+) -> Result<WriteStats> {
     loop {
-        let plan = Plan::new(env, spec)?;
         let estimate = plan.estimate();
-        if let Some(stats) = env.with_write(estimate, |txn| plan.apply(env, txn))? {
+        if let Some(stats) = env.with_write(estimate, |txn| plan.apply(env, txn, watermark))? {
             env.cache_table(plan.catalog_version, Arc::clone(&plan.def));
             return Ok(stats);
         }
-        // Another process registered the table meanwhile: plan against its schema.
+        // Another process registered or dropped a table meanwhile: plan again.
+        plan = Plan::new(env, spec)?;
+    }
+}
+
+/// A write validated and encoded but not yet applied: everything that can reject the
+/// data has run, so a caller can make another durable write first (the offline
+/// commit) and then apply this one, which can then fail only on I/O.
+pub struct Prepared {
+    table: String,
+    data: Table,
+    keys: Vec<String>,
+    event_time: String,
+    created_time: Option<String>,
+    plan: Option<Plan>,
+}
+
+impl Prepared {
+    pub fn new(
+        env: &Env,
+        table: String,
+        data: Table,
+        keys: Vec<String>,
+        event_time: String,
+        created_time: Option<String>,
+    ) -> Result<Prepared> {
+        let mut p = Prepared {
+            table,
+            data,
+            keys,
+            event_time,
+            created_time,
+            plan: None,
+        };
+        p.plan = Some(Plan::new(env, &p.spec())?);
+        Ok(p)
+    }
+
+    fn spec(&self) -> WriteSpec<'_> {
+        WriteSpec {
+            table: &self.table,
+            data: &self.data,
+            keys: &self.keys,
+            event_time: &self.event_time,
+            created_time: self.created_time.as_deref(),
+        }
+    }
+
+    /// Applies the write (once) and sets the table's watermark when given.
+    pub fn commit(&mut self, env: &Env, watermark: Option<i64>) -> Result<WriteStats> {
+        let plan = self.plan.take().ok_or_else(|| {
+            Error::InvalidArgument("this prepared write was committed already".into())
+        })?;
+        commit(env, &self.spec(), plan, watermark)
     }
 }
 
@@ -279,7 +342,12 @@ impl Plan {
         3 * bytes + (1 << 20)
     }
 
-    fn apply(&self, env: &Env, txn: &mut super::lmdb::RwTxn) -> Result<WriteStats, Abort> {
+    fn apply(
+        &self,
+        env: &Env,
+        txn: &mut super::lmdb::RwTxn,
+        watermark: Option<i64>,
+    ) -> Result<WriteStats, Abort> {
         let version = catalog::version_of(txn.get(env.meta, catalog::CATALOG_VERSION_KEY)?);
         if version != self.catalog_version {
             return Err(Abort::Replan); // a table was dropped since the plan was made
@@ -298,6 +366,13 @@ impl Plan {
                 env.meta,
                 catalog::NEXT_ID_KEY,
                 &(self.def.id + 1).to_le_bytes(),
+            )?;
+        }
+        if let Some(mark) = watermark {
+            txn.put(
+                env.meta,
+                &catalog::mark_key(&self.def.name),
+                &mark.to_le_bytes(),
             )?;
         }
         let mut written = 0;

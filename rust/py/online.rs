@@ -130,6 +130,29 @@ fn float_buffer<'py>(
     })
 }
 
+/// A validated, encoded write waiting to be applied (`OnlineStore.prepare_write`).
+#[pyclass(name = "PreparedWrite", module = "pitstop._core", frozen)]
+pub struct PyPreparedWrite {
+    store: Arc<OnlineStore>,
+    inner: std::sync::Mutex<online::write::Prepared>,
+}
+
+#[pymethods]
+impl PyPreparedWrite {
+    /// Applies the write in one transaction (once), setting the table's watermark
+    /// when given; returns (rows, written, unchanged).
+    #[pyo3(signature = (watermark=None))]
+    fn commit(&self, py: Python<'_>, watermark: Option<i64>) -> PyResult<(usize, usize, usize)> {
+        let stats = py
+            .detach(|| {
+                let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                self.store.commit_write(&mut p, watermark)
+            })
+            .py()?;
+        Ok((stats.rows, stats.written, stats.unchanged))
+    }
+}
+
 #[pyclass(name = "OnlineStore", module = "pitstop._core", frozen)]
 pub struct PyOnlineStore {
     inner: Arc<OnlineStore>,
@@ -217,6 +240,42 @@ impl PyOnlineStore {
             })
             .py()?;
         Ok((stats.rows, stats.written, stats.unchanged))
+    }
+
+    /// Validates and encodes a write without applying it: `PreparedWrite.commit`
+    /// applies it later (after the offline commit), and can then fail only on I/O.
+    #[pyo3(signature = (table, data, keys, event_time, created_time=None))]
+    fn prepare_write(
+        &self,
+        py: Python<'_>,
+        table: String,
+        data: PyTable,
+        keys: Vec<String>,
+        event_time: String,
+        created_time: Option<String>,
+    ) -> PyResult<PyPreparedWrite> {
+        let (batches, schema) = data.into_inner();
+        let data = Table::new(format!("data for table '{table}'"), schema, batches);
+        let prepared = py
+            .detach(|| {
+                self.inner
+                    .prepare_write(table, data, keys, event_time, created_time)
+            })
+            .py()?;
+        Ok(PyPreparedWrite {
+            store: Arc::clone(&self.inner),
+            inner: std::sync::Mutex::new(prepared),
+        })
+    }
+
+    /// The last offline version `table` holds, None when unknown.
+    fn watermark(&self, py: Python<'_>, table: String) -> PyResult<Option<i64>> {
+        py.detach(|| self.inner.watermark(&table)).py()
+    }
+
+    /// Swaps table `source` in as `table` in one transaction (see Env::replace_table).
+    fn replace(&self, py: Python<'_>, table: String, source: String) -> PyResult<()> {
+        py.detach(|| self.inner.replace_table(&table, &source)).py()
     }
 
     #[pyo3(signature = (table, keys, features=None, ttl_ns=None, now_ns=None))]
