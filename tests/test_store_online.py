@@ -73,12 +73,12 @@ CRASH = textwrap.dedent("""
     import os, signal, sys
     import pyarrow as pa
     import pitstop as ps
-    from pitstop.group import FeatureGroup
+    from pitstop.online import PreparedWrite
 
-    def die(self, table):  # the moment after the Delta commit, before the online upsert
+    def die(self, watermark=None):  # the moment after the Delta commit, before the online upsert
         os.kill(os.getpid(), signal.SIGKILL)
 
-    FeatureGroup._write_online = die
+    PreparedWrite.commit = die
     fs = ps.FeatureStore(sys.argv[1])
     g = fs.get_feature_group("g")
     g.insert(pa.table({"k": [1, 2], "ts": pa.array([5_000_000, 5_000_000], pa.timestamp("us", "UTC")),
@@ -97,7 +97,7 @@ def test_crash_between_offline_and_online_is_caught_up(tmp_path):
     fs = ps.FeatureStore(path)  # opening catches the online store up
     g = fs.get_feature_group("g")
     assert g.offline.version() == 1
-    assert fs._watermark(g) == 1
+    assert fs.online.watermark(g.online_table) == 1
     got = fs.online.read(g.online_table, [1, 2], features=["v"])
     assert got.column("v").to_pylist() == [10.0, 20.0]
     fs.close()

@@ -56,6 +56,19 @@ class OnlineStore:
     ) -> tuple[int, int, int]:
         """Upserts an Arrow-exportable table in one transaction; returns (rows,
         written, unchanged)."""
+    def prepare_write(
+        self,
+        table: str,
+        data: Any,
+        keys: list[str],
+        event_time: str,
+        created_time: str | None = None,
+    ) -> PreparedWrite:
+        """Validates and encodes a write without applying it."""
+    def watermark(self, table: str) -> int | None:
+        """The last offline version ``table`` holds (stored with its rows), or None."""
+    def replace(self, table: str, source: str) -> None:
+        """Swaps table ``source`` in as ``table`` in one transaction."""
     def read(
         self,
         table: str,
@@ -77,6 +90,13 @@ class OnlineStore:
         """A prepared float32 read; ``features`` are (table or None, name) pairs in
         output order, ``ttl_ns`` has one entry per table, ``threads`` overrides how
         many threads look keys up (default: 1 below 4096 entities, all cores above)."""
+
+class PreparedWrite:
+    """A validated, encoded write (``OnlineStore.prepare_write``), applied once."""
+
+    def commit(self, watermark: int | None = None) -> tuple[int, int, int]:
+        """Applies the write in one transaction, storing ``watermark`` with the rows;
+        returns (rows, written, unchanged)."""
 
 class Reader:
     """A prepared read of several tables into float32 rows (``pitstop.Reader`` wraps

@@ -57,6 +57,7 @@ _UNITS_NS = {
     "us": 10**3,
     "ns": 1,
 }
+MAX_DURATION_NS = 2**63 - 1
 _PART = re.compile(r"(\d+)(w|d|h|min|ms|us|ns|m|s)")
 
 
@@ -86,6 +87,10 @@ def duration_ns(value: Any, what: str = "ttl") -> int | None:
         )
     if ns < 0:
         raise InvalidArgumentError(f"{what}={value!r} is negative; a TTL must be positive")
+    if ns > MAX_DURATION_NS:
+        raise InvalidArgumentError(
+            f"{what}={value!r} is longer than pitstop's times can span (about 292 years in "
+            "nanoseconds); use a shorter duration, or none for no limit")
     return ns
 
 

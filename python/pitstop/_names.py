@@ -19,7 +19,11 @@ def check_name(name: object, what: str) -> str:
     return name
 
 
+MAX_VERSION = 2**31 - 1
+
+
 def check_version(version: object, what: str) -> int:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise InvalidArgumentError(f"{what} version must be a positive integer; got {version!r}")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+        raise InvalidArgumentError(
+            f"{what} version must be an integer from 1 to {MAX_VERSION}; got {version!r}")
     return version

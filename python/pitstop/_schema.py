@@ -46,6 +46,11 @@ def _target_type(name: str, t: pa.DataType) -> pa.DataType:
 
 def normalize(table: pa.Table) -> pa.Table:
     """``table`` in the types the offline store keeps (see the module doc)."""
+    names = table.column_names
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        raise SchemaError(f"the data has duplicate column name(s) {dups}; every column needs "
+                          "its own name (rename or drop the duplicates)")
     cols = []
     fields = []
     for field, col in zip(table.schema, table.columns):
@@ -54,7 +59,7 @@ def normalize(table: pa.Table) -> pa.Table:
         target = _target_type(field.name, field.type)
         if target != field.type:
             try:
-                col = pc.cast(col, target, safe=True)
+                col = lossless_cast(col, target, field.name)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
                 raise DataError(
                     f"column '{field.name}' ({field.type}) does not fit {target} without losing "
@@ -153,7 +158,7 @@ def conform(table: pa.Table, schema: pa.Schema, group: str) -> pa.Table:
         col = table.column(name)
         if col.type != target:
             try:
-                col = pc.cast(col, target, safe=True)
+                col = lossless_cast(col, target, name, group)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 raise SchemaError(
                     f"feature group '{group}': column '{name}' is {col.type} but the group stores "
@@ -161,6 +166,25 @@ def conform(table: pa.Table, schema: pa.Schema, group: str) -> pa.Table:
                 ) from None
         cols.append(col)
     return pa.Table.from_arrays(cols, schema=pa.schema([schema.field(n) for n in want]))
+
+
+def lossless_cast(col: pa.ChunkedArray, target: pa.DataType, name: str,
+                  group: str | None = None) -> pa.ChunkedArray:
+    """``col`` as ``target``, or DataError when a value would change. Arrow's safe
+    casts catch overflow and lost precision, but not a timestamp cast to a date (the
+    time of day is dropped) or a date64 with a time part: those are checked by casting
+    back, since a silently truncated event time serves a value before it happened."""
+    out = pc.cast(col, target, safe=True)
+    if pa.types.is_temporal(col.type) and pa.types.is_temporal(target):
+        back = pc.cast(out, col.type, safe=False)
+        if not pc.all(pc.equal(back, col)).as_py() in (True, None):
+            where = f"feature group '{group}': " if group else ""
+            raise DataError(
+                f"{where}column '{name}' ({col.type}) has values with a time of day or precision "
+                f"that {target} does not keep; converting would change them (an event at 23:59 "
+                f"would become midnight). Insert {target} values, or create a new group version "
+                f"with a {col.type} column")
+    return out
 
 
 def with_seq(table: pa.Table, version: int) -> pa.Table:

@@ -11,7 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import PitstopError
+import warnings
+
+from .errors import PitstopError, PitstopWarning
 
 
 def _read_file(path: str):
@@ -133,6 +135,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("group")
     s.add_argument("--version", type=int)
     s.set_defaults(fn=cmd_materialize)
+    s = sub.add_parser("repair", help="rebuild the online store from the offline tables "
+                       "(after a CorruptStoreError from online/)")
+    s.set_defaults(fn=cmd_repair)
     s = sub.add_parser("training-data", help="point-in-time training data of a view, to Parquet")
     s.add_argument("view")
     s.add_argument("spine", help="Parquet or CSV file with the keys, times and labels")
@@ -147,13 +152,37 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    fs = _store(args)
+    done = fs.repair_online()
+    print(f"rebuilt the online store of {fs.path} from the offline tables: "
+          + (", ".join(f"{t} ({n:,} rows)" for t, n in done.items()) or "no online groups"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return int(args.fn(args) or 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", PitstopWarning)
+            warnings.showwarning = _show_warning
+            return int(args.fn(args) or 0)
     except (PitstopError, FileNotFoundError) as e:
         print(f"pitstop: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("pitstop: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: still no traceback for the user, but say what happened
+        print(f"pitstop: error: unexpected {type(e).__name__}: {e} (this is a bug in pitstop; "
+              "please report it, with PITSTOP_TRACEBACK=1 set for the details)", file=sys.stderr)
+        if os.environ.get("PITSTOP_TRACEBACK"):
+            raise
+        return 1
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"pitstop: warning: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

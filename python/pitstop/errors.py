@@ -62,8 +62,26 @@ class AlreadyExistsError(PitstopError, ValueError):
     """Creating something that exists already (same name and version)."""
 
 
+class PitstopWarning(UserWarning):
+    """Base class of pitstop's warnings."""
+
+
+class OnlineLagWarning(PitstopWarning):
+    """The online store lags the offline tables (an online write failed after the
+    offline commit, or a commit cannot be served online); the rows are not lost: the
+    next insert or store open replays what can be replayed."""
+
+
+class StoreOpenWarning(PitstopWarning):
+    """Opening a store found a part it could not use (a damaged feature group, a
+    damaged online store); the rest of the store opened. The message says the fix."""
+
+
 __all__ = [
     "PitstopError",
+    "PitstopWarning",
+    "OnlineLagWarning",
+    "StoreOpenWarning",
     "AlreadyExistsError",
     "SchemaError",
     "ColumnTypeError",

@@ -13,17 +13,26 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import _schema
 from ._inputs import as_table
 from ._progress import Progress
 from .offline import DeltaGroupTable
-from .registry import schema_from_blob, schema_to_blob
-from .errors import InvalidArgumentError, SchemaError
+from .registry import registry_row, schema_from_blob, schema_to_blob
+from .errors import (
+    ColumnTypeError,
+    DataError,
+    InvalidArgumentError,
+    OnlineLagWarning,
+    PitstopError,
+    SchemaError,
+)
 
 if TYPE_CHECKING:
     from .store import FeatureStore
@@ -61,14 +70,17 @@ class FeatureGroup:
         self._store = store
         self.name: str = row["name"]
         self.version: int = row["version"]
-        self.primary_key: list[str] = list(json.loads(row["primary_key"]))
-        self.event_time: str = row["event_time"]
-        self.created_time: str | None = row["created_time"]
-        self.online: bool = bool(row["online"])
-        self.ttl_ns: int | None = row["ttl_ns"]
-        self.nan_policy: str = row["nan_policy"]
-        self.description: str = row["description"]
-        self._schema_blob = row["schema"]
+        with registry_row(f"feature group '{self.name}' v{self.version}"):
+            self.primary_key: list[str] = list(json.loads(row["primary_key"]))
+            if not self.primary_key or not all(isinstance(k, str) for k in self.primary_key):
+                raise ValueError(f"primary key {self.primary_key!r}")
+            self.event_time: str = row["event_time"]
+            self.created_time: str | None = row["created_time"]
+            self.online: bool = bool(row["online"])
+            self.ttl_ns: int | None = None if row["ttl_ns"] is None else int(row["ttl_ns"])
+            self.nan_policy: str = row["nan_policy"]
+            self.description: str = row["description"]
+            self._schema_blob = row["schema"]
         self.offline = DeltaGroupTable(store.path / "offline" / self.name / f"v{self.version}")
 
     def __repr__(self) -> str:
@@ -107,74 +119,140 @@ class FeatureGroup:
     def insert(self, data: Any) -> int:
         """Validates ``data`` (pandas / polars / pyarrow / DuckDB / any Arrow stream),
         appends it to the offline table in one commit and, for an online group, upserts
-        the online store. Returns the new offline version. Nothing is written when
-        validation fails."""
+        the online store. Returns the new offline version.
+
+        Everything that can reject the data runs first, the online write's checks and
+        encoding included; only then is anything made durable: the Delta commit, then
+        the online rows together with the group's watermark in one LMDB transaction.
+        So a failed insert leaves the store as it was, and once the offline commit has
+        happened the insert succeeds: should the online write then fail (a full disk,
+        a damaged online store) the rows are not lost, a ``OnlineLagWarning`` says so,
+        and the next insert or ``FeatureStore(...)`` open replays them."""
         progress = Progress(f"insert into {self.name} v{self.version}")
         table = as_table(data, f"data for feature group '{self.name}'")
         rows = table.num_rows
         progress.step("validating", rows)
         table = _schema.validate(_schema.normalize(table), self._columns, self.nan_policy)
         with self._store._lock(self.name, self.version):
+            self._store._check_writable()
             self._refresh()
-            schema = schema_from_blob(self._schema_blob)
-            if schema is None:
+            schema = self._stored_schema()
+            first = schema is None
+            if first:
                 schema = _schema.with_seq(table.slice(0, 0), 0).schema
-                self._store._set_schema(self, schema_to_blob(schema))
-                self._schema_blob = schema_to_blob(schema)
             table = _schema.conform(table, schema, self.name)
             table = _schema.with_seq(table, self.offline.version() + 1)
+            prepared = None
+            if self.online:
+                self._catch_up_locked()
+                prepared = self._prepare_online(self.online_table, table)
             progress.step("writing offline (Delta)", rows)
             version = self.offline.append(table)
-            if self.online:
+            if first:
+                self._store._set_schema(self, schema_to_blob(schema))
+                self._schema_blob = schema_to_blob(schema)
+            if prepared is not None:
                 progress.step("writing online (LMDB)", rows)
-                self._write_online(table)
-                self._store._set_watermark(self, version)
+                try:
+                    prepared.commit(watermark=version)
+                except PitstopError as e:
+                    warnings.warn(OnlineLagWarning(
+                        f"feature group '{self.name}' v{self.version}: offline version {version} "
+                        f"is committed but the online write failed ({e}); the next insert or "
+                        "FeatureStore open replays it"), stacklevel=2)
         progress.done(rows)
         return version
 
-    def _write_online(self, table: pa.Table) -> None:
+    def _prepare_online(self, name: str, table: pa.Table):
         # An empty batch still registers the table, so lookups find it (all missing).
-        self._store.online.write(
-            self.online_table,
+        return self._store.online.prepare_write(
+            name,
             table.drop_columns([_schema.SEQ]),
             keys=self.primary_key,
             event_time=self.event_time,
             created_time=self.created_time,
         )
 
+    def _stored_schema(self) -> pa.Schema | None:
+        """The registered schema; for a group whose first commit landed but whose
+        schema registration did not (a crash between the two), the Delta table's."""
+        schema = schema_from_blob(self._schema_blob)
+        if schema is None and self.offline.version() >= 0:
+            schema = self.offline.schema()
+            self._store._set_schema(self, schema_to_blob(schema))
+            self._schema_blob = schema_to_blob(schema)
+        return schema
+
     def catch_up(self) -> int:
-        """Replays offline commits the online store missed (a crash between the two
-        writes of an insert); returns the number of rows replayed."""
-        if not self.online or not self.offline.exists():
+        """Replays offline commits the online table lacks (its watermark, stored with
+        its rows, is behind the offline table: a crash or failure between an insert's
+        two writes, an ``online/`` deleted or restored from a copy); returns the rows
+        replayed. Commits that cannot be replayed are skipped with a warning."""
+        if not self.online:
             return 0
         with self._store._lock(self.name, self.version):
-            self._refresh()
-            watermark = self._store._watermark(self)
-            latest = self.offline.version()
-            if watermark >= latest:
-                return 0
-            _, table = self.offline.read(version=latest, since=watermark)
-            self._write_online(table)
-            self._store._set_watermark(self, latest)
+            return self._catch_up_locked()
+
+    def _catch_up_locked(self) -> int:
+        online = self._store.online
+        rebuild = self._rebuild_name
+        if rebuild in online.tables():
+            online.drop(rebuild)  # left by a rebuild that was killed before its swap
+        latest = self.offline.version()
+        mark = online.watermark(self.online_table)
+        mark = -1 if mark is None else mark
+        if mark == latest:
+            return 0
+        if mark > latest:  # the offline table is older than what is served: rebuild
+            return self._materialize_locked()
+        _, table = self.offline.read(version=latest, since=mark)
+        try:
+            self._prepare_online(self.online_table, table).commit(watermark=latest)
             return table.num_rows
+        except (DataError, SchemaError, ColumnTypeError):
+            pass  # some commit cannot be served (written before it was checked): one by one
+        replayed = 0
+        for v in range(mark + 1, latest + 1):
+            part = table.filter(pc.equal(pc.shift_right(table.column(_schema.SEQ), 32), v))
+            try:
+                self._prepare_online(self.online_table, part).commit(watermark=v)
+                replayed += part.num_rows
+            except (DataError, SchemaError, ColumnTypeError) as e:
+                warnings.warn(OnlineLagWarning(
+                    f"feature group '{self.name}' v{self.version}: offline version {v} cannot be "
+                    f"served online ({e}); skipped (its rows stay offline)"), stacklevel=3)
+                self._prepare_online(self.online_table, part.slice(0, 0)).commit(watermark=v)
+        return replayed
+
+    @property
+    def _rebuild_name(self) -> str:
+        return f"{self.online_table}#rebuild"
 
     def materialize(self) -> int:
-        """Rebuilds the online table from the whole offline table; returns rows written."""
+        """Rebuilds the online table from the whole offline table; returns rows written.
+        The new table is built beside the live one and swapped in with one
+        transaction: readers in every process see the old rows or the new ones, never
+        a missing table, and a kill at any point leaves the old table serving."""
         if not self.online:
             raise InvalidArgumentError(
                 f"feature group '{self.name}' v{self.version} is offline only; create a version "
                 "with online=True to serve it online"
             )
         with self._store._lock(self.name, self.version):
-            latest = self.offline.version()
-            self._store.online.drop(self.online_table)
-            if latest < 0:
-                self._store._set_watermark(self, -1)
-                return 0
-            _, table = self.offline.read(version=latest)
-            self._write_online(table)
-            self._store._set_watermark(self, latest)
-            return table.num_rows
+            self._store._check_writable()
+            return self._materialize_locked()
+
+    def _materialize_locked(self) -> int:
+        online = self._store.online
+        latest = self.offline.version()
+        online.drop(self._rebuild_name)
+        if latest < 0:
+            online.drop(self.online_table)
+            return 0
+        _, table = self.offline.read(version=latest)
+        self._prepare_online(self._rebuild_name, table).commit(watermark=latest)
+        online.replace(self.online_table, self._rebuild_name)
+        return table.num_rows
 
     def _refresh(self) -> None:
         row = self._store._group_row(self.name, self.version)
@@ -187,6 +265,15 @@ class FeatureGroup:
         """The offline rows in insertion order: the latest, or as of a past table version
         (int) or time (datetime / ISO string)."""
         version, when = _as_of(as_of)
+        if columns is not None:
+            if isinstance(columns, str) or not all(isinstance(c, str) for c in columns):
+                raise InvalidArgumentError(f"columns must be a list of column names; got {columns!r}")
+            known = [] if self.schema is None else self.schema.names
+            unknown = [c for c in columns if c not in known]
+            if unknown:
+                raise SchemaError(
+                    f"feature group '{self.name}' v{self.version} has no column(s) {unknown}; "
+                    f"its columns are {known}")
         _, table = self.offline.read(version=version, as_of=when, columns=columns)
         return table.drop_columns([_schema.SEQ])
 
@@ -227,9 +314,16 @@ def _as_of(as_of: int | dt.datetime | str | None) -> tuple[int | None, dt.dateti
     if isinstance(as_of, bool):
         raise InvalidArgumentError("as_of must be a table version (int) or a time")
     if isinstance(as_of, int):
+        if not 0 <= as_of < 2**63:
+            raise InvalidArgumentError(f"as_of={as_of} is not a table version (0 or more)")
         return as_of, None
     if isinstance(as_of, str):
-        as_of = dt.datetime.fromisoformat(as_of)
+        try:
+            as_of = dt.datetime.fromisoformat(as_of)
+        except ValueError:
+            raise InvalidArgumentError(
+                f"as_of={as_of!r} is not an ISO 8601 time (e.g. '2026-11-29' or "
+                "'2026-11-29T12:00:00+00:00'); pass a datetime or a table version") from None
     if isinstance(as_of, dt.datetime):
         if as_of.tzinfo is None:
             as_of = as_of.replace(tzinfo=dt.timezone.utc)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._names import check_name
 from .errors import InvalidArgumentError, NotFoundError, SchemaError, StoreError
-from .registry import dumps, now
+from .registry import dumps, now, registry_row
 
 if TYPE_CHECKING:
     from .store import FeatureStore
@@ -107,15 +107,46 @@ class ModelRegistry:
         training_snapshot: Snapshot | int | None = None, request_features: list[str] = (),
     ) -> ModelVersion:
         """Stores an ONNX model as the next version of ``name``."""
+        from .view import FeatureView, Snapshot
+
+        self._store._check_writable()
         check_name(name, "model")
-        data = model if isinstance(model, bytes) else Path(model).read_bytes()
+        if not isinstance(feature_view, FeatureView):
+            raise InvalidArgumentError(
+                f"feature_view must be a FeatureView (fs.get_feature_view(...)); got {feature_view!r}")
+        self._store.get_feature_view(feature_view.name, feature_view.version)  # still registered
+        if isinstance(request_features, str) or not all(isinstance(f, str) for f in request_features):
+            raise InvalidArgumentError(
+                f"request_features must be a list of names; got {request_features!r}")
+        if not isinstance(description, str):
+            raise InvalidArgumentError(f"description must be a string; got {description!r}")
+        metrics = _metrics(metrics)
+        if isinstance(training_snapshot, Snapshot):
+            snap_id = training_snapshot.id
+        elif training_snapshot is None or (isinstance(training_snapshot, int)
+                                           and not isinstance(training_snapshot, bool)):
+            snap_id = training_snapshot
+        else:
+            raise InvalidArgumentError(
+                f"training_snapshot must be a Snapshot or its id; got {training_snapshot!r}")
+        if snap_id is not None:
+            snap = self._store._snapshot(snap_id)  # NotFoundError for an unknown id
+            if (snap.view, snap.view_version) != (feature_view.name, feature_view.version):
+                raise InvalidArgumentError(
+                    f"training snapshot {snap_id} was read from feature view '{snap.view}' "
+                    f"v{snap.view_version}, not '{feature_view.name}' v{feature_view.version}")
+        if isinstance(model, bytes):
+            data = model
+        elif isinstance(model, str | os.PathLike):
+            try:
+                data = Path(model).read_bytes()
+            except OSError as e:
+                raise InvalidArgumentError(f"cannot read the model file {model!s} ({e.strerror})") from None
+        else:
+            raise InvalidArgumentError(
+                f"model must be an ONNX file path or its bytes; got {type(model).__name__}")
         inputs = [*feature_view.features, *request_features]
         check_inputs(_session(data), inputs, name)
-        metrics = {str(k): float(v) for k, v in (metrics or {}).items()}
-        if any(math.isnan(v) for v in metrics.values()):
-            raise InvalidArgumentError(f"metrics must be numbers, not NaN: {metrics}")
-        snap_id = training_snapshot if isinstance(training_snapshot, int) or training_snapshot is None \
-            else training_snapshot.id
         digest = hashlib.sha256(data).hexdigest()
         with self._store.registry.tx() as db:
             row = db.execute("SELECT MAX(version) FROM models WHERE name=?", (name,)).fetchone()
@@ -126,11 +157,10 @@ class ModelRegistry:
             tmp.write_bytes(data)
             os.replace(tmp, path)
             meta = {"inputs": inputs, "request_features": list(request_features)}
-            db.execute(
-                "INSERT INTO models VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (name, version, feature_view.name, feature_view.version, snap_id, dumps(metrics),
-                 dumps(meta), description, digest, now()),
-            )
+            self._store.registry.insert(db, "models", dict(
+                name=name, version=version, view_name=feature_view.name,
+                view_version=feature_view.version, snapshot_id=snap_id, metrics=dumps(metrics),
+                inputs=dumps(meta), description=description, sha256=digest, created_at=now()))
             (path.parent / "metadata.json").write_text(json.dumps(
                 {"name": name, "version": version, "feature_view": [feature_view.name, feature_view.version],
                  "training_snapshot": snap_id, "metrics": metrics, **meta}, indent=2))
@@ -156,18 +186,37 @@ class ModelRegistry:
         return pick(scored, key=lambda m: (m.metrics[metric], m.version if direction == "max" else -m.version))
 
     def delete(self, name: str, version: int) -> None:
+        self._store._check_writable()
         m = self.get(name, version)
         with self._store.registry.tx() as db:
             db.execute("DELETE FROM models WHERE name=? AND version=?", (name, version))
         shutil.rmtree(m.path.parent, ignore_errors=True)
 
     def _version(self, row: dict[str, Any]) -> ModelVersion:
-        meta = json.loads(row["inputs"])
-        return ModelVersion(
-            name=row["name"], version=row["version"], view_name=row["view_name"],
-            view_version=row["view_version"], snapshot_id=row["snapshot_id"],
-            metrics=json.loads(row["metrics"]), inputs=meta["inputs"],
-            request_features=meta["request_features"], description=row["description"],
-            sha256=row["sha256"],
-            path=self._store.path / "models" / row["name"] / f"v{row['version']}" / "model.onnx",
-        )
+        what = f"model '{row['name']}' v{row['version']}"
+        with registry_row(what):
+            meta = json.loads(row["inputs"])
+            return ModelVersion(
+                name=row["name"], version=int(row["version"]), view_name=row["view_name"],
+                view_version=int(row["view_version"]), snapshot_id=row["snapshot_id"],
+                metrics=dict(json.loads(row["metrics"])), inputs=list(meta["inputs"]),
+                request_features=list(meta["request_features"]), description=row["description"],
+                sha256=row["sha256"],
+                path=self._store.path / "models" / row["name"] / f"v{row['version']}" / "model.onnx",
+            )
+
+
+def _metrics(metrics: Any) -> dict[str, float]:
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, dict):
+        raise InvalidArgumentError(f"metrics must be a dict of name -> number; got {metrics!r}")
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, bool) or not isinstance(v, int | float) and not hasattr(v, "__float__"):
+            raise InvalidArgumentError(f"metric {k!r} must be a number; got {v!r}")
+        f = float(v)
+        if math.isnan(f):
+            raise InvalidArgumentError(f"metric {k!r} is NaN; metrics must be numbers")
+        out[str(k)] = f
+    return out

@@ -45,6 +45,15 @@ class WriteResult(NamedTuple):
 def now_ns(now: Any) -> int | None:
     """A point in time as ns since the epoch: an int (ns), a datetime (naive = UTC),
     a numpy datetime64 or a pandas Timestamp; None stays None (the current time)."""
+    ns = _now_ns(now)
+    if ns is not None and not -(2**63) <= ns < 2**63:
+        raise InvalidArgumentError(
+            f"now={now!r} is outside the times pitstop serves (years 1677 to 2262 as "
+            "nanoseconds since the epoch)")
+    return ns
+
+
+def _now_ns(now: Any) -> int | None:
     if now is None:
         return None
     if isinstance(now, bool):
@@ -187,6 +196,19 @@ class Reader:
         return f"Reader(tables={self.tables!r}, width={self.width})"
 
 
+class PreparedWrite:
+    """A validated, encoded write (:meth:`OnlineStore.prepare_write`), applied once by
+    :meth:`commit`."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: _core.PreparedWrite) -> None:
+        self._raw = raw
+
+    def commit(self, watermark: int | None = None) -> WriteResult:
+        return WriteResult(*self._raw.commit(watermark))
+
+
 class OnlineStore:
     """The online store of a pitstop store directory.
 
@@ -282,6 +304,38 @@ class OnlineStore:
             table, as_arrow(data, "data"), key_list, event_time, created_time
         )
         return WriteResult(rows, written, unchanged)
+
+    def prepare_write(
+        self,
+        table: str,
+        data: Any,
+        *,
+        keys: str | Sequence[str],
+        event_time: str,
+        created_time: str | None = None,
+    ) -> PreparedWrite:
+        """Runs every check and encoding of :meth:`write` now and returns the write to
+        apply later with ``.commit(watermark=...)``: a feature group validates its
+        online write before its offline commit, so that nothing durable happens
+        unless both can. ``watermark`` (the offline version the rows come from) is
+        stored in the same transaction as the rows."""
+        key_list = [keys] if isinstance(keys, str) else list(keys)
+        raw = self._core.prepare_write(
+            table, as_arrow(data, "data"), key_list, event_time, created_time
+        )
+        return PreparedWrite(raw)
+
+    def watermark(self, table: str) -> int | None:
+        """The last offline version ``table`` holds (stored with its rows), or None."""
+        return self._core.watermark(table)
+
+    def replace(self, table: str, source: str) -> None:
+        """Swaps ``source`` in as ``table`` in one transaction: its rows, schema and
+        watermark become ``table``'s, the old rows go and ``source`` disappears.
+        Readers in every process see the old table or the new one, never neither."""
+        self._keys.pop(table, None)
+        self._keys.pop(source, None)
+        self._core.replace(table, source)
 
     def read(
         self,

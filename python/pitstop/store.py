@@ -19,6 +19,8 @@ import fcntl
 import json
 import os
 import shutil
+import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,34 +29,110 @@ from typing import Any
 from ._inputs import duration_ns
 from ._names import check_name, check_version
 from ._schema import NAN_POLICIES
-from .errors import AlreadyExistsError, InvalidArgumentError, NotAStoreError, NotFoundError
+from .errors import (
+    AlreadyExistsError,
+    CorruptStoreError,
+    InvalidArgumentError,
+    NotAStoreError,
+    NotFoundError,
+    PitstopError,
+    StoreError,
+    StoreOpenWarning,
+)
 from .group import FeatureGroup, Selection
-from .registry import Registry, dumps, now
+from .offline import DeltaGroupTable
+from .registry import Registry, dumps, now, registry_row
 from .view import FeatureView, Snapshot
 
 
 class FeatureStore:
-    """Creates or opens the store at ``path``."""
+    """Creates or opens the store at ``path``.
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True):
+    ``readonly``: open for reading only (no catch-up, no writes; every write raises
+    ``StoreError``). The default, None, opens read-only exactly when the store's files
+    cannot be written (a read-only copy or mount), read-write otherwise.
+
+    Opening never fails because of one damaged part: a feature group whose offline
+    table or online catch-up fails, or a damaged online store, is reported with a
+    :class:`~pitstop.errors.StoreOpenWarning` naming the fix, and the rest opens.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
+                 readonly: bool | None = None):
         self.path = Path(path)
         exists = (self.path / "registry.db").exists()
         if not exists:
+            if self.path.is_file():
+                raise NotAStoreError(f"{self.path} is a file; a store is a directory")
             if self.path.exists() and any(self.path.iterdir()):
                 raise NotAStoreError(
                     f"{self.path} exists, is not empty and is not a pitstop store (no "
                     "registry.db); choose an empty or new directory"
                 )
-            if not create:
+            if not create or readonly:
                 raise NotAStoreError(f"{self.path} is not a pitstop store (no registry.db)")
-            self.path.mkdir(parents=True, exist_ok=True)
-        for sub in ("offline", "online", "models", "locks"):
-            (self.path / sub).mkdir(exist_ok=True)
-        self.registry = Registry(self.path / "registry.db", create=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise NotAStoreError(f"cannot create a store at {self.path} ({e})") from None
+        self.readonly = _read_only(self.path) if readonly is None else bool(readonly)
+        if not self.readonly:
+            for sub in ("offline", "online", "models", "locks"):
+                (self.path / sub).mkdir(exist_ok=True)
+        self.registry = Registry(self.path / "registry.db", create=not self.readonly,
+                                 readonly=self.readonly)
         self._online = None
+        if not self.readonly:
+            self._catch_up_all()
+
+    def _catch_up_all(self) -> None:
+        """Brings every online group up to its offline table (see ``group.py``),
+        reporting, not raising, what a damaged part prevents."""
+        for group in self.feature_groups():
+            if not group.online:
+                continue
+            try:
+                group.catch_up()
+            except CorruptStoreError as e:
+                warnings.warn(StoreOpenWarning(
+                    f"feature group '{group.name}' v{group.version} was not caught up: {e}"),
+                    stacklevel=3)
+            except PitstopError as e:
+                warnings.warn(StoreOpenWarning(
+                    f"feature group '{group.name}' v{group.version} was not caught up online "
+                    f"({e}); its offline data is intact"), stacklevel=3)
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise StoreError(
+                f"the store at {self.path} is open read-only; open it with readonly=False "
+                "(on a writable copy) to change it"
+            )
+
+    def repair_online(self) -> dict[str, int]:
+        """Rebuilds the online store from the offline tables into a fresh LMDB
+        environment (the online store is derived data). The old ``online/`` is kept
+        beside it as ``online.damaged-<time>/`` for inspection; delete it when done.
+        Returns the rows written per online group."""
+        self._check_writable()
+        if self._online is not None:
+            self._online.close()
+            self._online = None
+        old = self.path / "online"
+        if old.exists():
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            aside = self.path / f"online.damaged-{stamp}"
+            n = 0
+            while aside.exists():
+                n += 1
+                aside = self.path / f"online.damaged-{stamp}-{n}"
+            old.rename(aside)
+        old.mkdir()
+        done = {}
         for group in self.feature_groups():
             if group.online:
-                group.catch_up()
+                done[group.online_table] = group.materialize()
+        return done
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.path)!r})"
@@ -76,7 +154,7 @@ class FeatureStore:
         if self._online is None:
             from .online import OnlineStore
 
-            self._online = OnlineStore(self.path / "online")
+            self._online = OnlineStore(self.path / "online", readonly=self.readonly)
         return self._online
 
     @property
@@ -103,14 +181,33 @@ class FeatureStore:
         """Registers a feature group version; its schema comes from the first insert.
         ``nan_policy``: what an insert does with NaN in float features — "null" turns
         them into nulls (missing), "keep" stores them, "error" rejects the insert."""
+        self._check_writable()
         check_name(name, "feature group")
         check_version(version, "feature group")
-        pk = [primary_key] if isinstance(primary_key, str) else list(primary_key)
-        if not pk or not all(isinstance(k, str) for k in pk):
-            raise InvalidArgumentError(f"primary_key must name one or more columns; got {primary_key!r}")
+        pk = [primary_key] if isinstance(primary_key, str) else primary_key
+        if (not isinstance(pk, list | tuple) or not pk
+                or not all(isinstance(k, str) and k for k in pk) or len(set(pk)) != len(pk)):
+            raise InvalidArgumentError(
+                f"primary_key must name one or more distinct columns (a string or a list of "
+                f"strings); got {primary_key!r}")
+        pk = list(pk)
+        for role, col in (("event_time", event_time), ("created_time", created_time)):
+            if col is None and role == "created_time":
+                continue
+            if not isinstance(col, str) or not col:
+                raise InvalidArgumentError(f"{role} must name a column (a string); got {col!r}")
+            if col in pk:
+                raise InvalidArgumentError(f"{role} '{col}' is also a primary-key column; "
+                                           "a column has one role")
+        if created_time is not None and created_time == event_time:
+            raise InvalidArgumentError("created_time and event_time name the same column; "
+                                       "leave created_time out or name another column")
+        if not isinstance(description, str):
+            raise InvalidArgumentError(f"description must be a string; got {description!r}")
         if nan_policy not in NAN_POLICIES:
             raise InvalidArgumentError(f"nan_policy must be one of {NAN_POLICIES}; got {nan_policy!r}")
         ttl_ns = duration_ns(ttl)
+        orphan = self.path / "offline" / name / f"v{version}"
         with self.registry.tx() as db:
             if db.execute("SELECT 1 FROM feature_groups WHERE name=? AND version=?",
                           (name, version)).fetchone():
@@ -118,12 +215,16 @@ class FeatureStore:
                     f"feature group '{name}' v{version} exists; get it with "
                     f"get_feature_group('{name}', {version}) or create version={version + 1}"
                 )
-            db.execute(
-                "INSERT INTO feature_groups (name, version, primary_key, event_time, created_time,"
-                " online, ttl_ns, nan_policy, description, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (name, version, json.dumps(pk), event_time, created_time, int(bool(online)),
-                 ttl_ns, nan_policy, description, now()),
-            )
+            if DeltaGroupTable(orphan).version() >= 0:
+                raise AlreadyExistsError(
+                    f"{orphan} holds an offline table the registry does not know (a registry "
+                    "restored from an older copy, or a damaged one); restore registry.db, or "
+                    f"move that directory away to create feature group '{name}' v{version} anew"
+                )
+            self.registry.insert(db, "feature_groups", dict(
+                name=name, version=version, primary_key=json.dumps(pk), event_time=event_time,
+                created_time=created_time, online=int(bool(online)), ttl_ns=ttl_ns,
+                nan_policy=nan_policy, description=description, created_at=now()))
         return self.get_feature_group(name, version)
 
     def get_feature_group(self, name: str, version: int | None = None) -> FeatureGroup:
@@ -158,6 +259,8 @@ class FeatureStore:
     def _row(self, table: str, what: str, name: str, version: int | None) -> dict[str, Any]:
         """The registry row of ``name`` at ``version`` (the latest when None)."""
         check_name(name, what)
+        if version is not None:
+            check_version(version, what)
         if version is None:
             row = self.registry.one(
                 f"SELECT * FROM {table} WHERE name=? ORDER BY version DESC LIMIT 1", (name,))
@@ -171,21 +274,14 @@ class FeatureStore:
 
     def _set_schema(self, group: FeatureGroup, blob: bytes) -> None:
         with self.registry.tx() as db:
-            db.execute("UPDATE feature_groups SET schema=? WHERE name=? AND version=? AND schema IS NULL",
-                       (blob, group.name, group.version))
-
-    def _watermark(self, group: FeatureGroup) -> int:
-        return int(self._group_row(group.name, group.version)["online_watermark"])
-
-    def _set_watermark(self, group: FeatureGroup, version: int) -> None:
-        with self.registry.tx() as db:
-            db.execute("UPDATE feature_groups SET online_watermark=? WHERE name=? AND version=?",
-                       (version, group.name, group.version))
+            self.registry.update(db, "feature_groups", "name=? AND version=? AND schema IS NULL",
+                                 (group.name, group.version), {"schema": blob})
 
     @contextmanager
     def _lock(self, name: str, version: int) -> Iterator[None]:
         """Serializes writers of one group version across processes (released by the OS
         if the holder dies)."""
+        self._check_writable()
         with open(self.path / "locks" / f"{name}.v{version}.lock", "a+") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
@@ -222,11 +318,9 @@ class FeatureStore:
                     f"feature view '{name}' v{version} exists; get it with get_feature_view or "
                     f"create version={version + 1}"
                 )
-            db.execute(
-                "INSERT INTO feature_views VALUES (?,?,?,?,?,?)",
-                (name, version, dumps([s.to_json() for s in features]), dumps(list(labels)),
-                 description, now()),
-            )
+            self.registry.insert(db, "feature_views", dict(
+                name=name, version=version, spec=dumps([s.to_json() for s in features]),
+                labels=dumps(list(labels)), description=description, created_at=now()))
         return self.get_feature_view(name, version)
 
     def get_feature_view(self, name: str, version: int | None = None) -> FeatureView:
@@ -237,20 +331,47 @@ class FeatureStore:
         return [FeatureView(self, r) for r in rows]
 
     def delete_feature_view(self, name: str, version: int) -> None:
+        """Deletes a view version; refused while a registered model reads it."""
+        self._check_writable()
         self.get_feature_view(name, version)
+        users = self.registry.query(
+            "SELECT name, version FROM models WHERE view_name=? AND view_version=? "
+            "ORDER BY name, version", (name, version))
+        if users:
+            which = ", ".join(f"'{u['name']}' v{u['version']}" for u in users)
+            raise InvalidArgumentError(
+                f"feature view '{name}' v{version} is used by model(s) {which}, which could no "
+                "longer be served; delete those model versions first (fs.models.delete)"
+            )
         with self.registry.tx() as db:
             db.execute("DELETE FROM feature_views WHERE name=? AND version=?", (name, version))
 
     def _record_snapshot(self, view: FeatureView, tables: dict[str, int]) -> Snapshot:
+        if self.readonly:  # not recorded: the result still carries the versions it read
+            return Snapshot(None, view.name, view.version, tables)
         with self.registry.tx() as db:
-            cur = db.execute(
-                "INSERT INTO snapshots (view_name, view_version, tables, created_at) VALUES (?,?,?,?)",
-                (view.name, view.version, dumps(tables), now()))
-            sid = int(cur.lastrowid or 0)
+            sid = self.registry.insert(db, "snapshots", dict(
+                view_name=view.name, view_version=view.version, tables=dumps(tables),
+                created_at=now()))
         return Snapshot(sid, view.name, view.version, tables)
 
     def _snapshot(self, sid: int) -> Snapshot:
+        if isinstance(sid, bool) or not isinstance(sid, int) or not 0 <= sid < 2**63:
+            raise InvalidArgumentError(f"a training snapshot id is a non-negative integer; got {sid!r}")
         row = self.registry.one("SELECT * FROM snapshots WHERE id=?", (sid,))
         if row is None:
             raise NotFoundError(f"no training snapshot with id {sid}")
-        return Snapshot(sid, row["view_name"], row["view_version"], json.loads(row["tables"]))
+        with registry_row(f"training snapshot {sid}"):
+            tables = {str(k): int(v) for k, v in json.loads(row["tables"]).items()}
+            return Snapshot(sid, row["view_name"], int(row["view_version"]), tables)
+
+
+def _read_only(path: Path) -> bool:
+    """Whether the store's files cannot be written (a read-only mount or copy)."""
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        pass
+    registry = path / "registry.db"
+    return not os.access(path, os.W_OK) or (registry.exists() and not os.access(registry, os.W_OK))

@@ -23,6 +23,7 @@ from . import _core
 from ._inputs import as_table, keys_table
 from ._schema import SEQ
 from .group import Selection
+from .registry import registry_row
 from .errors import InvalidArgumentError, NotFoundError, SchemaError
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ class Snapshot:
     """Which offline table versions a training set read: ``tables`` maps
     ``"<group>.v<version>"`` to the Delta version."""
 
-    id: int
+    id: int | None  # None when read from a read-only store (not recorded)
     view: str
     view_version: int
     tables: dict[str, int]
@@ -66,9 +67,10 @@ class FeatureView:
         self._store = store
         self.name: str = row["name"]
         self.version: int = row["version"]
-        self.selections: list[Selection] = [Selection.from_json(s) for s in json.loads(row["spec"])]
-        self.labels: list[str] = json.loads(row["labels"])
-        self.description: str = row["description"]
+        with registry_row(f"feature view '{self.name}' v{self.version}"):
+            self.selections: list[Selection] = [Selection.from_json(s) for s in json.loads(row["spec"])]
+            self.labels: list[str] = [str(x) for x in json.loads(row["labels"])]
+            self.description: str = row["description"]
         self.last_snapshot: Snapshot | None = None
 
     def __repr__(self) -> str:
