@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from typing import Any, Callable
 
 import pyarrow as pa
@@ -32,6 +33,14 @@ def rows(users: list[int], t: int, x: float) -> pa.Table:
                      "y": [2 * x + u for u in users]})
 
 
+def fork() -> int:
+    """``os.fork()``, without Python 3.12's warning about forking a process with threads
+    (deltalake's and Arrow's): surviving that fork is what these tests check."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return os.fork()
+
+
 def run_in_fork(fn: Callable[..., Any], *args: Any, timeout: float = 120) -> Any:
     """Runs ``fn(*args)`` in a child made by a bare ``os.fork()``; returns its result.
     A child that raises (anything, BaseException included) or exits otherwise fails
@@ -39,7 +48,7 @@ def run_in_fork(fn: Callable[..., Any], *args: Any, timeout: float = 120) -> Any
     seconds is killed."""
     fd, out = tempfile.mkstemp(suffix=".pickle")
     os.close(fd)
-    pid = os.fork()
+    pid = fork()
     if pid == 0:  # pragma: no cover - runs in the child
         code = 3
         try:

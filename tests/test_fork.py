@@ -122,6 +122,7 @@ def mp_worker(path: str, i: int) -> int:
     return i
 
 
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")  # Python 3.12+: threads
 def test_multiprocessing_fork_workers_insert_and_log_concurrently(store):
     ctx = mp.get_context("fork")
     with ctx.Pool(3) as pool:
@@ -144,3 +145,33 @@ def test_deltalake_used_before_fork_outside_pitstop(tmp_path):
                          env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-3000:]
     assert '"child_read": [1, 2, 3]' in out.stdout
+
+
+def test_a_helper_dies_with_its_child_even_mid_insert(store, tmp_path):
+    # A child killed inside a big insert: its helper stops too (as an in-process write
+    # would), rather than committing after the child's group lock was released.
+    ready = tmp_path / "helper.pid"
+    n = 3_000_000
+    big = pa.table({"user_id": np.arange(1000, 1000 + n), "ts": W.ts(*[3] * n),
+                    "x": np.random.default_rng(0).random(n), "y": np.zeros(n)})
+    pid = W.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            fs = ps.FeatureStore(store.path)
+            ready.write_text(str(offline._helper_obj.proc.pid))
+            fs.get_feature_group("a").insert(big)
+        finally:
+            os._exit(0)
+    deadline = time.monotonic() + 60
+    while not ready.exists() or not ready.read_text():
+        assert time.monotonic() < deadline and os.waitpid(pid, os.WNOHANG)[0] == 0
+        time.sleep(0.01)
+    time.sleep(0.5)  # inside the insert: validating, sending or writing
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    killed_at = time.monotonic()
+    assert W.process_gone(int(ready.read_text()), timeout=30)
+    print(f"helper gone {time.monotonic() - killed_at:.3f} s after its child")
+    g = store.get_feature_group("a")
+    assert g.read().num_rows in (10, 10 + n)  # whole inserts only
+    assert g.insert(W.rows([7], 4, 0.5)) == g.offline.version()
