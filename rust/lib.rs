@@ -1,8 +1,9 @@
-//! pitstop's Rust core: point-in-time joins over Arrow data ([`join`]) and the
-//! LMDB-backed online store. The kernels know nothing of Python; `py/` (built only with
+//! pitstop's Rust core: point-in-time joins over Arrow data ([`join`]), window
+//! aggregations ([`agg`]) and the LMDB-backed online store. The kernels know nothing of Python; `py/` (built only with
 //! the `python` feature, which maturin turns on) is the one place that touches pyo3, and
 //! the `#[pymodule]` below is the whole Python surface of the extension.
 
+pub mod agg;
 pub mod encode;
 pub mod error;
 pub mod join;
@@ -19,6 +20,7 @@ fn _core(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
     use pyo3::prelude::*;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(py::join::pit_join, m)?)?;
+    m.add_function(wrap_pyfunction!(py::agg::window_agg, m)?)?;
     m.add_class::<py::online::PyOnlineStore>()?;
     m.add_class::<py::online::PyReader>()?;
     m.add_class::<py::online::PyPreparedWrite>()?;

@@ -1,0 +1,509 @@
+//! The per-key sweep: every label's window as an index range of its key's events, and
+//! each op computed from prefix sums, a monotonic deque, distinct counts or a chain of
+//! previous non-null events (see the module doc of `agg` for the algorithm and cost).
+
+use std::collections::VecDeque;
+
+use hashbrown::HashMap;
+use rayon::prelude::*;
+
+use super::dd::DD;
+use super::plan::{Input, Plan, Prepared, Resolved};
+use super::Op;
+
+/// No event (for `last`).
+pub const NO_ROW: u32 = u32::MAX;
+
+/// One aggregation's result, indexed by spine row.
+pub enum Out {
+    I64 {
+        vals: Vec<i64>,
+        valid: Vec<bool>,
+    },
+    F64 {
+        vals: Vec<f64>,
+        valid: Vec<bool>,
+    },
+    /// `last`: the event row, or NO_ROW.
+    Rows(Vec<u32>),
+    /// `last_k`: the event rows, newest first (empty: null).
+    Lists(Vec<Vec<u32>>),
+}
+
+/// Raw pointers to output slots that the keys' tasks write disjointly.
+struct Slots<T>(*mut T);
+// SAFETY: a Slots is only used to write slots that no other task writes (each spine
+// row belongs to exactly one key, and each key is one task), while the owning Vec is
+// alive and not otherwise accessed.
+unsafe impl<T: Send> Send for Slots<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Slots<T> {}
+
+impl<T> Slots<T> {
+    fn of(v: &mut [T]) -> Self {
+        Slots(v.as_mut_ptr())
+    }
+    /// SAFETY: `i` is in bounds and no other thread reads or writes slot `i`.
+    #[inline]
+    unsafe fn set(&self, i: usize, value: T) {
+        *self.0.add(i) = value;
+    }
+}
+
+enum Sink {
+    I64(Slots<i64>, Slots<bool>),
+    F64(Slots<f64>, Slots<bool>),
+    Rows(Slots<u32>),
+    Lists(Slots<Vec<u32>>),
+}
+
+impl Sink {
+    /// SAFETY: as [`Slots::set`] for slot `row`.
+    #[inline]
+    unsafe fn int(&self, row: usize, v: Option<i64>) {
+        if let Sink::I64(vals, valid) = self {
+            vals.set(row, v.unwrap_or(0));
+            valid.set(row, v.is_some());
+        }
+    }
+    /// SAFETY: as [`Slots::set`] for slot `row`.
+    #[inline]
+    unsafe fn float(&self, row: usize, v: Option<f64>) {
+        if let Sink::F64(vals, valid) = self {
+            vals.set(row, v.unwrap_or(0.0));
+            valid.set(row, v.is_some());
+        }
+    }
+}
+
+fn new_out(op: Op, n: usize, int_input: bool) -> Out {
+    match op {
+        Op::Count | Op::Distinct => Out::I64 {
+            vals: vec![0; n],
+            valid: vec![false; n],
+        },
+        Op::Min | Op::Max if int_input => Out::I64 {
+            vals: vec![0; n],
+            valid: vec![false; n],
+        },
+        Op::Sum | Op::Mean | Op::Std | Op::Min | Op::Max => Out::F64 {
+            vals: vec![0.0; n],
+            valid: vec![false; n],
+        },
+        Op::Last => Out::Rows(vec![NO_ROW; n]),
+        Op::LastK(_) => Out::Lists(vec![Vec::new(); n]),
+    }
+}
+
+/// Computes every aggregation for every spine row.
+pub fn run(plan: &Plan, p: &Prepared) -> Vec<Out> {
+    let n = p.spine_ids.len();
+    let mut outs: Vec<Out> = plan
+        .aggs
+        .iter()
+        .map(|a| {
+            let int = a.input.is_some_and(|i| !p.inputs[i].i64s.is_empty());
+            new_out(a.op, n, int)
+        })
+        .collect();
+    // A label whose key no event has still gets its count (0); one with a null key
+    // too, but not one with a null time (no window).
+    for (a, out) in plan.aggs.iter().zip(outs.iter_mut()) {
+        if matches!(a.op, Op::Count | Op::Distinct) {
+            if let Out::I64 { valid, .. } = out {
+                for (i, v) in valid.iter_mut().enumerate() {
+                    *v = p.spine_t.get(i).is_some();
+                }
+            }
+        }
+    }
+    let sinks: Vec<Sink> = outs
+        .iter_mut()
+        .map(|o| match o {
+            Out::I64 { vals, valid } => Sink::I64(Slots::of(vals), Slots::of(valid)),
+            Out::F64 { vals, valid } => Sink::F64(Slots::of(vals), Slots::of(valid)),
+            Out::Rows(r) => Sink::Rows(Slots::of(r)),
+            Out::Lists(l) => Sink::Lists(Slots::of(l)),
+        })
+        .collect();
+    let knowledge = plan.spec.knowledge_time;
+    (0..p.n_keys)
+        .into_par_iter()
+        .with_min_len(16)
+        .for_each(|k| {
+            let labels = &p.label_rows[p.label_off[k]..p.label_off[k + 1]];
+            if labels.is_empty() {
+                return;
+            }
+            let key = Key {
+                p,
+                lo: p.event_off[k],
+                hi: p.event_off[k + 1],
+            };
+            for (a, sink) in plan.aggs.iter().zip(&sinks) {
+                // SAFETY: the labels of key k are written by this task only.
+                unsafe {
+                    if knowledge {
+                        key.naive(a, labels, sink)
+                    } else {
+                        key.sweep(a, labels, sink)
+                    }
+                }
+            }
+        });
+    drop(sinks);
+    outs
+}
+
+/// One key's events: positions `lo..hi` of the prepared (sorted) arrays.
+struct Key<'p> {
+    p: &'p Prepared,
+    lo: usize,
+    hi: usize,
+}
+
+impl Key<'_> {
+    fn e(&self) -> &[i64] {
+        &self.p.e[self.lo..self.hi]
+    }
+
+    /// The window `[tail, head)` (key-local event indices) of a label at `t`.
+    #[inline]
+    fn window(&self, t: i64, (min_lag, max_lag): (i64, i64)) -> (usize, usize) {
+        let e = self.e();
+        let newest = t.saturating_sub(min_lag);
+        let oldest = t.saturating_sub(max_lag);
+        let head = e.partition_point(|&x| x <= newest);
+        let tail = if max_lag == i64::MAX {
+            0
+        } else {
+            e[..head].partition_point(|&x| x < oldest)
+        };
+        (tail.min(head), head)
+    }
+
+    fn input(&self, a: &Resolved) -> Option<&Input> {
+        a.input.map(|i| &self.p.inputs[i])
+    }
+
+    #[inline]
+    fn valid(&self, input: Option<&Input>, i: usize) -> bool {
+        input.is_none_or(|x| x.is_valid(self.lo + i))
+    }
+
+    /// The fast path: prefix sums, deques and chains over monotone windows.
+    ///
+    /// SAFETY: the caller is the only writer of `labels`' slots in `sink`.
+    unsafe fn sweep(&self, a: &Resolved, labels: &[u32], sink: &Sink) {
+        let m = self.hi - self.lo;
+        let input = self.input(a);
+        let t_of = |r: u32| self.p.spine_t.values[r as usize];
+        match a.op {
+            Op::Count => {
+                let cnt = self.valid_prefix(input);
+                for &r in labels {
+                    let (tail, head) = self.window(t_of(r), a.lags);
+                    let c = match &cnt {
+                        Some(c) => c[head] - c[tail],
+                        None => (head - tail) as u32,
+                    };
+                    sink.int(r as usize, Some(c as i64));
+                }
+            }
+            Op::Sum | Op::Mean | Op::Std => {
+                let x = input.expect("checked: a column");
+                let s = Sums::new(x, self.lo, m);
+                for &r in labels {
+                    let (tail, head) = self.window(t_of(r), a.lags);
+                    sink.float(r as usize, s.get(a.op, tail, head));
+                }
+            }
+            Op::Min | Op::Max => {
+                let x = input.expect("checked: a column");
+                if x.i64s.is_empty() {
+                    let v = &x.f64s[self.lo..self.hi];
+                    self.extreme(
+                        a,
+                        labels,
+                        x,
+                        |i, j| better(a.op, v[i], v[j]),
+                        |i| sink.float(i.0, i.1.map(|j| v[j])),
+                    );
+                } else {
+                    let v = &x.i64s[self.lo..self.hi];
+                    self.extreme(
+                        a,
+                        labels,
+                        x,
+                        |i, j| better(a.op, v[i], v[j]),
+                        |i| sink.int(i.0, i.1.map(|j| v[j])),
+                    );
+                }
+            }
+            Op::Last | Op::LastK(_) => {
+                let prev = self.prev_valid(input);
+                for &r in labels {
+                    let (tail, head) = self.window(t_of(r), a.lags);
+                    let mut rows = Vec::new();
+                    let want = if let Op::LastK(k) = a.op { k } else { 1 };
+                    let mut j = prev[head];
+                    while rows.len() < want && j > tail as u32 {
+                        rows.push(self.p.event_rows[self.lo + j as usize - 1]);
+                        j = prev[j as usize - 1];
+                    }
+                    match sink {
+                        Sink::Rows(s) => s.set(r as usize, rows.first().copied().unwrap_or(NO_ROW)),
+                        Sink::Lists(s) => s.set(r as usize, rows),
+                        _ => unreachable!(),
+                    }
+                }
+            }
+            Op::Distinct => {
+                let x = input.expect("checked: a column");
+                let ids = &x.ids[self.lo..self.hi];
+                let mut counts: HashMap<u32, u32> = HashMap::new();
+                let (mut pushed, mut popped) = (0, 0);
+                for &r in labels {
+                    let (tail, head) = self.window(t_of(r), a.lags);
+                    while pushed < head {
+                        if x.is_valid(self.lo + pushed) {
+                            *counts.entry(ids[pushed]).or_insert(0) += 1;
+                        }
+                        pushed += 1;
+                    }
+                    while popped < tail {
+                        if x.is_valid(self.lo + popped) {
+                            let c = counts.get_mut(&ids[popped]).expect("pushed before");
+                            *c -= 1;
+                            if *c == 0 {
+                                counts.remove(&ids[popped]);
+                            }
+                        }
+                        popped += 1;
+                    }
+                    sink.int(r as usize, Some(counts.len() as i64));
+                }
+            }
+        }
+    }
+
+    /// Sliding min/max with a monotonic deque: `beats(i, j)` says event i's value
+    /// must be preferred over j's (strictly better, or equal and newer).
+    fn extreme(
+        &self,
+        a: &Resolved,
+        labels: &[u32],
+        x: &Input,
+        beats: impl Fn(usize, usize) -> bool,
+        mut emit: impl FnMut((usize, Option<usize>)),
+    ) {
+        let mut deque: VecDeque<usize> = VecDeque::new();
+        let mut pushed = 0;
+        for &r in labels {
+            let (tail, head) = self.window(self.p.spine_t.values[r as usize], a.lags);
+            while pushed < head {
+                if x.is_valid(self.lo + pushed) {
+                    while deque.back().is_some_and(|&b| !beats(b, pushed)) {
+                        deque.pop_back();
+                    }
+                    deque.push_back(pushed);
+                }
+                pushed += 1;
+            }
+            while deque.front().is_some_and(|&f| f < tail) {
+                deque.pop_front();
+            }
+            emit((r as usize, deque.front().copied()));
+        }
+    }
+
+    /// Prefix counts of valid values (None when every value is valid).
+    fn valid_prefix(&self, input: Option<&Input>) -> Option<Vec<u32>> {
+        let x = input?;
+        x.valid.as_ref()?;
+        let mut c = Vec::with_capacity(self.hi - self.lo + 1);
+        c.push(0u32);
+        for i in 0..self.hi - self.lo {
+            let last = *c.last().expect("non-empty");
+            c.push(last + u32::from(x.is_valid(self.lo + i)));
+        }
+        Some(c)
+    }
+
+    /// `prev[i]`: 1 + the index of the last valid event before `i` (0: none).
+    fn prev_valid(&self, input: Option<&Input>) -> Vec<u32> {
+        let m = self.hi - self.lo;
+        let mut prev = Vec::with_capacity(m + 1);
+        prev.push(0u32);
+        for i in 0..m {
+            let last = *prev.last().expect("non-empty");
+            prev.push(if self.valid(input, i) {
+                i as u32 + 1
+            } else {
+                last
+            });
+        }
+        prev
+    }
+
+    /// The slow path for knowledge time: each window scanned, keeping the events
+    /// created at or before the label's time.
+    ///
+    /// SAFETY: as [`Key::sweep`].
+    unsafe fn naive(&self, a: &Resolved, labels: &[u32], sink: &Sink) {
+        let input = self.input(a);
+        let c = self
+            .p
+            .c
+            .as_ref()
+            .expect("checked: knowledge time has created times");
+        for &r in labels {
+            let t = self.p.spine_t.values[r as usize];
+            let (tail, head) = self.window(t, a.lags);
+            let known: Vec<usize> = (tail..head)
+                .filter(|&i| c[self.lo + i] <= t && self.valid(input, i))
+                .collect();
+            let row = r as usize;
+            match a.op {
+                Op::Count => sink.int(row, Some(known.len() as i64)),
+                Op::Sum | Op::Mean | Op::Std => {
+                    let x = input.expect("checked");
+                    let mut s = Sums::empty();
+                    for &i in &known {
+                        s.push(x.f64s[self.lo + i]);
+                    }
+                    sink.float(row, s.get(a.op, 0, s.len()));
+                }
+                Op::Min | Op::Max => {
+                    let x = input.expect("checked");
+                    let best = |v: &dyn Fn(usize, usize) -> bool| {
+                        known
+                            .iter()
+                            .copied()
+                            .reduce(|b, i| if v(i, b) { i } else { b })
+                    };
+                    if x.i64s.is_empty() {
+                        let v = &x.f64s[self.lo..self.hi];
+                        sink.float(row, best(&|i, j| better(a.op, v[i], v[j])).map(|j| v[j]));
+                    } else {
+                        let v = &x.i64s[self.lo..self.hi];
+                        sink.int(row, best(&|i, j| better(a.op, v[i], v[j])).map(|j| v[j]));
+                    }
+                }
+                Op::Last | Op::LastK(_) => {
+                    let want = if let Op::LastK(k) = a.op { k } else { 1 };
+                    let rows: Vec<u32> = (known.iter().rev().take(want))
+                        .map(|&i| self.p.event_rows[self.lo + i])
+                        .collect();
+                    match sink {
+                        Sink::Rows(s) => s.set(row, rows.first().copied().unwrap_or(NO_ROW)),
+                        Sink::Lists(s) => s.set(row, rows),
+                        _ => unreachable!(),
+                    }
+                }
+                Op::Distinct => {
+                    let x = input.expect("checked");
+                    let set: hashbrown::HashSet<u32> =
+                        known.iter().map(|&i| x.ids[self.lo + i]).collect();
+                    sink.int(row, Some(set.len() as i64));
+                }
+            }
+        }
+    }
+}
+
+/// `a` must replace `b` at the back of a min (max) deque: it is no worse. (Equal
+/// values keep the newer one; the value is the same either way.)
+#[inline]
+fn better<T: PartialOrd>(op: Op, a: T, b: T) -> bool {
+    match op {
+        Op::Min => a < b,
+        _ => a > b,
+    }
+}
+
+/// Prefix sums of one key's values in double-double: finite values summed, values
+/// and squares, and the infinities counted apart (so one does not poison every later
+/// window's difference).
+struct Sums {
+    cnt: Vec<u32>,
+    pinf: Vec<u32>,
+    ninf: Vec<u32>,
+    s: Vec<DD>,
+    q: Vec<DD>,
+}
+
+impl Sums {
+    fn empty() -> Sums {
+        Sums {
+            cnt: vec![0],
+            pinf: vec![0],
+            ninf: vec![0],
+            s: vec![DD::ZERO],
+            q: vec![DD::ZERO],
+        }
+    }
+
+    fn new(x: &Input, lo: usize, m: usize) -> Sums {
+        let mut s = Sums::empty();
+        for i in 0..m {
+            if x.is_valid(lo + i) {
+                s.push(x.f64s[lo + i]);
+            } else {
+                s.skip();
+            }
+        }
+        s
+    }
+
+    fn len(&self) -> usize {
+        self.cnt.len() - 1
+    }
+
+    fn skip(&mut self) {
+        let n = self.len();
+        self.cnt.push(self.cnt[n]);
+        self.pinf.push(self.pinf[n]);
+        self.ninf.push(self.ninf[n]);
+        self.s.push(self.s[n]);
+        self.q.push(self.q[n]);
+    }
+
+    fn push(&mut self, v: f64) {
+        let n = self.len();
+        self.cnt.push(self.cnt[n] + 1);
+        self.pinf.push(self.pinf[n] + u32::from(v == f64::INFINITY));
+        self.ninf
+            .push(self.ninf[n] + u32::from(v == f64::NEG_INFINITY));
+        let finite = if v.is_finite() { v } else { 0.0 };
+        self.s.push(self.s[n].add_f64(finite));
+        self.q.push(self.q[n].add(DD::product(finite, finite)));
+    }
+
+    /// Sum, mean or std of the values at `[tail, head)`.
+    fn get(&self, op: Op, tail: usize, head: usize) -> Option<f64> {
+        let n = (self.cnt[head] - self.cnt[tail]) as f64;
+        let pinf = self.pinf[head] - self.pinf[tail];
+        let ninf = self.ninf[head] - self.ninf[tail];
+        if n == 0.0 || (op == Op::Std && n < 2.0) {
+            return None;
+        }
+        if pinf > 0 || ninf > 0 {
+            return Some(match (op, pinf > 0, ninf > 0) {
+                (Op::Std, ..) | (_, true, true) => f64::NAN,
+                (_, true, false) => f64::INFINITY,
+                _ => f64::NEG_INFINITY,
+            });
+        }
+        let sum = self.s[head].sub(self.s[tail]);
+        Some(match op {
+            Op::Sum => sum.value(),
+            Op::Mean => sum.div_f64(n).value(),
+            _ => {
+                let q = self.q[head].sub(self.q[tail]);
+                let ss = q.sub(sum.mul(sum).div_f64(n));
+                (ss.div_f64(n - 1.0).value()).max(0.0).sqrt()
+            }
+        })
+    }
+}
