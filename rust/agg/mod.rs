@@ -40,6 +40,7 @@
 pub mod dd;
 mod output;
 mod plan;
+pub mod state;
 mod sweep;
 
 use arrow_array::RecordBatch;
