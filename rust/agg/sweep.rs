@@ -8,7 +8,7 @@ use hashbrown::HashMap;
 use rayon::prelude::*;
 
 use super::dd::DD;
-use super::plan::{Input, Plan, Prepared, Resolved};
+use super::plan::{Input, Kind, Plan, Prepared, Resolved};
 use super::Op;
 
 /// No event (for `last`).
@@ -102,7 +102,7 @@ pub fn run(plan: &Plan, p: &Prepared) -> Vec<Out> {
         .aggs
         .iter()
         .map(|a| {
-            let int = a.input.is_some_and(|i| !p.inputs[i].i64s.is_empty());
+            let int = a.input.is_some_and(|i| plan.inputs[i].1 == Kind::I64);
             new_out(a.op, n, int)
         })
         .collect();
@@ -220,7 +220,7 @@ impl Key<'_> {
             }
             Op::Min | Op::Max => {
                 let x = input.expect("checked: a column");
-                if x.i64s.is_empty() {
+                if matches!(sink, Sink::F64(..)) {
                     let v = &x.f64s[self.lo..self.hi];
                     self.extreme(
                         a,
