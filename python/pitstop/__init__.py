@@ -7,7 +7,8 @@ in one directory and inside your own processes.
 
 from __future__ import annotations
 
-from . import errors
+from . import agg, errors
+from .agg import window_agg
 from ._core import __version__
 from .errors import PitstopError
 from .group import FeatureGroup
@@ -18,6 +19,7 @@ from .view import FeatureView, Snapshot, snapshot_of
 
 __all__ = [
     "__version__",
+    "agg",
     "errors",
     "FeatureGroup",
     "FeatureStore",
@@ -28,4 +30,5 @@ __all__ = [
     "Snapshot",
     "pit_join",
     "snapshot_of",
+    "window_agg",
 ]

@@ -40,27 +40,34 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Selection:
-    """Some features of one group version, as a feature view uses them. ``on`` maps
-    spine column names to the group's primary-key columns."""
+    """Some features of one group (or aggregation: ``kind="aggregation"``) version, as
+    a feature view uses them. ``on`` maps spine column names to its key columns."""
 
     group: str
     version: int
     features: tuple[str, ...]
     on: tuple[tuple[str, str], ...]
     prefix: str | None = None
+    kind: str = "group"
 
     @property
     def output_names(self) -> list[str]:
         return [(self.prefix or "") + f for f in self.features]
 
     def to_json(self) -> dict[str, Any]:
-        return {"group": self.group, "version": self.version, "features": list(self.features),
-                "on": [list(p) for p in self.on], "prefix": self.prefix}
+        d = {"group": self.group, "version": self.version, "features": list(self.features),
+             "on": [list(p) for p in self.on], "prefix": self.prefix}
+        if self.kind != "group":
+            d["kind"] = self.kind
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Selection:
+        kind = d.get("kind", "group")
+        if kind not in ("group", "aggregation"):
+            raise ValueError(f"selection kind {kind!r}")
         return cls(d["group"], d["version"], tuple(d["features"]),
-                   tuple((a, b) for a, b in d["on"]), d.get("prefix"))
+                   tuple((a, b) for a, b in d["on"]), d.get("prefix"), kind)
 
 
 class FeatureGroup:
@@ -142,23 +149,28 @@ class FeatureGroup:
                 schema = _schema.with_seq(table.slice(0, 0), 0).schema
             table = _schema.conform(table, schema, self.name)
             table = _schema.with_seq(table, self.offline.version() + 1)
-            prepared = None
+            prepared = []
             if self.online:
                 self._catch_up_locked()
-                prepared = self._prepare_online(self.online_table, table)
+                prepared.append(self._prepare_online(self.online_table, table))
+            for a in self._store._online_aggregations(self):
+                a._check(table.schema)
+                a._catch_up_locked()
+                prepared.append(a._prepare(table))
             progress.step("writing offline (Delta)", rows)
             version = self.offline.append(table)
             if first:
                 self._store._set_schema(self, schema_to_blob(schema))
                 self._schema_blob = schema_to_blob(schema)
-            if prepared is not None:
+            if prepared:
                 progress.step("writing online (LMDB)", rows)
+            for p in prepared:
                 try:
-                    prepared.commit(watermark=version)
+                    p.commit(watermark=version)
                 except PitstopError as e:
                     warnings.warn(OnlineLagWarning(
                         f"feature group '{self.name}' v{self.version}: offline version {version} "
-                        f"is committed but the online write failed ({e}); the next insert or "
+                        f"is committed but an online write failed ({e}); the next insert or "
                         "FeatureStore open replays it"), stacklevel=2)
         progress.done(rows)
         return version

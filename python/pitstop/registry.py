@@ -44,6 +44,13 @@ CREATE TABLE IF NOT EXISTS snapshots (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     view_name TEXT NOT NULL, view_version INTEGER NOT NULL,
     tables TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS aggregations (
+    name TEXT NOT NULL, version INTEGER NOT NULL,
+    source_name TEXT NOT NULL, source_version INTEGER NOT NULL,
+    key_cols TEXT NOT NULL, spec TEXT NOT NULL, closed TEXT NOT NULL,
+    online INTEGER NOT NULL, description TEXT NOT NULL, created_at REAL NOT NULL,
+    checksum TEXT,
+    PRIMARY KEY (name, version));
 CREATE TABLE IF NOT EXISTS models (
     name TEXT NOT NULL, version INTEGER NOT NULL,
     view_name TEXT NOT NULL, view_version INTEGER NOT NULL,
@@ -219,7 +226,7 @@ class Registry:
         return rows[0] if rows else None
 
 
-CHECKED = ("feature_groups", "feature_views", "snapshots", "models")
+CHECKED = ("feature_groups", "feature_views", "snapshots", "models", "aggregations")
 _FROM = re.compile(r"\bFROM\s+(\w+)", re.IGNORECASE)
 
 

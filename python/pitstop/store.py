@@ -88,19 +88,21 @@ class FeatureStore:
     def _catch_up_all(self) -> None:
         """Brings every online group up to its offline table (see ``group.py``),
         reporting, not raising, what a damaged part prevents."""
-        for group in self.feature_groups():
-            if not group.online:
-                continue
+        parts = [g for g in self.feature_groups() if g.online]
+        try:
+            parts += [a for a in self.aggregations() if a.online]
+        except PitstopError as e:
+            warnings.warn(StoreOpenWarning(f"aggregations were not caught up: {e}"), stacklevel=3)
+        for group in parts:
             try:
                 group.catch_up()
             except CorruptStoreError as e:
                 warnings.warn(StoreOpenWarning(
-                    f"feature group '{group.name}' v{group.version} was not caught up: {e}"),
-                    stacklevel=3)
+                    f"{group!r} was not caught up: {e}"), stacklevel=3)
             except PitstopError as e:
                 warnings.warn(StoreOpenWarning(
-                    f"feature group '{group.name}' v{group.version} was not caught up online "
-                    f"({e}); its offline data is intact"), stacklevel=3)
+                    f"{group!r} was not caught up online ({e}); its offline data is intact"),
+                    stacklevel=3)
 
     def _check_writable(self) -> None:
         if self.readonly:
@@ -129,9 +131,9 @@ class FeatureStore:
             old.rename(aside)
         old.mkdir()
         done = {}
-        for group in self.feature_groups():
-            if group.online:
-                done[group.online_table] = group.materialize()
+        for part in [*self.feature_groups(), *self.aggregations()]:
+            if part.online:
+                done[part.online_table] = part.materialize()
         return done
 
     def __repr__(self) -> str:
@@ -289,6 +291,66 @@ class FeatureStore:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
+    # -- aggregations -------------------------------------------------------------
+
+    def create_aggregation(
+        self, name: str, *, source: FeatureGroup, aggregations: list, version: int = 1,
+        key: str | list[str] | None = None, closed: str = "left", online: bool = False,
+        description: str = "",
+    ):
+        """Registers window aggregations of ``source``'s events (see ``pitstop.agg``),
+        keyed by ``source``'s primary key or by ``key``. With ``online=True`` every
+        insert into ``source`` keeps their online state (history is merged in now)."""
+        from . import agg as A
+        from .aggregation import check_definition
+
+        self._check_writable()
+        check_name(name, "aggregation")
+        check_version(version, "aggregation")
+        if not isinstance(source, FeatureGroup):
+            raise InvalidArgumentError(f"source must be a FeatureGroup; got {source!r}")
+        source = self.get_feature_group(source.name, source.version)
+        if closed not in A.CLOSED:
+            raise InvalidArgumentError(f"closed must be one of {A.CLOSED}; got {closed!r}")
+        keys = source.primary_key if key is None else [key] if isinstance(key, str) else key
+        if (not isinstance(keys, list | tuple) or not keys
+                or not all(isinstance(k, str) and k for k in keys)):
+            raise InvalidArgumentError(f"key must name one or more columns; got {key!r}")
+        aggs = A.flatten(aggregations)
+        check_definition(source, aggs, list(keys), bool(online))
+        with self.registry.tx() as db:
+            if db.execute("SELECT 1 FROM aggregations WHERE name=? AND version=?",
+                          (name, version)).fetchone():
+                raise AlreadyExistsError(
+                    f"aggregation '{name}' v{version} exists; get it with get_aggregation or "
+                    f"create version={version + 1}")
+            self.registry.insert(db, "aggregations", dict(
+                name=name, version=version, source_name=source.name,
+                source_version=source.version, key_cols=json.dumps(list(keys)),
+                spec=dumps([a.to_json() for a in aggs]), closed=closed, online=int(bool(online)),
+                description=description if isinstance(description, str) else str(description),
+                created_at=now()))
+        made = self.get_aggregation(name, version)
+        if made.online and source.offline.version() >= 0:
+            made.catch_up()  # the history so far
+        return made
+
+    def get_aggregation(self, name: str, version: int | None = None):
+        """An aggregation version (the latest when ``version`` is None)."""
+        from .aggregation import Aggregation
+
+        return Aggregation(self, self._row("aggregations", "aggregation", name, version))
+
+    def aggregations(self) -> list:
+        from .aggregation import Aggregation
+
+        rows = self.registry.query("SELECT * FROM aggregations ORDER BY name, version")
+        return [Aggregation(self, r) for r in rows]
+
+    def _online_aggregations(self, group: FeatureGroup) -> list:
+        return [a for a in self.aggregations() if a.online
+                and (a.source_name, a.source_version) == (group.name, group.version)]
+
     # -- feature views ------------------------------------------------------------
 
     def create_feature_view(self, name: str, *, version: int = 1, features: list[Selection],
@@ -303,7 +365,10 @@ class FeatureStore:
             )
         seen: dict[str, str] = {}
         for s in features:
-            self.get_feature_group(s.group, s.version)
+            if s.kind == "aggregation":
+                self.get_aggregation(s.group, s.version)
+            else:
+                self.get_feature_group(s.group, s.version)
             for n in s.output_names:
                 if n in seen:
                     raise InvalidArgumentError(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from . import _core
 from ._inputs import as_table, keys_table
 from ._schema import SEQ
 from .group import Selection
+from .online import now_ns
 from .registry import registry_row
 from .errors import InvalidArgumentError, NotFoundError, SchemaError
 
@@ -87,7 +89,9 @@ class FeatureView:
         return list(dict.fromkeys(spine for s in self.selections for spine, _ in s.on))
 
     def _groups(self):
-        return [self._store.get_feature_group(s.group, s.version) for s in self.selections]
+        """The group (or aggregation) of each selection."""
+        return [self._store.get_aggregation(s.group, s.version) if s.kind == "aggregation"
+                else self._store.get_feature_group(s.group, s.version) for s in self.selections]
 
     # -- offline -----------------------------------------------------------------
 
@@ -110,7 +114,11 @@ class FeatureView:
         snap = self._resolve_snapshot(snapshot)
         args = []
         tables: dict[str, int] = {}
+        aggregations = []
         for sel, group in zip(self.selections, self._groups()):
+            if sel.kind == "aggregation":
+                aggregations.append((sel, group))
+                continue
             want = snap.tables.get(group.online_table) if snap else None
             if snap and want is None:
                 raise NotFoundError(f"snapshot {snap.id} has no version of {group.online_table}")
@@ -122,7 +130,15 @@ class FeatureView:
                 group.created_time, group.ttl_ns, sel.prefix,
             ))
         out = _core.pit_join(spine, spine_time, args, allow_exact_matches=True,
-                             knowledge_time=bool(knowledge_time))
+                             knowledge_time=bool(knowledge_time)) if args else spine
+        for sel, aggregation in aggregations:
+            source = aggregation.source.online_table
+            if snap and source not in snap.tables:
+                raise NotFoundError(f"snapshot {snap.id} has no version of {source}")
+            version, out = aggregation.join(
+                out, sel, spine_time, version=snap.tables[source] if snap else None,
+                knowledge_time=knowledge_time)
+            tables[source] = version
         snap = snap or self._store._record_snapshot(self, tables)
         self.last_snapshot = snap
         meta = dict(out.schema.metadata or {})
@@ -247,9 +263,11 @@ class FeatureView:
         offline_only = [g.name for g in groups if not g.online]
         if offline_only:
             raise InvalidArgumentError(
-                f"feature view '{self.name}' reads offline-only group(s) {offline_only}; online "
-                "lookups need online=True groups"
+                f"feature view '{self.name}' reads offline-only group(s) or aggregation(s) "
+                f"{offline_only}; online lookups need online=True ones"
             )
+        if any(sel.kind == "aggregation" for sel in self.selections):
+            return self._mixed_lookup
         online = self._store.online
         same = all(sel.on == self.selections[0].on and all(s == p for s, p in sel.on)
                    for sel in self.selections)
@@ -285,12 +303,34 @@ class FeatureView:
         groups = self._groups()
         self._online_plan()  # the same checks
         cols: dict[str, pa.Array] = {}
+        at = None
         for sel, g in zip(self.selections, groups):
+            if sel.kind == "aggregation":
+                if at is None:
+                    at = now_ns(now) if now is not None else time.time_ns()
+                part = g.serve(_rename(keys, sel), sel, at)
+                for name in sel.output_names:
+                    cols[name] = part.column(name)
+                continue
             part = self._store.online.read(g.online_table, _rename(keys, sel),
                                            features=list(sel.features), ttl=g.ttl_ns, now=now)
             for f, name in zip(sel.features, sel.output_names):
                 cols[name] = part.column(f)
         return pa.table(cols)
+
+    def _mixed_lookup(self, keys: Any, now: Any = None) -> np.ndarray:
+        """The float32 matrix of a view with aggregations: its table, converted."""
+        table = self.get_feature_vectors(_one_entity(keys), now=now)
+        out = np.empty((table.num_rows, len(self.features)), dtype=np.float32)
+        for j, name in enumerate(self.features):
+            col = table.column(name)
+            if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+                    or pa.types.is_boolean(col.type)):
+                raise InvalidArgumentError(
+                    f"feature '{name}' is {col.type}; a model's float32 input takes numeric "
+                    "features only (use get_feature_vectors for the table)")
+            out[:, j] = pc.fill_null(pc.cast(col, pa.float32()), float("nan")).to_numpy()
+        return out
 
 
 def _columns(group, sel: Selection) -> list[str]:
