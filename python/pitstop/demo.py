@@ -4,8 +4,10 @@ A subscription business with deterministic synthetic data: users whose engagemen
 drifts, marketing actions, billing events, and churn labels observed at different times.
 
 1. Feature pipeline: weekly features per user, inserted into three online feature
-   groups (engagement, marketing, billing; 20 features each).
-2. Training pipeline: a feature view over all 60 features, point-in-time training data
+   groups (engagement, marketing, billing; 20 features each), and raw payment events
+   into a fourth group, from which an online aggregation keeps spend windows (count,
+   sum, mean, max over 7 and 28 days), exact at every label's time.
+2. Training pipeline: a feature view over all 66 features, point-in-time training data
    for the labels, a time-based split, a gradient-boosted model (scikit-learn) exported
    to ONNX and registered with its metrics and training snapshot.
 3. Inference pipeline: a predictor serving 10k predictions from the online store, with
@@ -57,6 +59,15 @@ def generate(users: int, weeks: int, seed: int = 7) -> tuple[dict[str, pa.Table]
                 noise = rng.normal(0, 1.0 if w == "7d" else 0.5, users * weeks)
                 cols[f"{g[:3]}_{n}_{w}"] = pa.array((signal + noise).astype(np.float32))
         tables[g] = pa.table(cols)
+    # Raw payment events: healthier accounts pay more often and more.
+    per_user = rng.poisson(np.clip(2.0 + health, 0.2, None) * weeks)
+    uid = np.repeat(np.arange(users), per_user)
+    ts = (START.timestamp() * 1e6 + rng.uniform(0, weeks * 7 * DAY_US, len(uid))).astype(np.int64)
+    tables["payments"] = pa.table({
+        "user_id": pa.array(uid, pa.int64()),
+        "ts": pa.array(ts, pa.timestamp("us", "UTC")),
+        "amount": pa.array(np.round(rng.gamma(2.0, 20.0 + 5 * np.clip(health[uid], -3, 3)), 2)),
+    })
     n_labels = users * 4
     uid = rng.integers(0, users, n_labels)
     week = rng.uniform(2, weeks + 1, n_labels)
@@ -71,13 +82,22 @@ def generate(users: int, weeks: int, seed: int = 7) -> tuple[dict[str, pa.Table]
 
 
 def feature_pipeline(fs, tables: dict[str, pa.Table]) -> list:
+    """Three groups of weekly features, and spend windows aggregated from raw payments."""
+    from pitstop import agg
+
     groups = []
-    for name, table in tables.items():
+    for name in GROUPS:
         g = fs.create_feature_group(name, primary_key="user_id", event_time="ts", online=True,
                                     ttl="30d", description=f"weekly {name} features per user")
-        g.insert(table)
+        g.insert(tables[name])
         groups.append(g)
-    return groups
+    payments = fs.create_feature_group("payments", primary_key="user_id", event_time="ts",
+                                       description="raw payment events")
+    spend = fs.create_aggregation("spend", source=payments, online=True, aggregations=[
+        agg.count(windows=["7d", "28d"]), agg.sum("amount", windows=["7d", "28d"]),
+        agg.mean("amount", windows=["28d"]), agg.max("amount", windows=["7d"])])
+    payments.insert(tables["payments"])  # offline, and spend's online state in the same call
+    return groups + [spend]
 
 
 def train_model(x: np.ndarray, y: np.ndarray, n_trees: int, seed: int = 0) -> tuple[bytes, object]:
@@ -145,8 +165,10 @@ def run(rows: int | None = None, directory: str | None = None, *, users: int = 1
     tables, spine = generate(users, weeks)
     groups = feature_pipeline(fs, tables)
     n_rows = sum(t.num_rows for t in tables.values())
-    _say(f"1. feature pipeline   {len(groups)} online feature groups, {n_rows:,} rows, "
-         f"{sum(len(g.features) for g in groups)} features  ({time.perf_counter() - t0:.1f} s)")
+    _say(f"1. feature pipeline   {len(groups) - 1} online feature groups and 1 aggregation "
+         f"({tables['payments'].num_rows:,} payment events -> {len(groups[-1].features)} spend "
+         f"windows), {n_rows:,} rows, {sum(len(g.features) for g in groups)} features  "
+         f"({time.perf_counter() - t0:.1f} s)")
 
     t0 = time.perf_counter()
     fv = fs.create_feature_view("churn", features=[g.select_all() for g in groups], labels=["churned"])
@@ -196,7 +218,8 @@ def run(rows: int | None = None, directory: str | None = None, *, users: int = 1
                                        now=serve_at)
     _say(f"partial dependence of churn on {feat} at -2/0/2: " + " / ".join(f"{v:.2f}" for v in pd_curve))
     _say(f"\ndone in {time.perf_counter() - t_start:.1f} s; store: feature groups "
-         f"{[g.name for g in groups]}, view churn v1, model churn v{model.version} (auc {metric:.3f})")
+         f"{[g.name for g in groups[:-1]] + ['payments']}, aggregation spend, view churn v1, "
+         f"model churn v{model.version} (auc {metric:.3f})")
     pred.close()
     fs.close()
     if tmp is not None:
