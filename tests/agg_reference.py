@@ -17,7 +17,8 @@ here):
 - ``knowledge_time``: only events created at or before ``t``;
 - events ordered by (event time, created time, input position): ``last`` is the
   greatest non-null one, ``last_k`` the ``k`` greatest non-null ones, newest first;
-- a spine row with a null key part or a null time has an empty window;
+- a spine row with a null key part or a null time has an empty window (so count 0,
+  like any empty window; the module doc does not single out null times);
 - ``count()`` counts rows (null values too), ``count(c)`` non-null values of ``c``;
   ``approx_distinct`` counts distinct non-null values exactly, 0 when there are none
   (like a count);
