@@ -10,7 +10,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PIP_CONSTRAINT := $(abspath constraints.txt)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help dev demo test test-rust test-python lint bench bench-store bench-online bench-predict bench-spark bench-rust clean
+.PHONY: help dev demo test test-rust test-python lint bench bench-store bench-online bench-predict bench-spark bench-agg bench-rust clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -52,6 +52,9 @@ bench-predict: dev ## end-to-end predict vs the same pipeline in plain Python
 
 bench-spark: dev ## the join on local Spark: kernel vs pandas merge_asof per bucket (needs Java 17+)
 	$(PY) -m benches.spark
+
+bench-agg: dev ## window aggregations vs polars and DuckDB: 10M events, 1M labels (minutes, GBs of RAM)
+	$(PY) -m benches.agg --size L --skew --skew-engines pitstop,polars
 
 bench-online: dev ## online store: pitstop vs python-lmdb, SQLite, Redis (if redis-server is installed)
 	$(PIP) install -q redis
