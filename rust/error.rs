@@ -188,6 +188,16 @@ pub enum Error {
     },
 
     #[error(
+        "{table} column '{column}' is {dtype}; sum, mean, std, min and max need a numeric \
+         column (integers or floats; cast it first)"
+    )]
+    AggColumnType {
+        table: String,
+        column: String,
+        dtype: DataType,
+    },
+
+    #[error(
         "{table} row {row} has an entity key of {len} bytes encoded; keys are limited to \
          {max} bytes (use shorter ids)"
     )]
@@ -240,6 +250,7 @@ impl Error {
             Error::KeyType { .. } => "ColumnTypeError",
             Error::KeyTooLong { .. } => "DataError",
             Error::NotNumeric { .. } => "ColumnTypeError",
+            Error::AggColumnType { .. } => "ColumnTypeError",
             Error::InputType(_) => "InputTypeError",
             Error::StaleCatalog => "StoreError",
         }

@@ -23,6 +23,7 @@ fn _core(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
     m.add_function(wrap_pyfunction!(py::agg::window_agg, m)?)?;
     m.add_function(wrap_pyfunction!(py::agg::agg_merge, m)?)?;
     m.add_function(wrap_pyfunction!(py::agg::agg_serve, m)?)?;
+    m.add_function(wrap_pyfunction!(py::agg::agg_matrix, m)?)?;
     m.add_class::<py::online::PyOnlineStore>()?;
     m.add_class::<py::online::PyReader>()?;
     m.add_class::<py::online::PyPreparedWrite>()?;

@@ -86,7 +86,7 @@ def duration_ns(value: Any, what: str = "ttl") -> int | None:
             f"{value!r} (a bare number has no unit)"
         )
     if ns < 0:
-        raise InvalidArgumentError(f"{what}={value!r} is negative; a TTL must be positive")
+        raise InvalidArgumentError(f"{what}={value!r} is negative; a {what} must be a positive duration")
     if ns > MAX_DURATION_NS:
         raise InvalidArgumentError(
             f"{what}={value!r} is longer than pitstop's times can span (about 292 years in "

@@ -16,15 +16,18 @@ value of a label at ``T`` for every ``T`` at or after the entity's newest event.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 
 from . import _core, _schema
 from . import agg as A
-from .errors import InvalidArgumentError, SchemaError
+from .errors import InvalidArgumentError, NotFoundError, SchemaError
 from .group import Selection
+from .online import now_ns
 from .registry import registry_row
 
 if TYPE_CHECKING:
@@ -155,10 +158,10 @@ class Aggregation:
                                                 event_time="ts")
 
     def _states(self, keys: pa.Table, table: str, now: Any = None) -> pa.ChunkedArray:
-        online = self._store.online
-        if table not in online.tables():
+        try:
+            got = self._store.online.read(table, keys, features=[STATE], now=now)
+        except NotFoundError:  # no state written yet
             return pa.chunked_array([pa.nulls(keys.num_rows, pa.binary())])
-        got = online.read(table, keys, features=[STATE], now=now)
         return got.column(STATE)
 
     def catch_up(self) -> int:
@@ -220,6 +223,30 @@ class Aggregation:
                 col = col.cast(want)
             cols.append(col)
         return pa.table(cols, names=sel.output_names)
+
+    def matrix_reader(self, sel: Selection):
+        """A function (keys table, now) -> float32 matrix of the selected features, all
+        in Rust: the states are read from LMDB and aggregated in place."""
+        schema = self.source.schema
+        by_name = {a.name: a for a in self.definition.aggs}
+        for f in sel.features:
+            a = by_name[f]
+            t = None if a.column is None or schema is None else schema.field(a.column).type
+            if a.op == "last_k" or (a.op == "last" and t is not None and not (
+                    pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t))):
+                raise InvalidArgumentError(
+                    f"feature '{f}' is not a number; a model's float32 input takes numeric "
+                    "features only (use get_feature_vectors for the table)")
+        specs = [s[:4] for s in self._online_specs(sel)]
+        online, table, closed = self._store.online, self.online_table, self.definition.closed
+        width = len(specs)
+
+        def read(keys: pa.Table, now: Any = None) -> np.ndarray:
+            at = time.time_ns() if now is None else now_ns(now)
+            raw = _core.agg_matrix(online._core, table, keys, specs, closed, at)
+            return np.frombuffer(raw, dtype=np.float32).reshape(-1, width)
+
+        return read
 
     def _online_specs(self, sel: Selection) -> list[tuple]:
         cols = self.definition.value_columns

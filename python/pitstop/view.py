@@ -266,9 +266,22 @@ class FeatureView:
                 f"feature view '{self.name}' reads offline-only group(s) or aggregation(s) "
                 f"{offline_only}; online lookups need online=True ones"
             )
-        if any(sel.kind == "aggregation" for sel in self.selections):
-            return self._mixed_lookup
         online = self._store.online
+        if any(sel.kind == "aggregation" for sel in self.selections):
+            parts = []
+            for sel, g in zip(self.selections, groups):
+                if sel.kind == "aggregation":
+                    parts.append((sel, g.matrix_reader(sel)))
+                else:
+                    r = online.reader(g.online_table, features=list(sel.features), ttl=g.ttl_ns)
+                    parts.append((sel, lambda keys, now, r=r: r.matrix(keys, now=now)))
+
+            def lookup_mixed(keys: Any, now: Any = None) -> np.ndarray:
+                table = keys_table(_one_entity(keys))
+                cols = [read(_rename(table, sel), now) for sel, read in parts]
+                return np.ascontiguousarray(np.hstack(cols), dtype=np.float32)
+
+            return lookup_mixed
         same = all(sel.on == self.selections[0].on and all(s == p for s, p in sel.on)
                    for sel in self.selections)
         if same:
@@ -317,20 +330,6 @@ class FeatureView:
             for f, name in zip(sel.features, sel.output_names):
                 cols[name] = part.column(f)
         return pa.table(cols)
-
-    def _mixed_lookup(self, keys: Any, now: Any = None) -> np.ndarray:
-        """The float32 matrix of a view with aggregations: its table, converted."""
-        table = self.get_feature_vectors(_one_entity(keys), now=now)
-        out = np.empty((table.num_rows, len(self.features)), dtype=np.float32)
-        for j, name in enumerate(self.features):
-            col = table.column(name)
-            if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
-                    or pa.types.is_boolean(col.type)):
-                raise InvalidArgumentError(
-                    f"feature '{name}' is {col.type}; a model's float32 input takes numeric "
-                    "features only (use get_feature_vectors for the table)")
-            out[:, j] = pc.fill_null(pc.cast(col, pa.float32()), float("nan")).to_numpy()
-        return out
 
 
 def _columns(group, sel: Selection) -> list[str]:

@@ -40,15 +40,15 @@ pub fn schema(spec: &WindowAggSpec, plan: &Plan) -> Result<SchemaRef> {
     for (i, a) in spec.aggs.iter().enumerate() {
         if let Some(pos) = fields.iter().position(|f| *f.name() == a.name) {
             let first = if pos < spec.spine.schema.fields().len() {
-                "the spine".to_string()
+                "a spine column"
             } else {
-                "another aggregation".to_string()
+                "another aggregation"
             };
-            return Err(Error::NameCollision {
-                column: a.name.clone(),
-                first,
-                second: "an aggregation".into(),
-            });
+            return Err(Error::InvalidArgument(format!(
+                "aggregation output '{}' has the name of {first}; rename that spine column, or \
+                 drop the duplicate aggregation",
+                a.name
+            )));
         }
         fields.push(Field::new(a.name.clone(), output_type(plan, i), true));
     }

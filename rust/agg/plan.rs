@@ -318,13 +318,11 @@ fn check_value_type(col: &Column, a: &AggSpec, kind: Kind) -> Result<Kind> {
 }
 
 fn not_numeric(col: &Column) -> Error {
-    Error::InvalidArgument(format!(
-        "{} column '{}' is {}; sum, mean, std, min and max need a numeric column (integers \
-         or floats; cast it first)",
-        col.table,
-        col.name(),
-        col.data_type
-    ))
+    Error::AggColumnType {
+        table: col.table.clone(),
+        column: col.name().to_string(),
+        dtype: col.data_type.clone(),
+    }
 }
 
 fn no_nulls(col: &Column, role: &str) -> Result<()> {
@@ -407,6 +405,20 @@ fn input(col: &Column, kind: Kind, rows: &[u32]) -> Result<Input> {
         ids: Vec::new(),
         valid: None,
     };
+    if col.data_type.is_floating() && kind != Kind::F64 {
+        // NaN counts as missing for every op (as nulls do), not only the numeric ones.
+        let mut at = 0;
+        for chunk in &col.chunks {
+            let a = arrow_cast::cast(chunk, &DataType::Float64)?;
+            for (j, x) in a.as_primitive::<Float64Type>().values().iter().enumerate() {
+                if x.is_nan() {
+                    valid_raw[at + j] = false;
+                    any_null = true;
+                }
+            }
+            at += chunk.len();
+        }
+    }
     match kind {
         Kind::Validity => {}
         Kind::F64 => {

@@ -106,14 +106,12 @@ pub fn run(plan: &Plan, p: &Prepared) -> Vec<Out> {
             new_out(a.op, n, int)
         })
         .collect();
-    // A label whose key no event has still gets its count (0); one with a null key
-    // too, but not one with a null time (no window).
+    // Every label has a count: 0 when its window is empty, which is also the case of
+    // a label whose key no event has, a null key or a null time (no events match).
     for (a, out) in plan.aggs.iter().zip(outs.iter_mut()) {
         if matches!(a.op, Op::Count | Op::Distinct) {
             if let Out::I64 { valid, .. } = out {
-                for (i, v) in valid.iter_mut().enumerate() {
-                    *v = p.spine_t.get(i).is_some();
-                }
+                valid.fill(true);
             }
         }
     }
@@ -426,6 +424,8 @@ fn better<T: PartialOrd>(op: Op, a: T, b: T) -> bool {
 /// and squares, and the infinities counted apart (so one does not poison every later
 /// window's difference).
 struct Sums {
+    /// Each position's value (0 where skipped), for the two-pass std.
+    vals: Vec<f64>,
     cnt: Vec<u32>,
     pinf: Vec<u32>,
     ninf: Vec<u32>,
@@ -436,6 +436,7 @@ struct Sums {
 impl Sums {
     fn empty() -> Sums {
         Sums {
+            vals: Vec::new(),
             cnt: vec![0],
             pinf: vec![0],
             ninf: vec![0],
@@ -462,6 +463,7 @@ impl Sums {
 
     fn skip(&mut self) {
         let n = self.len();
+        self.vals.push(0.0);
         self.cnt.push(self.cnt[n]);
         self.pinf.push(self.pinf[n]);
         self.ninf.push(self.ninf[n]);
@@ -471,6 +473,7 @@ impl Sums {
 
     fn push(&mut self, v: f64) {
         let n = self.len();
+        self.vals.push(v);
         self.cnt.push(self.cnt[n] + 1);
         self.pinf.push(self.pinf[n] + u32::from(v == f64::INFINITY));
         self.ninf
@@ -502,8 +505,43 @@ impl Sums {
             _ => {
                 let q = self.q[head].sub(self.q[tail]);
                 let ss = q.sub(sum.mul(sum).div_f64(n));
+                // The difference of prefix sums of squares is exact to ~2^-104 of the
+                // prefixes; when the window's spread is not far above that (values
+                // tiny next to the key's history, or a mean far above the spread),
+                // recompute it from the window's values in two passes.
+                let noise = (self.q[head].hi.abs() + self.q[tail].hi.abs()) * f64::EPSILON.powi(2);
+                if ss.value() <= noise * 1e12 {
+                    return Some(self.two_pass(tail, head));
+                }
                 (ss.div_f64(n - 1.0).value()).max(0.0).sqrt()
             }
         })
     }
+
+    /// The sample standard deviation of the values at `[tail, head)` in two passes
+    /// (mean, then squared deviations), each summed in double-double.
+    fn two_pass(&self, tail: usize, head: usize) -> f64 {
+        let values = || {
+            (tail..head)
+                .filter(|&i| self.cnt[i + 1] > self.cnt[i])
+                .map(|i| self.vals[i])
+        };
+        two_pass_std(values)
+    }
+}
+
+/// Sample std of `values()` (iterated twice), at least two values, all finite.
+pub fn two_pass_std<I: Iterator<Item = f64>>(values: impl Fn() -> I) -> f64 {
+    let (mut s, mut n) = (DD::ZERO, 0usize);
+    for x in values() {
+        s = s.add_f64(x);
+        n += 1;
+    }
+    let mean = s.div_f64(n as f64);
+    let mut ss = DD::ZERO;
+    for x in values() {
+        let d = DD { hi: x, lo: 0.0 }.sub(mean);
+        ss = ss.add(d.mul(d));
+    }
+    ss.div_f64(n as f64 - 1.0).value().max(0.0).sqrt()
 }

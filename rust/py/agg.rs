@@ -436,3 +436,44 @@ fn build_values(
         (a.data_type().clone(), a)
     }
 }
+
+/// Aggregation features of `keys` from the states in online table `table` at `now_ns`,
+/// as `len(keys) × len(aggregations)` float32 (see `agg::state::matrix`); every
+/// aggregation is (op, value column index, window ns, k).
+#[pyfunction]
+#[pyo3(signature = (store, table, keys, aggregations, closed, now_ns))]
+pub fn agg_matrix<'py>(
+    py: Python<'py>,
+    store: &super::online::PyOnlineStore,
+    table: String,
+    keys: &Bound<'py, PyAny>,
+    aggregations: Vec<(String, Option<usize>, Option<i64>, Option<usize>)>,
+    closed: String,
+    now_ns: i64,
+) -> PyResult<Bound<'py, pyo3::types::PyByteArray>> {
+    use crate::agg::state::{lags_ns, matrix};
+
+    let closed = match closed.as_str() {
+        "left" => Closed::Left,
+        "right" => Closed::Right,
+        _ => Closed::Both,
+    };
+    let specs = aggregations
+        .into_iter()
+        .map(|(op, col, window_ns, k)| {
+            let op = Op::parse(&op, k)
+                .ok_or_else(|| Error::InvalidArgument(format!("unknown op {op}")))?;
+            Ok((op, col, lags_ns(window_ns, closed)))
+        })
+        .collect::<Result<Vec<_>, Error>>()
+        .py()?;
+    let keys = super::online::extract_keys(keys)?;
+    let n = match &keys {
+        super::online::OwnedKeys::Table(t) => t.num_rows(),
+        super::online::OwnedKeys::Values { arity, values } => values.len() / (*arity).max(1),
+    };
+    let store = std::sync::Arc::clone(&store.inner);
+    super::online::float_buffer(py, n * specs.len(), |out| {
+        matrix(&store, &table, &keys.keys(), &specs, now_ns, out)
+    })
+}

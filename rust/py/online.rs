@@ -18,13 +18,13 @@ use crate::online::{self, FeatureRef, KeyValue, Keys, MatrixPlan, OnlineStore, W
 use crate::table::Table;
 
 /// Keys converted from Python, owned so the GIL can be released.
-enum OwnedKeys {
+pub(crate) enum OwnedKeys {
     Table(Table),
     Values { arity: usize, values: Vec<KeyValue> },
 }
 
 impl OwnedKeys {
-    fn keys(&self) -> Keys<'_> {
+    pub(crate) fn keys(&self) -> Keys<'_> {
         match self {
             OwnedKeys::Table(t) => Keys::Columns(t),
             OwnedKeys::Values { arity, values } => Keys::Values {
@@ -77,7 +77,7 @@ fn push_entity(item: &Bound<'_, PyAny>, values: &mut Vec<KeyValue>) -> PyResult<
 }
 
 /// A list of entities (scalars or tuples) or an Arrow table of key columns.
-fn extract_keys(obj: &Bound<'_, PyAny>) -> PyResult<OwnedKeys> {
+pub(crate) fn extract_keys(obj: &Bound<'_, PyAny>) -> PyResult<OwnedKeys> {
     if let Ok(list) = obj.cast::<PyList>() {
         let mut values = Vec::with_capacity(list.len());
         let mut arity = None;
@@ -103,7 +103,7 @@ fn extract_keys(obj: &Bound<'_, PyAny>) -> PyResult<OwnedKeys> {
 }
 
 /// Runs `fill` on a fresh float32 buffer of `len` floats with the GIL released.
-fn float_buffer<'py>(
+pub(crate) fn float_buffer<'py>(
     py: Python<'py>,
     len: usize,
     fill: impl FnOnce(&mut [f32]) -> crate::error::Result<()> + Send,
@@ -155,7 +155,7 @@ impl PyPreparedWrite {
 
 #[pyclass(name = "OnlineStore", module = "pitstop._core", frozen)]
 pub struct PyOnlineStore {
-    inner: Arc<OnlineStore>,
+    pub(crate) inner: Arc<OnlineStore>,
 }
 
 #[pymethods]
