@@ -198,6 +198,12 @@ pub enum Error {
     },
 
     #[error(
+        "aggregation output '{column}' has the name of {first}; rename that column, or drop \
+         the duplicate aggregation"
+    )]
+    OutputNameTaken { column: String, first: String },
+
+    #[error(
         "{table} row {row} has an entity key of {len} bytes encoded; keys are limited to \
          {max} bytes (use shorter ids)"
     )]
@@ -251,6 +257,7 @@ impl Error {
             Error::KeyTooLong { .. } => "DataError",
             Error::NotNumeric { .. } => "ColumnTypeError",
             Error::AggColumnType { .. } => "ColumnTypeError",
+            Error::OutputNameTaken { .. } => "SchemaError",
             Error::InputType(_) => "InputTypeError",
             Error::StaleCatalog => "StoreError",
         }

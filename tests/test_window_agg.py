@@ -442,11 +442,6 @@ def test_1e5_events_in_one_key():
                 assert out["last3_g_1h"][i] == g[lo:hi].tolist()[::-1][:3], i
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "std is sqrt((Q - S^2/n)/(n-1)) from double-double prefix sums of squares: a key whose "
-    "history holds values near 1e9 leaves its windows of values below 1e-3 with a relative "
-    "error near 1e-5 (near 1 from history values of 1e12 on); recompute ill-conditioned "
-    "windows from their values"))
 def test_std_is_accurate_after_large_values():
     """std of small values in a key whose earlier values are huge: sums of squares kept
     as running prefixes (even double-double ones) lose it; the module doc promises a

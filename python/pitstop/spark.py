@@ -212,10 +212,12 @@ class _Step:
 
 
 def _join_one(
-    spine: DataFrame, feats: DataFrame, step: _Step, buckets: int, bucket_fn: Any = None
+    spine: DataFrame, feats: DataFrame, step: Any, buckets: int, bucket_fn: Any = None,
+    schema: StructType | None = None,
 ) -> DataFrame:
     """One feature table's cogroup. ``bucket_fn(step, spine, feats)`` is the per-bucket
-    join (default: the kernel); benches/spark.py swaps in pandas ``merge_asof``."""
+    join (default: the kernel); benches/spark.py swaps in pandas ``merge_asof``;
+    ``pitstop.spark_agg`` runs window aggregations through it with its own ``schema``."""
     from pyspark.sql import functions as F
 
     casts = [_hash_type(spine, s, feats, f) for s, f in zip(step.spine_keys, step.feature_keys)]
@@ -238,7 +240,7 @@ def _join_one(
     )
     fn = partial(_renamed, bucket_fn or _join_bucket, step, tuple(spine.columns), tuple(values))
     grouped = left.groupBy(BUCKET).cogroup(right.groupBy(BUCKET))
-    return grouped.applyInArrow(fn, _output_schema(spine, _without_order(feats), step))
+    return grouped.applyInArrow(fn, schema or _output_schema(spine, _without_order(feats), step))
 
 
 def _without_order(df: DataFrame) -> DataFrame:
@@ -376,4 +378,11 @@ def _estimated_bytes(df: DataFrame) -> int | None:
     return None if size >= 2**62 else size
 
 
-__all__ = ["pit_join", "default_buckets"]
+def window_agg(*args: Any, **kwargs: Any) -> DataFrame:
+    """:func:`pitstop.agg.window_agg` on Spark DataFrames (see ``pitstop.spark_agg``)."""
+    from .spark_agg import window_agg as run
+
+    return run(*args, **kwargs)
+
+
+__all__ = ["pit_join", "default_buckets", "window_agg"]

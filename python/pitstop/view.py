@@ -260,12 +260,7 @@ class FeatureView:
         When every group is keyed by the same spine columns under the same names, one
         reader serves all groups in one pass over the keys, and keys go to Rust as given."""
         groups = self._groups()
-        offline_only = [g.name for g in groups if not g.online]
-        if offline_only:
-            raise InvalidArgumentError(
-                f"feature view '{self.name}' reads offline-only group(s) or aggregation(s) "
-                f"{offline_only}; online lookups need online=True ones"
-            )
+        self._check_online(groups)
         online = self._store.online
         if any(sel.kind == "aggregation" for sel in self.selections):
             parts = []
@@ -305,6 +300,14 @@ class FeatureView:
 
         return lookup_each
 
+    def _check_online(self, groups: list) -> None:
+        offline_only = [g.name for g in groups if not g.online]
+        if offline_only:
+            raise InvalidArgumentError(
+                f"feature view '{self.name}' reads offline-only group(s) or aggregation(s) "
+                f"{offline_only}; online lookups need online=True ones"
+            )
+
     def get_feature_vectors(self, keys: Any, *, as_matrix: bool = False,
                             now: dt.datetime | None = None):
         """Online lookup of the view's features for ``keys`` (a dict of columns, a table,
@@ -314,7 +317,7 @@ class FeatureView:
             return self._online_plan()(keys, now)
         keys = keys_table(keys)
         groups = self._groups()
-        self._online_plan()  # the same checks
+        self._check_online(groups)
         cols: dict[str, pa.Array] = {}
         at = None
         for sel, g in zip(self.selections, groups):

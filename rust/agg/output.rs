@@ -44,11 +44,10 @@ pub fn schema(spec: &WindowAggSpec, plan: &Plan) -> Result<SchemaRef> {
             } else {
                 "another aggregation"
             };
-            return Err(Error::InvalidArgument(format!(
-                "aggregation output '{}' has the name of {first}; rename that spine column, or \
-                 drop the duplicate aggregation",
-                a.name
-            )));
+            return Err(Error::OutputNameTaken {
+                column: a.name.clone(),
+                first: first.into(),
+            });
         }
         fields.push(Field::new(a.name.clone(), output_type(plan, i), true));
     }

@@ -125,6 +125,14 @@ pub fn run(plan: &Plan, p: &Prepared) -> Vec<Out> {
         })
         .collect();
     let knowledge = plan.spec.knowledge_time;
+    // Inputs whose prefix sums need squares (some std reads them).
+    let squares: Vec<bool> = (0..plan.inputs.len())
+        .map(|i| {
+            plan.aggs
+                .iter()
+                .any(|a| a.op == Op::Std && a.input == Some(i))
+        })
+        .collect();
     (0..p.n_keys)
         .into_par_iter()
         .with_min_len(16)
@@ -138,19 +146,33 @@ pub fn run(plan: &Plan, p: &Prepared) -> Vec<Out> {
                 lo: p.event_off[k],
                 hi: p.event_off[k + 1],
             };
+            // Windows and prefix sums are shared by the aggregations that have the same
+            // window or read the same column.
+            let mut cache = Cache::default();
             for (a, sink) in plan.aggs.iter().zip(&sinks) {
                 // SAFETY: the labels of key k are written by this task only.
                 unsafe {
                     if knowledge {
                         key.naive(a, labels, sink)
                     } else {
-                        key.sweep(a, labels, sink)
+                        key.sweep(a, labels, sink, &mut cache, &squares)
                     }
                 }
             }
         });
     drop(sinks);
     outs
+}
+
+/// A window's inclusive lag range.
+type Lags = (i64, i64);
+
+/// Per key: each distinct window's `(tail, head)` for every label (in label order),
+/// and each input's prefix sums.
+#[derive(Default)]
+struct Cache {
+    windows: Vec<(Lags, Vec<(usize, usize)>)>,
+    sums: Vec<(usize, Sums)>,
 }
 
 /// One key's events: positions `lo..hi` of the prepared (sorted) arrays.
@@ -192,15 +214,40 @@ impl Key<'_> {
     /// The fast path: prefix sums, deques and chains over monotone windows.
     ///
     /// SAFETY: the caller is the only writer of `labels`' slots in `sink`.
-    unsafe fn sweep(&self, a: &Resolved, labels: &[u32], sink: &Sink) {
+    unsafe fn sweep(
+        &self,
+        a: &Resolved,
+        labels: &[u32],
+        sink: &Sink,
+        cache: &mut Cache,
+        squares: &[bool],
+    ) {
         let m = self.hi - self.lo;
         let input = self.input(a);
-        let t_of = |r: u32| self.p.spine_t.values[r as usize];
+        let w = match cache.windows.iter().position(|(l, _)| *l == a.lags) {
+            Some(i) => i,
+            None => {
+                let t_of = |r: u32| self.p.spine_t.values[r as usize];
+                let wins = labels
+                    .iter()
+                    .map(|&r| self.window(t_of(r), a.lags))
+                    .collect();
+                cache.windows.push((a.lags, wins));
+                cache.windows.len() - 1
+            }
+        };
+        if matches!(a.op, Op::Sum | Op::Mean | Op::Std) {
+            let i = a.input.expect("checked: a column");
+            if !cache.sums.iter().any(|(j, _)| *j == i) {
+                let x = &self.p.inputs[i];
+                cache.sums.push((i, Sums::new(x, self.lo, m, squares[i])));
+            }
+        }
+        let wins = &cache.windows[w].1;
         match a.op {
             Op::Count => {
                 let cnt = self.valid_prefix(input);
-                for &r in labels {
-                    let (tail, head) = self.window(t_of(r), a.lags);
+                for (&r, &(tail, head)) in labels.iter().zip(wins) {
                     let c = match &cnt {
                         Some(c) => c[head] - c[tail],
                         None => (head - tail) as u32,
@@ -209,10 +256,14 @@ impl Key<'_> {
                 }
             }
             Op::Sum | Op::Mean | Op::Std => {
-                let x = input.expect("checked: a column");
-                let s = Sums::new(x, self.lo, m);
-                for &r in labels {
-                    let (tail, head) = self.window(t_of(r), a.lags);
+                let i = a.input.expect("checked: a column");
+                let s = &cache
+                    .sums
+                    .iter()
+                    .find(|(j, _)| *j == i)
+                    .expect("made above")
+                    .1;
+                for (&r, &(tail, head)) in labels.iter().zip(wins) {
                     sink.float(r as usize, s.get(a.op, tail, head));
                 }
             }
@@ -221,8 +272,8 @@ impl Key<'_> {
                 if matches!(sink, Sink::F64(..)) {
                     let v = &x.f64s[self.lo..self.hi];
                     self.extreme(
-                        a,
                         labels,
+                        wins,
                         x,
                         |i, j| better(a.op, v[i], v[j]),
                         |i| sink.float(i.0, i.1.map(|j| v[j])),
@@ -230,8 +281,8 @@ impl Key<'_> {
                 } else {
                     let v = &x.i64s[self.lo..self.hi];
                     self.extreme(
-                        a,
                         labels,
+                        wins,
                         x,
                         |i, j| better(a.op, v[i], v[j]),
                         |i| sink.int(i.0, i.1.map(|j| v[j])),
@@ -240,8 +291,7 @@ impl Key<'_> {
             }
             Op::Last | Op::LastK(_) => {
                 let prev = self.prev_valid(input);
-                for &r in labels {
-                    let (tail, head) = self.window(t_of(r), a.lags);
+                for (&r, &(tail, head)) in labels.iter().zip(wins) {
                     let mut rows = Vec::new();
                     let want = if let Op::LastK(k) = a.op { k } else { 1 };
                     let mut j = prev[head];
@@ -261,8 +311,7 @@ impl Key<'_> {
                 let ids = &x.ids[self.lo..self.hi];
                 let mut counts: HashMap<u32, u32> = HashMap::new();
                 let (mut pushed, mut popped) = (0, 0);
-                for &r in labels {
-                    let (tail, head) = self.window(t_of(r), a.lags);
+                for (&r, &(tail, head)) in labels.iter().zip(wins) {
                     while pushed < head {
                         if x.is_valid(self.lo + pushed) {
                             *counts.entry(ids[pushed]).or_insert(0) += 1;
@@ -289,16 +338,15 @@ impl Key<'_> {
     /// must be preferred over j's (strictly better, or equal and newer).
     fn extreme(
         &self,
-        a: &Resolved,
         labels: &[u32],
+        wins: &[(usize, usize)],
         x: &Input,
         beats: impl Fn(usize, usize) -> bool,
         mut emit: impl FnMut((usize, Option<usize>)),
     ) {
         let mut deque: VecDeque<usize> = VecDeque::new();
         let mut pushed = 0;
-        for &r in labels {
-            let (tail, head) = self.window(self.p.spine_t.values[r as usize], a.lags);
+        for (&r, &(tail, head)) in labels.iter().zip(wins) {
             while pushed < head {
                 if x.is_valid(self.lo + pushed) {
                     while deque.back().is_some_and(|&b| !beats(b, pushed)) {
@@ -424,6 +472,8 @@ fn better<T: PartialOrd>(op: Op, a: T, b: T) -> bool {
 /// and squares, and the infinities counted apart (so one does not poison every later
 /// window's difference).
 struct Sums {
+    /// Whether `q` (the squares) is kept: only a std reads it.
+    squares: bool,
     /// Each position's value (0 where skipped), for the two-pass std.
     vals: Vec<f64>,
     cnt: Vec<u32>,
@@ -436,6 +486,7 @@ struct Sums {
 impl Sums {
     fn empty() -> Sums {
         Sums {
+            squares: true,
             vals: Vec::new(),
             cnt: vec![0],
             pinf: vec![0],
@@ -445,8 +496,9 @@ impl Sums {
         }
     }
 
-    fn new(x: &Input, lo: usize, m: usize) -> Sums {
+    fn new(x: &Input, lo: usize, m: usize, squares: bool) -> Sums {
         let mut s = Sums::empty();
+        s.squares = squares;
         for i in 0..m {
             if x.is_valid(lo + i) {
                 s.push(x.f64s[lo + i]);
@@ -463,24 +515,32 @@ impl Sums {
 
     fn skip(&mut self) {
         let n = self.len();
-        self.vals.push(0.0);
+        if self.squares {
+            self.vals.push(0.0);
+        }
         self.cnt.push(self.cnt[n]);
         self.pinf.push(self.pinf[n]);
         self.ninf.push(self.ninf[n]);
         self.s.push(self.s[n]);
-        self.q.push(self.q[n]);
+        if self.squares {
+            self.q.push(self.q[n]);
+        }
     }
 
     fn push(&mut self, v: f64) {
         let n = self.len();
-        self.vals.push(v);
+        if self.squares {
+            self.vals.push(v);
+        }
         self.cnt.push(self.cnt[n] + 1);
         self.pinf.push(self.pinf[n] + u32::from(v == f64::INFINITY));
         self.ninf
             .push(self.ninf[n] + u32::from(v == f64::NEG_INFINITY));
         let finite = if v.is_finite() { v } else { 0.0 };
         self.s.push(self.s[n].add_f64(finite));
-        self.q.push(self.q[n].add(DD::product(finite, finite)));
+        if self.squares {
+            self.q.push(self.q[n].add(DD::product(finite, finite)));
+        }
     }
 
     /// Sum, mean or std of the values at `[tail, head)`.

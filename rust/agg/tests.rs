@@ -128,7 +128,7 @@ fn bad_windows_and_names_fail_before_work() {
     let s = spec(Closed::Left, vec![agg(Op::Sum, Some("k"), Some(5), "t")]);
     assert!(matches!(
         window_agg(&s),
-        Err(crate::error::Error::InvalidArgument(_))
+        Err(crate::error::Error::OutputNameTaken { .. })
     ));
     let s = spec(Closed::Left, vec![agg(Op::Sum, Some("nope"), Some(5), "s")]);
     assert!(matches!(

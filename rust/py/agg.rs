@@ -18,6 +18,10 @@ fn table(name: &str, t: PyTable) -> Table {
 
 /// One aggregation: (op, column, window in ns, k, output name).
 type AggArgs = (String, Option<String>, Option<i64>, Option<usize>, String);
+/// One served aggregation: (op, value column index, window in ns, k, output name).
+type ServeArgs = (String, Option<usize>, Option<i64>, Option<usize>, String);
+/// One aggregation read into a matrix: (op, value column index, window in ns, k).
+type MatrixArgs = (String, Option<usize>, Option<i64>, Option<usize>);
 
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
@@ -262,7 +266,7 @@ pub fn agg_merge<'py>(
 pub fn agg_serve<'py>(
     py: Python<'py>,
     states: PyTable,
-    aggregations: Vec<(String, Option<usize>, Option<i64>, Option<usize>, String)>,
+    aggregations: Vec<ServeArgs>,
     closed: String,
     now_ns: i64,
 ) -> PyResult<Bound<'py, PyAny>> {
@@ -447,7 +451,7 @@ pub fn agg_matrix<'py>(
     store: &super::online::PyOnlineStore,
     table: String,
     keys: &Bound<'py, PyAny>,
-    aggregations: Vec<(String, Option<usize>, Option<i64>, Option<usize>)>,
+    aggregations: Vec<MatrixArgs>,
     closed: String,
     now_ns: i64,
 ) -> PyResult<Bound<'py, pyo3::types::PyByteArray>> {
