@@ -640,6 +640,7 @@ impl<'a> StateView<'a> {
         }
         let valid = |i: usize| col.is_none_or(|j| self.valid(j, i));
         match op {
+            Op::Count if col.is_none() => Served::Int((head - tail) as i64),
             Op::Count => Served::Int((tail..head).filter(|&i| valid(i)).count() as i64),
             Op::Sum | Op::Mean | Op::Std => {
                 let j = col.expect("a column");
