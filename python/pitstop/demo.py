@@ -135,8 +135,11 @@ def auc(y: np.ndarray, score: np.ndarray) -> float:
 
 
 def to_numpy(table: pa.Table) -> np.ndarray:
-    return np.column_stack([c.to_numpy(zero_copy_only=False) for c in table.columns]).astype(np.float32) \
+    """Model input: float32, a missing value (an empty spend window, an expired row) as 0,
+    the same default the predictor applies when serving."""
+    x = np.column_stack([c.to_numpy(zero_copy_only=False) for c in table.columns]).astype(np.float32) \
         if table.num_columns else np.zeros((table.num_rows, 0), np.float32)
+    return np.nan_to_num(x, nan=0.0)
 
 
 def latencies(fn, batches: list) -> tuple[float, float]:
@@ -192,7 +195,7 @@ def run(rows: int | None = None, directory: str | None = None, *, users: int = 1
          f"test AUC {metric:.3f}; registered churn v{model.version}  ({time.perf_counter() - t0:.1f} s)")
 
     t0 = time.perf_counter()
-    pred = fs.predictor("churn")
+    pred = fs.predictor("churn", missing="default", defaults={f: 0.0 for f in fv.features})
     serve_at = START + dt.timedelta(weeks=weeks)  # the synthetic business's "now"
     serve = partial(pred.predict, now=serve_at)
     rng = np.random.default_rng(1)
@@ -203,7 +206,7 @@ def run(rows: int | None = None, directory: str | None = None, *, users: int = 1
         serve(b)
     p1 = latencies(serve, singles)
     p100 = latencies(serve, hundreds)
-    x = pred.features(hundreds[0], now=serve_at)
+    x = fv.get_feature_vectors(hundreds[0], as_matrix=True, now=serve_at)
     fresh = 1 - np.isnan(x).mean()
     _say(f"3. inference pipeline {n_single + 100 * len(hundreds):,} predictions from online features: "
          f"batch 1 p50 {p1[0]:.0f} µs / p99 {p1[1]:.0f} µs; batch 100 p50 {p100[0]:.0f} µs / "
