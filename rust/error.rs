@@ -101,8 +101,9 @@ pub enum Error {
     NotAStore { path: String, detail: String },
 
     #[error(
-        "online store '{path}' is corrupt: {detail}; rebuild it from the offline tables \
-         (delete the directory and materialize again) or restore a copy"
+        "online store '{path}' is corrupt: {detail}; the online store is derived data: \
+         rebuild it with `pitstop repair` (it moves online/ aside and materializes again \
+         from the offline tables)"
     )]
     CorruptStore { path: String, detail: String },
 

@@ -19,8 +19,10 @@
 //! - **one copy**: rows stay in the memory map while the transaction lives; values are
 //!   decoded straight from the map into the output (Arrow buffers or the matrix).
 //!
-//! Every row is validated ([`RowView::parse`]) before use: a damaged value is a
-//! [`Error::CorruptStore`], never a wrong number or a crash. All lookups of one call
+//! Every row is validated ([`RowView::parse`], its checksum included) before use: a
+//! damaged value is a [`Error::CorruptStore`], never a wrong number or a crash (the
+//! B-tree pages themselves are checked when the environment is opened, see
+//! [`super::verify`]). All lookups of one call
 //! read one snapshot, so a read never sees half of a write.
 
 use std::sync::Arc;
@@ -452,6 +454,13 @@ fn lookup<'a>(
             }
         }
     }
+    let mut group_of = vec![0; t];
+    for (gi, group) in plan.groups.iter().enumerate() {
+        for &m in &group.members {
+            group_of[m] = gi;
+        }
+    }
+    let ids: Vec<[u8; 4]> = plan.tables.iter().map(|d| d.id.to_be_bytes()).collect();
     let mut rows = Vec::with_capacity(n * t);
     let mut status = Vec::with_capacity(n * t);
     for (i, bytes) in raw.into_iter().enumerate() {
@@ -463,7 +472,10 @@ fn lookup<'a>(
                 status.push(Status::Missing);
             }
             Some(b) => {
-                let view = RowView::parse(&def.layout, b).map_err(|e| {
+                // The row's key is the entity's encoding ++ the table id: its checksum
+                // covers both, so a row under the wrong key is caught too.
+                let entity = prepared[group_of[j]].0.get(i / t);
+                let view = RowView::parse(&def.layout, &[entity, &ids[j]], b).map_err(|e| {
                     env.corrupt(format!(
                         "a stored row of table '{}' is unreadable ({e})",
                         def.name
@@ -771,7 +783,7 @@ pub fn read_matrix_naive(
                         .get(env.rows, &key)
                         .map_err(|e| env.lmdb_error("read", e))?
                     {
-                        let view = RowView::parse(&def.layout, b)
+                        let view = RowView::parse(&def.layout, &[&key], b)
                             .map_err(|e| env.corrupt(format!("table '{}': {e}", def.name)))?;
                         let expired = read.ttl_ns[j]
                             .is_some_and(|ttl| view.stamp().event < now_ns.saturating_sub(ttl));
