@@ -41,6 +41,7 @@ pub mod catalog;
 pub mod env;
 pub mod lmdb;
 pub mod read;
+pub mod verify;
 pub mod write;
 
 use std::path::{Path, PathBuf};
