@@ -28,8 +28,33 @@ pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
     software(crc, data)
 }
 
+/// The CRC-32C of the concatenation of `parts` (one feature check and one call for
+/// all of them: what a row's checksum costs is mostly per call, its bytes are few).
+#[inline]
+pub fn crc32c_parts(parts: &[&[u8]]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("sse4.2") {
+            // SAFETY: the CPU supports SSE4.2, the only feature `hardware_parts` enables.
+            return unsafe { hardware_parts(parts) };
+        }
+    }
+    parts.iter().fold(0, |c, p| software(c, p))
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse4.2")]
+fn hardware_parts(parts: &[&[u8]]) -> u32 {
+    let mut c = 0;
+    for p in parts {
+        c = hardware(c, p);
+    }
+    c
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+#[inline]
 fn hardware(crc: u32, data: &[u8]) -> u32 {
     use std::arch::x86_64::{_mm_crc32_u16, _mm_crc32_u32, _mm_crc32_u64, _mm_crc32_u8};
     let mut c = u64::from(!crc);
@@ -102,6 +127,11 @@ mod tests {
             for split in [0, cut / 3, cut / 2, cut] {
                 let a = crc32c_append(0, &data[..split]);
                 assert_eq!(crc32c_append(a, &data[split..cut]), whole);
+                assert_eq!(crc32c_parts(&[&data[..split], &data[split..cut]]), whole);
+                assert_eq!(
+                    crc32c_parts(&[&data[..split], &[], &data[split..cut]]),
+                    whole
+                );
             }
         }
     }

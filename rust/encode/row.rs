@@ -37,7 +37,7 @@ use std::ops::Range;
 
 use arrow_schema::{DataType, TimeUnit};
 
-use super::crc::crc32c_append;
+use super::crc::{crc32c_append, crc32c_parts};
 
 /// The row format byte: bump it when the layout above changes.
 pub const ROW_FORMAT: u8 = 2;
@@ -199,13 +199,16 @@ fn i64_at(b: &[u8], at: usize) -> i64 {
     i64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
-/// The checksum of a row whose LMDB key is the concatenation of `key` (e.g. the full
+/// The checksum of a row whose LMDB key is the concatenation of `key` (the full
 /// key, or the entity encoding and the big-endian table id) and whose bytes before
 /// the checksum are `body`.
 #[inline]
 pub fn checksum(key: &[&[u8]], body: &[u8]) -> u32 {
-    let crc = key.iter().fold(0, |c, part| crc32c_append(c, part));
-    crc32c_append(crc, body)
+    match key {
+        [k] => crc32c_parts(&[k, body]),
+        [a, b] => crc32c_parts(&[a, b, body]),
+        _ => crc32c_append(crc32c_parts(key), body),
+    }
 }
 
 /// Writes the checksum into the last [`CHECKSUM_LEN`] bytes of `row`, stored under

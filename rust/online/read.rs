@@ -121,6 +121,9 @@ pub struct ReadPlan {
     /// Per table: rows older than `now - ttl` are expired.
     pub ttl_ns: Vec<Option<i64>>,
     groups: Vec<Group>,
+    /// Per table: its group (whose entity encodings are the first part of its keys)
+    /// and its id as the last part (big-endian), for the rows' checksums.
+    key_parts: Vec<(usize, [u8; 4])>,
 }
 
 impl ReadPlan {
@@ -173,11 +176,19 @@ impl ReadPlan {
             g.members.sort_by_key(|&i| defs[i].id);
             g.ids = g.members.iter().map(|&i| defs[i].id).collect();
         }
+        let mut key_parts: Vec<(usize, [u8; 4])> =
+            defs.iter().map(|d| (0, d.id.to_be_bytes())).collect();
+        for (gi, group) in groups.iter().enumerate() {
+            for &m in &group.members {
+                key_parts[m].0 = gi;
+            }
+        }
         Ok(ReadPlan {
             tables: defs,
             catalog_version: catalog_version.unwrap_or(0),
             ttl_ns,
             groups,
+            key_parts,
         })
     }
 }
@@ -454,13 +465,6 @@ fn lookup<'a>(
             }
         }
     }
-    let mut group_of = vec![0; t];
-    for (gi, group) in plan.groups.iter().enumerate() {
-        for &m in &group.members {
-            group_of[m] = gi;
-        }
-    }
-    let ids: Vec<[u8; 4]> = plan.tables.iter().map(|d| d.id.to_be_bytes()).collect();
     let mut rows = Vec::with_capacity(n * t);
     let mut status = Vec::with_capacity(n * t);
     for (i, bytes) in raw.into_iter().enumerate() {
@@ -474,8 +478,9 @@ fn lookup<'a>(
             Some(b) => {
                 // The row's key is the entity's encoding ++ the table id: its checksum
                 // covers both, so a row under the wrong key is caught too.
-                let entity = prepared[group_of[j]].0.get(i / t);
-                let view = RowView::parse(&def.layout, &[entity, &ids[j]], b).map_err(|e| {
+                let (group, id) = &plan.key_parts[j];
+                let entity = prepared[*group].0.get(i / t);
+                let view = RowView::parse(&def.layout, &[entity, id], b).map_err(|e| {
                     env.corrupt(format!(
                         "a stored row of table '{}' is unreadable ({e})",
                         def.name

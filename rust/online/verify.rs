@@ -184,6 +184,8 @@ struct Pitstop {
     current: bool,
     next_id: Option<u32>,
     max_id: Option<u32>,
+    /// Table names by id, for messages.
+    names: std::collections::HashMap<u32, String>,
     tables: usize,
     rows: u64,
 }
@@ -204,6 +206,7 @@ impl Pitstop {
                     let def = TableDef::decode(&name, v)
                         .ok_or_else(|| format!("the definition of table '{name}' is unreadable"))?;
                     self.max_id = self.max_id.max(Some(def.id));
+                    self.names.insert(def.id, def.name);
                     self.tables += 1;
                 }
                 Ok(())
@@ -215,7 +218,10 @@ impl Pitstop {
                 let Some((_, id)) = key::split_row_key(k) else {
                     return Err(format!("a row has a malformed key ({} bytes)", k.len()));
                 };
-                row::check(&[k], v).map_err(|e| format!("a row of table id {id}: {e}"))?;
+                row::check(&[k], v).map_err(|e| match self.names.get(&id) {
+                    Some(name) => format!("a row of table '{name}': {e}"),
+                    None => format!("a row of table id {id} (no such table): {e}"),
+                })?;
                 self.rows += 1;
                 Ok(())
             }

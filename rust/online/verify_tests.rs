@@ -238,8 +238,9 @@ fn rows_pages(bytes: &[u8]) -> (usize, usize) {
 
 fn assert_corrupt(result: &Result<Report>, what: &str) {
     match result {
-        Err(Error::CorruptStore { detail, .. }) => {
+        Err(e @ Error::CorruptStore { detail, .. }) => {
             eprintln!("{what}: {detail}");
+            assert!(e.to_string().contains("pitstop repair"), "{e}");
         }
         other => panic!("{what}: expected a corrupt store, got {other:?}"),
     }
@@ -416,4 +417,43 @@ fn random_damage_never_crashes_nor_reads_wrong() {
         caught > 20 && passed > 5,
         "caught {caught}, passed {passed}"
     );
+}
+
+#[test]
+fn an_older_format_is_refused_with_the_fix() {
+    let (dir, _) = made();
+    {
+        let online = dir.0.join("online");
+        let opts = lmdb::EnvOptions {
+            map_size: 1 << 30,
+            max_readers: 16,
+            max_dbs: 4,
+            readonly: false,
+        };
+        let raw = lmdb::Env::open(&online, opts).unwrap();
+        let mut txn = raw.begin_write().unwrap();
+        let meta = txn.open_db("meta").unwrap().unwrap();
+        let mut old = catalog::FORMAT_MAGIC.to_vec();
+        old.extend_from_slice(&1u32.to_le_bytes());
+        txn.put(meta, catalog::FORMAT_KEY, &old).unwrap();
+        txn.commit().unwrap();
+    }
+    let err = OnlineStore::open(&dir.0, None, false).err().unwrap();
+    assert!(matches!(err, Error::Store { .. }), "{err}");
+    assert!(err.to_string().contains("pitstop repair"), "{err}");
+}
+
+#[test]
+fn a_store_whose_tables_were_all_dropped_passes() {
+    let (dir, _) = made();
+    let store = OnlineStore::open(&dir.0, None, false).unwrap();
+    for t in store.tables().unwrap() {
+        assert!(store.drop_table(&t).unwrap());
+    }
+    store.close();
+    let store = OnlineStore::open(&dir.0, None, false).unwrap();
+    assert!(store.tables().unwrap().is_empty());
+    store.close();
+    let (_copy, report) = check_copy(&dir.0, |_| {});
+    assert_eq!(report.unwrap().rows, 0);
 }
