@@ -361,6 +361,20 @@ impl<'a> RowView<'a> {
         bytes: &'a [u8],
     ) -> Result<Self, RowDecodeError> {
         check(key, bytes)?;
+        Self::parse_checked(layout, bytes)
+    }
+
+    /// [`RowView::parse`] of a row whose checksum [`check`] has already accepted (the
+    /// reader checks rows on its lookup threads, right after finding them, and parses
+    /// them later on one thread).
+    #[inline]
+    pub fn parse_checked(layout: &'a RowLayout, bytes: &'a [u8]) -> Result<Self, RowDecodeError> {
+        if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
+            return Err(RowDecodeError::Truncated(bytes.len()));
+        }
+        if bytes[0] != ROW_FORMAT {
+            return Err(RowDecodeError::Format(bytes[0]));
+        }
         let version = u32_at(bytes, 1);
         if version != layout.schema_version {
             return Err(RowDecodeError::SchemaVersion {

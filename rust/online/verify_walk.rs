@@ -86,7 +86,7 @@ pub struct Meta {
 }
 
 impl Meta {
-    /// Parses the [`META_LEN`] bytes after a meta page's header.
+    /// Parses the `META_LEN` bytes after a meta page's header.
     pub fn parse(b: &[u8]) -> Result<Meta, String> {
         let bad = || "a meta page is unreadable".to_string();
         if u32_at(b, 0) != Some(MAGIC) || u32_at(b, 4) != Some(DATA_VERSION) {
