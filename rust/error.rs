@@ -101,8 +101,9 @@ pub enum Error {
     NotAStore { path: String, detail: String },
 
     #[error(
-        "online store '{path}' is corrupt: {detail}; rebuild it from the offline tables \
-         with `pitstop repair` (FeatureStore.repair_online()), or restore a copy"
+        "online store '{path}' is corrupt: {detail}; the online store is derived data: \
+         rebuild it with `pitstop repair` (FeatureStore.repair_online(): it moves online/ \
+         aside and materializes again from the offline tables)"
     )]
     CorruptStore { path: String, detail: String },
 

@@ -192,18 +192,26 @@ def test_corrupt_row_is_an_error_not_a_crash(tmp_path):
     s = ps.OnlineStore(tmp_path / "store")
     marker = 12345.678
     s.write("t", feats([1], [1], x=[marker], s=["abc"]), keys="user_id", event_time="ts")
-    path = s.path
-    del s
-    gc.collect()
-    data = os.path.join(path, "data.mdb")
+    data = os.path.join(s.path, "data.mdb")
     with open(data, "rb") as f:
         raw = bytearray(f.read())
     at = raw.find(pa.array([marker]).buffers()[1].to_pybytes())
     assert at > 0
-    # The row starts 21 + 1 bytes before the float: damage its format byte.
+    # Damage the value under the open store (the map shares the page cache): the
+    # row's checksum catches it on read.
+    with open(data, "r+b") as f:
+        f.seek(at)
+        f.write(bytes([raw[at] ^ 1]))
+    with pytest.raises(errors.CorruptStoreError, match="stored row of table 't' is unreadable"):
+        s.read("t", [1])
+    s.close()
+    gc.collect()
+    # Opened again, the check of the whole file catches it before any read; so does
+    # damage to the row's format byte (21 + 1 bytes before the float).
+    with pytest.raises(errors.CorruptStoreError, match="row of table 't'.*pitstop repair"):
+        ps.OnlineStore(tmp_path / "store")
     raw[at - 22] = 0xEE
     with open(data, "wb") as f:
         f.write(bytes(raw))
-    s = ps.OnlineStore(tmp_path / "store")
-    with pytest.raises(errors.CorruptStoreError, match="stored row of table 't' is unreadable"):
-        s.read("t", [1])
+    with pytest.raises(errors.CorruptStoreError, match="row of table 't': unknown row format"):
+        ps.OnlineStore(tmp_path / "store")

@@ -19,7 +19,7 @@ use arrow_data::ArrayData;
 use arrow_schema::{DataType, TimeUnit};
 
 use super::key;
-use super::row::{RowLayout, RowView, Slot, Stamp, ValueType};
+use super::row::{seal, RowLayout, RowView, Slot, Stamp, ValueType, CHECKSUM_LEN};
 use crate::table::Column;
 
 /// Encoded items (keys or rows) back to back: item `i` is `bytes[ends[i]..ends[i+1]]`.
@@ -195,16 +195,19 @@ pub fn encode_keys(
 }
 
 /// Encodes rows `[start, start + len)`: `cols[j]` is layout column `j`, already of
-/// the layout's stored Arrow type; `stamps` is indexed by global row.
+/// the layout's stored Arrow type; `stamps` is indexed by global row; `keys` holds
+/// the rows' LMDB keys (item `i` for row `start + i`), which their checksums cover.
 pub fn encode_rows(
     layout: &RowLayout,
     cols: &[Column],
     stamps: &[Stamp],
     start: usize,
     len: usize,
+    keys: &Encoded,
 ) -> Encoded {
     assert_eq!(cols.len(), layout.n_columns());
-    let mut sizes = vec![layout.data_start; len];
+    assert_eq!(keys.len(), len, "one key per row");
+    let mut sizes = vec![layout.data_start + CHECKSUM_LEN; len];
     for (col, slot) in cols.iter().zip(&layout.slots) {
         if let Slot::Var { .. } = slot {
             for (piece_start, chunk) in col.pieces(start, len) {
@@ -259,6 +262,10 @@ pub fn encode_rows(
                 }
             }
         }
+    }
+    for r in 0..len {
+        let (s, e) = (out.ends[r], out.ends[r + 1]);
+        seal(&[keys.get(r)], &mut out.bytes[s..e]);
     }
     out
 }
@@ -517,12 +524,17 @@ mod tests {
             },
         ];
         let cols = [f, s, i, b, t];
-        let enc = encode_rows(&layout, &cols, &stamps, 0, 3);
+        let keys = Encoded {
+            bytes: b"k0k1k2".to_vec(),
+            ends: vec![0, 2, 4, 6],
+        };
+        let enc = encode_rows(&layout, &cols, &stamps, 0, 3, &keys);
         // Same bytes as the row-at-a-time reference encoder.
         let one = 1.5f32.to_le_bytes();
         let seven = 7i16.to_le_bytes();
         let five = 5i64.to_le_bytes();
         let want0 = layout.encode(
+            &[b"k0"],
             stamps[0],
             &[
                 Some(&one),
@@ -534,7 +546,7 @@ mod tests {
         );
         assert_eq!(enc.get(0), &want0[..]);
         let views: Vec<Option<RowView>> = (0..3)
-            .map(|r| Some(RowView::parse(&layout, enc.get(r)).unwrap()))
+            .map(|r| Some(RowView::parse(&layout, &[keys.get(r)], enc.get(r)).unwrap()))
             .chain([None])
             .collect();
         assert_eq!(views[1].unwrap().stamp(), stamps[1]);

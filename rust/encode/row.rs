@@ -10,27 +10,41 @@
 //!                     little-endian (zeros when null)
 //!            ends     u32 LE per variable-width column: end of its bytes in `data`
 //!            data     the variable-width columns' bytes, in column order
+//!            checksum u32 LE: CRC-32C of the row's LMDB key, then of every row byte
+//!                     before this one
 //! ```
 //!
 //! Every fixed-width value sits at an offset known from the schema alone, so reading
 //! column j of a row is one bounds-checked load, whatever else the row holds; a
 //! string costs two loads. The writer compares (event time, created time) from the
 //! 21-byte header without looking further. A row of 20 `float32` features is
-//! 21 + 3 + 80 = 104 bytes.
+//! 21 + 3 + 80 + 4 = 108 bytes.
 //!
-//! Decoding never trusts the bytes: [`RowView::parse`] checks the format, the schema
-//! version, the exact length and that the variable-width ends ascend, once per row,
-//! after which every accessor is in bounds by construction. Arbitrary bytes give an
-//! error, never a panic (a property test below feeds it garbage).
+//! **Checksum.** LMDB keeps no checksums, so a damaged page can hold a plausible row
+//! that is wrong. Every row ends with a CRC-32C ([`super::crc`]) over its key and its
+//! bytes, checked whenever a row is read ([`RowView::parse`], [`stamp`]): flipped
+//! bits, a page overwritten with other data, or a valid row moved under another key
+//! (another entity or table) all fail it. Cost: one CRC over ~120 bytes, ~15 ns with
+//! SSE4.2, next to the ~2 µs B-tree descent each entity costs.
+//!
+//! Decoding never trusts the bytes: [`RowView::parse`] checks the format, the
+//! checksum, the schema version, the exact length and that the variable-width ends
+//! ascend, once per row, after which every accessor is in bounds by construction.
+//! Arbitrary bytes give an error, never a panic (a property test below feeds it
+//! garbage).
 
 use std::ops::Range;
 
 use arrow_schema::{DataType, TimeUnit};
 
+use super::crc::{crc32c_append, crc32c_parts};
+
 /// The row format byte: bump it when the layout above changes.
-pub const ROW_FORMAT: u8 = 1;
+pub const ROW_FORMAT: u8 = 2;
 /// Bytes before the null bitmap.
 pub const HEADER_LEN: usize = 21;
+/// Bytes of the checksum that ends every row.
+pub const CHECKSUM_LEN: usize = 4;
 
 /// How a column's values are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,7 +148,7 @@ pub struct RowLayout {
 }
 
 /// The (event time, created time) of a row: what decides which row wins.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Stamp {
     pub event: i64,
     pub created: i64,
@@ -148,6 +162,7 @@ pub enum RowDecodeError {
     Length { found: usize, expected: usize },
     Truncated(usize),
     VarEnds,
+    Checksum,
 }
 
 impl std::fmt::Display for RowDecodeError {
@@ -167,6 +182,11 @@ impl std::fmt::Display for RowDecodeError {
                 write!(f, "row of {n} bytes is shorter than its header")
             }
             RowDecodeError::VarEnds => write!(f, "row's variable-width offsets do not ascend"),
+            RowDecodeError::Checksum => write!(
+                f,
+                "row's checksum does not match its key and bytes (damaged, or moved under \
+                 another key)"
+            ),
         }
     }
 }
@@ -179,14 +199,50 @@ fn i64_at(b: &[u8], at: usize) -> i64 {
     i64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
-/// The stamp of a row, checking only the header (what the writer needs to compare).
-pub fn stamp(bytes: &[u8]) -> Result<Stamp, RowDecodeError> {
-    if bytes.len() < HEADER_LEN {
+/// The checksum of a row whose LMDB key is the concatenation of `key` (the full
+/// key, or the entity encoding and the big-endian table id) and whose bytes before
+/// the checksum are `body`.
+#[inline]
+pub fn checksum(key: &[&[u8]], body: &[u8]) -> u32 {
+    match key {
+        [k] => crc32c_parts(&[k, body]),
+        [a, b] => crc32c_parts(&[a, b, body]),
+        _ => crc32c_append(crc32c_parts(key), body),
+    }
+}
+
+/// Writes the checksum into the last [`CHECKSUM_LEN`] bytes of `row`, stored under
+/// `key` (see [`checksum`]).
+#[inline]
+pub fn seal(key: &[&[u8]], row: &mut [u8]) {
+    let at = row.len() - CHECKSUM_LEN;
+    let crc = checksum(key, &row[..at]);
+    row[at..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Checks the format byte and the checksum of a row stored under `key` (all that can
+/// be checked without the table's layout: what [`crate::online::verify`] checks of
+/// every stored row).
+#[inline]
+pub fn check(key: &[&[u8]], bytes: &[u8]) -> Result<(), RowDecodeError> {
+    if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
         return Err(RowDecodeError::Truncated(bytes.len()));
     }
     if bytes[0] != ROW_FORMAT {
         return Err(RowDecodeError::Format(bytes[0]));
     }
+    let at = bytes.len() - CHECKSUM_LEN;
+    if checksum(key, &bytes[..at]) != u32_at(bytes, at) {
+        return Err(RowDecodeError::Checksum);
+    }
+    Ok(())
+}
+
+/// The stamp of a row stored under `key`, checking the header and the checksum only
+/// (what the writer needs to compare).
+#[inline]
+pub fn stamp(key: &[&[u8]], bytes: &[u8]) -> Result<Stamp, RowDecodeError> {
+    check(key, bytes)?;
     Ok(Stamp {
         event: i64_at(bytes, 5),
         created: i64_at(bytes, 13),
@@ -250,9 +306,9 @@ impl RowLayout {
         row[at..at + 4].copy_from_slice(&end.to_le_bytes());
     }
 
-    /// Encodes one row from per-column values (`None` = null); the reference encoder
-    /// the batch encoder in [`super::columns`] is tested against.
-    pub fn encode(&self, stamp: Stamp, values: &[Option<&[u8]>]) -> Vec<u8> {
+    /// Encodes one row stored under `key` from per-column values (`None` = null); the
+    /// reference encoder the batch encoder in [`super::columns`] is tested against.
+    pub fn encode(&self, key: &[&[u8]], stamp: Stamp, values: &[Option<&[u8]>]) -> Vec<u8> {
         assert_eq!(values.len(), self.types.len());
         let var_len: usize = values
             .iter()
@@ -260,7 +316,7 @@ impl RowLayout {
             .filter(|(_, s)| matches!(s, Slot::Var { .. }))
             .map(|(v, _)| v.map_or(0, <[u8]>::len))
             .sum();
-        let mut row = vec![0u8; self.data_start + var_len];
+        let mut row = vec![0u8; self.data_start + var_len + CHECKSUM_LEN];
         self.write_header(&mut row, stamp);
         let mut end = 0usize;
         for (col, (v, slot)) in values.iter().zip(&self.slots).enumerate() {
@@ -282,6 +338,7 @@ impl RowLayout {
                 }
             }
         }
+        seal(key, &mut row);
         row
     }
 }
@@ -294,11 +351,30 @@ pub struct RowView<'a> {
 }
 
 impl<'a> RowView<'a> {
-    /// Checks `bytes` against `layout` (format, schema version, exact length, ascending
-    /// variable-width ends). Cost: a few compares plus one load per var column.
+    /// Checks `bytes`, stored under `key`, against `layout` (format, checksum, schema
+    /// version, exact length, ascending variable-width ends). Cost: the checksum plus
+    /// a few compares and one load per var column.
     #[inline]
-    pub fn parse(layout: &'a RowLayout, bytes: &'a [u8]) -> Result<Self, RowDecodeError> {
-        stamp(bytes)?;
+    pub fn parse(
+        layout: &'a RowLayout,
+        key: &[&[u8]],
+        bytes: &'a [u8],
+    ) -> Result<Self, RowDecodeError> {
+        check(key, bytes)?;
+        Self::parse_checked(layout, bytes)
+    }
+
+    /// [`RowView::parse`] of a row whose checksum [`check`] has already accepted (the
+    /// reader checks rows on its lookup threads, right after finding them, and parses
+    /// them later on one thread).
+    #[inline]
+    pub fn parse_checked(layout: &'a RowLayout, bytes: &'a [u8]) -> Result<Self, RowDecodeError> {
+        if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
+            return Err(RowDecodeError::Truncated(bytes.len()));
+        }
+        if bytes[0] != ROW_FORMAT {
+            return Err(RowDecodeError::Format(bytes[0]));
+        }
         let version = u32_at(bytes, 1);
         if version != layout.schema_version {
             return Err(RowDecodeError::SchemaVersion {
@@ -306,10 +382,10 @@ impl<'a> RowView<'a> {
                 expected: layout.schema_version,
             });
         }
-        if bytes.len() < layout.data_start {
+        if bytes.len() < layout.data_start + CHECKSUM_LEN {
             return Err(RowDecodeError::Length {
                 found: bytes.len(),
-                expected: layout.data_start,
+                expected: layout.data_start + CHECKSUM_LEN,
             });
         }
         let mut prev = 0u32;
@@ -320,7 +396,7 @@ impl<'a> RowView<'a> {
             }
             prev = end;
         }
-        let expected = layout.data_start + prev as usize;
+        let expected = layout.data_start + prev as usize + CHECKSUM_LEN;
         if bytes.len() != expected {
             return Err(RowDecodeError::Length {
                 found: bytes.len(),
@@ -395,160 +471,5 @@ impl<'a> RowView<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn layout() -> RowLayout {
-        RowLayout::new(
-            3,
-            vec![
-                ValueType::F32,
-                ValueType::Utf8,
-                ValueType::I64,
-                ValueType::Binary,
-                ValueType::Bool,
-                ValueType::U16,
-                ValueType::F64,
-                ValueType::Timestamp(TimeUnit::Microsecond),
-                ValueType::I8,
-            ],
-        )
-    }
-
-    #[test]
-    fn fixed_offsets_follow_the_header_and_bitmap() {
-        let l = layout();
-        assert_eq!(l.bitmap_len, 2);
-        assert_eq!(
-            l.slots[0],
-            Slot::Fixed {
-                offset: 23,
-                width: 4
-            }
-        );
-        assert_eq!(l.slots[1], Slot::Var { index: 0 });
-        assert_eq!(
-            l.slots[2],
-            Slot::Fixed {
-                offset: 27,
-                width: 8
-            }
-        );
-        assert_eq!(l.n_var, 2);
-        let floats = RowLayout::new(1, vec![ValueType::F32; 20]);
-        assert_eq!(floats.data_start, 104);
-    }
-
-    #[test]
-    fn round_trip_with_nulls() {
-        let l = layout();
-        let stamp = Stamp {
-            event: -5,
-            created: 9,
-        };
-        let f = 1.5f32.to_le_bytes();
-        let i = (-7i64).to_le_bytes();
-        let u = 513u16.to_le_bytes();
-        let d = 2.25f64.to_le_bytes();
-        let t = 1_700_000_000_000_000i64.to_le_bytes();
-        let values: Vec<Option<&[u8]>> = vec![
-            Some(&f),
-            Some(b"hello"),
-            Some(&i),
-            None,
-            Some(&[1]),
-            Some(&u),
-            None,
-            Some(&t),
-            Some(&[0xFF]),
-        ];
-        let row = l.encode(stamp, &values);
-        let v = RowView::parse(&l, &row).unwrap();
-        assert_eq!(v.stamp(), stamp);
-        assert_eq!(super::stamp(&row).unwrap(), stamp);
-        for (col, want) in values.iter().enumerate() {
-            assert_eq!(v.is_null(col), want.is_none(), "column {col}");
-            if let Some(w) = want {
-                assert_eq!(v.value(col), *w);
-            }
-        }
-        assert_eq!(v.value(3), b"");
-        assert_eq!(v.f32(0), 1.5);
-        assert_eq!(v.f32(2), -7.0);
-        assert_eq!(v.f32(4), 1.0);
-        assert_eq!(v.f32(5), 513.0);
-        assert!(v.f32(6).is_nan());
-        assert_eq!(v.f32(8), -1.0);
-        let _ = d;
-    }
-
-    #[test]
-    fn rejects_other_versions_and_lengths() {
-        let l = layout();
-        let row = l.encode(
-            Stamp {
-                event: 1,
-                created: 0,
-            },
-            &[None, None, None, None, None, None, None, None, None],
-        );
-        let other = RowLayout::new(4, l.types.clone());
-        assert!(matches!(
-            RowView::parse(&other, &row),
-            Err(RowDecodeError::SchemaVersion {
-                found: 3,
-                expected: 4
-            })
-        ));
-        assert!(RowView::parse(&l, &row[..row.len() - 1]).is_err());
-        let mut longer = row.clone();
-        longer.push(0);
-        assert!(RowView::parse(&l, &longer).is_err());
-        let mut bad = row;
-        bad[0] = 9;
-        assert_eq!(
-            RowView::parse(&l, &bad).unwrap_err(),
-            RowDecodeError::Format(9)
-        );
-    }
-
-    proptest! {
-        #[test]
-        fn strings_round_trip(a in proptest::collection::vec(any::<u8>(), 0..50),
-                              b in proptest::collection::vec(any::<u8>(), 0..50),
-                              null_a in any::<bool>(), e in any::<i64>(), c in any::<i64>()) {
-            let l = RowLayout::new(1, vec![ValueType::Binary, ValueType::I32, ValueType::Utf8]);
-            let x = 42i32.to_le_bytes();
-            let values: Vec<Option<&[u8]>> = vec![if null_a { None } else { Some(&a) }, Some(&x), Some(&b)];
-            let row = l.encode(Stamp { event: e, created: c }, &values);
-            let v = RowView::parse(&l, &row).unwrap();
-            prop_assert_eq!(v.stamp(), Stamp { event: e, created: c });
-            prop_assert_eq!(v.is_null(0), null_a);
-            prop_assert_eq!(v.value(0), if null_a { &[][..] } else { &a[..] });
-            prop_assert_eq!(v.value(1), &x[..]);
-            prop_assert_eq!(v.value(2), &b[..]);
-        }
-
-        #[test]
-        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..160),
-                                                 set_header in any::<bool>()) {
-            let l = layout();
-            let mut bytes = bytes;
-            if set_header && bytes.len() >= 5 {
-                bytes[0] = ROW_FORMAT;
-                bytes[1..5].copy_from_slice(&3u32.to_le_bytes());
-            }
-            let _ = stamp(&bytes);
-            if let Ok(v) = RowView::parse(&l, &bytes) {
-                for col in 0..l.n_columns() {
-                    let _ = v.is_null(col);
-                    let _ = v.value(col);
-                    if l.types[col].is_numeric() {
-                        let _ = v.f32(col);
-                    }
-                }
-            }
-        }
-    }
-}
+#[path = "row_tests.rs"]
+mod tests;

@@ -6,7 +6,9 @@
 //! - `format` -> `b"pitstop-online"` + u32 LE format version: marks the environment as
 //!   a pitstop online store (anything else is refused);
 //! - `next_table_id` -> u32 LE: the id the next new table gets;
-//! - `table/<name>` -> a definition in the compact binary form of [`TableDef::encode`];
+//! - `table/<name>` -> a definition in the compact binary form of [`TableDef::encode`],
+//!   ending with a CRC-32C of the name and the definition (a damaged definition would
+//!   otherwise misread every row of its table);
 //! - `catalog_version` -> u64 LE, bumped when a table is dropped, so that every process
 //!   notices (in the same read transaction as its lookups) that its cached definitions
 //!   are stale;
@@ -23,18 +25,20 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
+use crate::encode::crc::crc32c_append;
 use crate::encode::row::{RowLayout, ValueType};
 use crate::join::keys::KeyKind;
 
 pub const FORMAT_KEY: &[u8] = b"format";
 pub const FORMAT_MAGIC: &[u8] = b"pitstop-online";
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: rows end with a checksum, definitions too ([`crate::encode::row`]).
+pub const FORMAT_VERSION: u32 = 2;
 pub const NEXT_ID_KEY: &[u8] = b"next_table_id";
 pub const TABLE_PREFIX: &[u8] = b"table/";
 /// u64 LE, bumped whenever a table is dropped: cached definitions and prepared reads
 /// made under another version must be resolved again (a re-created table has a new id).
 pub const CATALOG_VERSION_KEY: &[u8] = b"catalog_version";
-const DEF_FORMAT: u8 = 1;
+const DEF_FORMAT: u8 = 2;
 
 pub const MARK_PREFIX: &[u8] = b"mark/";
 
@@ -45,11 +49,29 @@ pub fn mark_key(name: &str) -> Vec<u8> {
     k
 }
 
-/// A stored watermark (None when absent or not 8 bytes).
-pub fn mark_of(value: Option<&[u8]>) -> Option<i64> {
-    value
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map(i64::from_le_bytes)
+/// A watermark as stored: the version (i64 LE) and its CRC-32C (u32 LE), so a damaged
+/// watermark is found rather than believed (one set too high would hide commits).
+pub fn mark_value(version: i64) -> Vec<u8> {
+    let mut v = version.to_le_bytes().to_vec();
+    v.extend_from_slice(&crate::encode::crc::crc32c_parts(&[&v]).to_le_bytes());
+    v
+}
+
+/// A watermark whose bytes do not check out.
+#[derive(Debug)]
+pub struct DamagedMark;
+
+/// A stored watermark: Ok(None) when absent, Err when damaged.
+pub fn mark_of(value: Option<&[u8]>) -> Result<Option<i64>, DamagedMark> {
+    let Some(b) = value else {
+        return Ok(None);
+    };
+    if b.len() != 12 || crate::encode::crc::crc32c_parts(&[&b[..8]]).to_le_bytes() != b[8..] {
+        return Err(DamagedMark);
+    }
+    Ok(Some(i64::from_le_bytes(
+        b[..8].try_into().map_err(|_| DamagedMark)?,
+    )))
 }
 
 /// The `meta` key of table `name`.
@@ -143,11 +165,18 @@ impl TableDef {
                 put_str(&mut out, tz.as_deref().unwrap_or(""));
             }
         }
+        let crc = crc32c_append(crc32c_append(0, self.name.as_bytes()), &out);
+        out.extend_from_slice(&crc.to_le_bytes());
         out
     }
 
-    /// Parses a stored definition; None if the bytes are not one.
+    /// Parses a stored definition; None if the bytes are not one (or their checksum,
+    /// over the name and the bytes, does not match).
     pub fn decode(name: &str, bytes: &[u8]) -> Option<TableDef> {
+        let (bytes, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+        if crc32c_append(crc32c_append(0, name.as_bytes()), bytes).to_le_bytes() != crc {
+            return None;
+        }
         let mut r = Reader(bytes);
         if r.u8()? != DEF_FORMAT {
             return None;
@@ -299,7 +328,13 @@ mod tests {
         assert_eq!(back.schema, def.schema);
         assert_eq!(back.layout.types, def.layout.types);
         for cut in 0..bytes.len() {
-            assert!(TableDef::decode("x", &bytes[..cut]).is_none());
+            assert!(TableDef::decode("clicks/v2", &bytes[..cut]).is_none());
+        }
+        assert!(TableDef::decode("clicks/v3", &bytes).is_none());
+        for bit in 0..bytes.len() * 8 {
+            let mut bad = bytes.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(TableDef::decode("clicks/v2", &bad).is_none(), "bit {bit}");
         }
     }
 }

@@ -202,6 +202,9 @@ impl Env {
         if let Err(e) = raw.reader_check() {
             return Err(lmdb_error(dir, "clear stale readers", e));
         }
+        // A damaged file must be an error, not a crash inside LMDB: check every page
+        // of the current snapshot before LMDB walks any B-tree (see verify.rs).
+        super::verify::check_env(dir, &raw)?;
         let (meta, rows) = open_databases(dir, &raw, readonly)?;
         Ok(Env {
             pool: Mutex::new(Vec::new()),
@@ -510,7 +513,8 @@ impl Env {
             let v = txn
                 .get(self.meta, &catalog::mark_key(name))
                 .map_err(|e| self.lmdb_error("read a watermark", e))?;
-            Ok(catalog::mark_of(v))
+            catalog::mark_of(v)
+                .map_err(|_| self.corrupt(format!("the watermark of table '{name}' is damaged")))
         })
     }
 
@@ -607,6 +611,18 @@ fn open_databases(dir: &Path, raw: &lmdb::Env, readonly: bool) -> Result<(Dbi, D
                  to {}); upgrade pitstop",
                 catalog::FORMAT_VERSION
             )));
+        }
+        if version < catalog::FORMAT_VERSION {
+            return Err(Error::Store {
+                path: dir.display().to_string(),
+                op: "open".into(),
+                detail: format!(
+                    "it is in online format {version}, written by an older pitstop (this one \
+                     reads format {}); the online store is derived data: rebuild it with \
+                     `pitstop repair`",
+                    catalog::FORMAT_VERSION
+                ),
+            });
         }
         Ok(())
     };

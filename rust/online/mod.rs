@@ -29,6 +29,12 @@
 //! whole commits only (LMDB's MVCC), and a write is one transaction, so a reader never
 //! sees half of a batch. [`env`] also documents the durability mode.
 //!
+//! **Damage.** LMDB keeps no checksums and trusts its file, so a damaged `data.mdb`
+//! could crash the process or answer wrong. Opening an environment first checks every
+//! page of its current snapshot ([`verify`]), and every row carries a checksum of its
+//! key and bytes, checked on every read ([`crate::encode::row`]): damage is a
+//! `CorruptStoreError` that says to rebuild the store with `pitstop repair`.
+//!
 //! **Paths.** `OnlineStore::open(path)` takes a store's root directory (the
 //! environment lives in `<path>/online/`, created if needed) or the `online/`
 //! directory itself (recognized by its `data.mdb`, or, when new or empty, by its name).
@@ -41,6 +47,7 @@ pub mod catalog;
 pub mod env;
 pub mod lmdb;
 pub mod read;
+pub mod verify;
 pub mod write;
 
 use std::path::{Path, PathBuf};

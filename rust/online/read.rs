@@ -19,8 +19,10 @@
 //! - **one copy**: rows stay in the memory map while the transaction lives; values are
 //!   decoded straight from the map into the output (Arrow buffers or the matrix).
 //!
-//! Every row is validated ([`RowView::parse`]) before use: a damaged value is a
-//! [`Error::CorruptStore`], never a wrong number or a crash. All lookups of one call
+//! Every row is validated ([`RowView::parse`], its checksum included) before use: a
+//! damaged value is a [`Error::CorruptStore`], never a wrong number or a crash (the
+//! B-tree pages themselves are checked when the environment is opened, see
+//! [`super::verify`]). All lookups of one call
 //! read one snapshot, so a read never sees half of a write.
 
 use std::sync::Arc;
@@ -34,7 +36,7 @@ use super::env::{pool, Env};
 use super::lmdb::{LResult, RoCursor, RoTxn};
 use crate::encode::columns::{decode_column, encode_keys, Encoded};
 use crate::encode::key::{self, MAX_ENTITY_LEN};
-use crate::encode::row::{RowView, Slot, ValueType};
+use crate::encode::row::{self, RowView, Slot, ValueType};
 use crate::error::{py_list, Error, Result};
 use crate::join::keys::{key_kind, KeyKind};
 use crate::table::Table;
@@ -106,6 +108,8 @@ struct Group {
     members: Vec<usize>,
     /// The members' table ids, ascending.
     ids: Vec<u32>,
+    /// The same, big-endian: the last part of each member's row keys.
+    id_bytes: Vec<[u8; 4]>,
 }
 
 /// Tables resolved once (a prepared read reuses this across calls).
@@ -164,12 +168,14 @@ impl ReadPlan {
                     kinds,
                     members: vec![i],
                     ids: Vec::new(),
+                    id_bytes: Vec::new(),
                 }),
             }
         }
         for g in &mut groups {
             g.members.sort_by_key(|&i| defs[i].id);
             g.ids = g.members.iter().map(|&i| defs[i].id).collect();
+            g.id_bytes = g.ids.iter().map(|id| id.to_be_bytes()).collect();
         }
         Ok(ReadPlan {
             tables: defs,
@@ -333,14 +339,17 @@ fn walk<'a>(
 type Rows<'a> = Vec<Option<&'a [u8]>>;
 
 /// Looks up the sorted run `order` (row indices) of one group with one cursor;
-/// returns the raw rows, `ids.len()` per entry of `order`.
+/// returns the raw rows, `group.ids.len()` per entry of `order`, each checked against
+/// its checksum (here, on the lookup threads, while the row is at hand).
 fn lookup_run<'a>(
     env: &Env,
     txn: &'a RoTxn,
     enc: &Encoded,
     order: &[u32],
-    ids: &[u32],
+    group: &Group,
+    tables: &[Arc<TableDef>],
 ) -> Result<Vec<Option<&'a [u8]>>> {
+    let ids = &group.ids;
     let g = ids.len();
     let mut out: Vec<Option<&'a [u8]>> = vec![None; order.len() * g];
     if order.is_empty() {
@@ -365,6 +374,16 @@ fn lookup_run<'a>(
             &mut out[p * g..(p + 1) * g],
         )
         .map_err(|e| env.lmdb_error("read", e))?;
+        for (j, found) in out[p * g..(p + 1) * g].iter().enumerate() {
+            if let Some(bytes) = found {
+                row::check(&[entity, &group.id_bytes[j]], bytes).map_err(|e| {
+                    env.corrupt(format!(
+                        "a stored row of table '{}' is unreadable ({e})",
+                        tables[group.members[j]].name
+                    ))
+                })?;
+            }
+        }
     }
     Ok(out)
 }
@@ -404,7 +423,7 @@ fn lookup<'a>(
                 let per = order.len().div_ceil(k);
                 let lo = (i * per).min(order.len());
                 let hi = ((i + 1) * per).min(order.len());
-                lookup_run(env, txn, enc, &order[lo..hi], &group.ids)
+                lookup_run(env, txn, enc, &order[lo..hi], group, &plan.tables)
             })
             .collect()
     };
@@ -463,7 +482,10 @@ fn lookup<'a>(
                 status.push(Status::Missing);
             }
             Some(b) => {
-                let view = RowView::parse(&def.layout, b).map_err(|e| {
+                // The row's key is the entity's encoding ++ the table id: its checksum
+                // covers both, so a row under the wrong key is caught too.
+                // Its checksum was checked by `lookup_run`.
+                let view = RowView::parse_checked(&def.layout, b).map_err(|e| {
                     env.corrupt(format!(
                         "a stored row of table '{}' is unreadable ({e})",
                         def.name
@@ -771,7 +793,7 @@ pub fn read_matrix_naive(
                         .get(env.rows, &key)
                         .map_err(|e| env.lmdb_error("read", e))?
                     {
-                        let view = RowView::parse(&def.layout, b)
+                        let view = RowView::parse(&def.layout, &[&key], b)
                             .map_err(|e| env.corrupt(format!("table '{}': {e}", def.name)))?;
                         let expired = read.ttl_ns[j]
                             .is_some_and(|ttl| view.stamp().event < now_ns.saturating_sub(ttl));

@@ -260,7 +260,7 @@ impl Plan {
         let parts: Vec<(usize, usize)> = blocks(n, BLOCK).collect();
         let encode = |&(start, len): &(usize, usize)| {
             let (keys, _) = encode_keys(&key_cols, start, len, &tid);
-            let rows = encode_rows(&def.layout, &feature_cols, &stamps, start, len);
+            let rows = encode_rows(&def.layout, &feature_cols, &stamps, start, len, &keys);
             (keys, rows)
         };
         let encoded: Vec<(Encoded, Encoded)> = if parts.len() > 1 {
@@ -372,7 +372,7 @@ impl Plan {
             txn.put(
                 env.meta,
                 &catalog::mark_key(&self.def.name),
-                &mark.to_le_bytes(),
+                &catalog::mark_value(mark),
             )?;
         }
         let mut written = 0;
@@ -382,7 +382,7 @@ impl Plan {
             let stamp = self.stamps[i as usize];
             let (found, newer) = match cursor.seek(key)? {
                 Some((k, old)) if k == key => {
-                    let old_stamp = row::stamp(old).map_err(|e| {
+                    let old_stamp = row::stamp(&[key], old).map_err(|e| {
                         env.corrupt(format!(
                             "a stored row of table '{}' is unreadable ({e})",
                             self.def.name

@@ -1,0 +1,138 @@
+//! CRC-32C (Castagnoli), the checksum of every stored row ([`super::row`]).
+//!
+//! Why CRC-32C: it detects every burst error up to 32 bits and every odd number of
+//! flipped bits, misses other random damage with probability 2^-32, and x86-64 has
+//! an instruction for it (SSE4.2 `crc32`, 8 bytes per instruction). Rows are short
+//! (~100 bytes), so what matters is the cost per call, not the throughput on long
+//! buffers: the hardware path reads 8 unaligned bytes at a time in one dependent
+//! chain (3 cycles per word, ~40 cycles for a 20-float row plus its key) with no
+//! alignment prologue, and finishes with at most one 4-, one 2- and one 1-byte step.
+//! Without SSE4.2 (or on another architecture) a byte-at-a-time table lookup gives
+//! the same values, ~5x slower.
+//!
+//! [`crc32c_append`] continues a CRC over more bytes: `append(append(0, a), b)` is
+//! the CRC of `a ++ b`, so a row's key and value are checksummed without being
+//! copied next to each other.
+
+/// The CRC-32C of `data` continued from `crc` (the CRC of the bytes before it; 0 for
+/// none). Standard CRC-32C: `crc32c_append(0, b"123456789") == 0xE306_9283`.
+#[inline]
+pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("sse4.2") {
+            // SAFETY: the CPU supports SSE4.2, the only feature `hardware` enables.
+            return unsafe { hardware(crc, data) };
+        }
+    }
+    software(crc, data)
+}
+
+/// The CRC-32C of the concatenation of `parts` (one feature check and one call for
+/// all of them: what a row's checksum costs is mostly per call, its bytes are few).
+#[inline]
+pub fn crc32c_parts(parts: &[&[u8]]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("sse4.2") {
+            // SAFETY: the CPU supports SSE4.2, the only feature `hardware_parts` enables.
+            return unsafe { hardware_parts(parts) };
+        }
+    }
+    parts.iter().fold(0, |c, p| software(c, p))
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn hardware_parts(parts: &[&[u8]]) -> u32 {
+    let mut c = 0;
+    for p in parts {
+        c = hardware(c, p);
+    }
+    c
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+#[inline]
+fn hardware(crc: u32, data: &[u8]) -> u32 {
+    use std::arch::x86_64::{_mm_crc32_u16, _mm_crc32_u32, _mm_crc32_u64, _mm_crc32_u8};
+    let mut c = u64::from(!crc);
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        c = _mm_crc32_u64(c, u64::from_le_bytes(w.try_into().expect("8 bytes")));
+    }
+    let mut c = c as u32;
+    let mut rest = words.remainder();
+    if rest.len() >= 4 {
+        c = _mm_crc32_u32(
+            c,
+            u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")),
+        );
+        rest = &rest[4..];
+    }
+    if rest.len() >= 2 {
+        c = _mm_crc32_u16(
+            c,
+            u16::from_le_bytes(rest[..2].try_into().expect("2 bytes")),
+        );
+        rest = &rest[2..];
+    }
+    if let Some(&b) = rest.first() {
+        c = _mm_crc32_u8(c, b);
+    }
+    !c
+}
+
+/// The reflected Castagnoli polynomial.
+const POLY: u32 = 0x82F6_3B78;
+
+const TABLE: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 { (c >> 1) ^ POLY } else { c >> 1 };
+            k += 1;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
+fn software(crc: u32, data: &[u8]) -> u32 {
+    let mut c = !crc;
+    for &b in data {
+        c = TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_values_and_appending() {
+        assert_eq!(crc32c_append(0, b"123456789"), 0xE306_9283);
+        assert_eq!(software(0, b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c_append(0, b""), 0);
+        let data: Vec<u8> = (0..200u32).map(|i| (i * 7 + 3) as u8).collect();
+        for cut in 0..data.len() {
+            let whole = crc32c_append(0, &data[..cut]);
+            assert_eq!(whole, software(0, &data[..cut]), "length {cut}");
+            for split in [0, cut / 3, cut / 2, cut] {
+                let a = crc32c_append(0, &data[..split]);
+                assert_eq!(crc32c_append(a, &data[split..cut]), whole);
+                assert_eq!(crc32c_parts(&[&data[..split], &data[split..cut]]), whole);
+                assert_eq!(
+                    crc32c_parts(&[&data[..split], &[], &data[split..cut]]),
+                    whole
+                );
+            }
+        }
+    }
+}
