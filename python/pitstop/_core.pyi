@@ -22,6 +22,53 @@ def pit_join(
     spine key columns, feature key columns, event-time column, created-time column,
     TTL in nanoseconds, output prefix). Raises ``pitstop.errors`` classes."""
 
+def window_agg(
+    spine: Any,
+    spine_time: str,
+    events: Any,
+    spine_keys: list[str],
+    event_keys: list[str],
+    event_time: str,
+    created_time: str | None,
+    aggregations: list[tuple[str, str | None, int | None, int | None, str]],
+    closed: str,
+    knowledge_time: bool,
+) -> pa.Table:
+    """Window aggregations: the spine plus one column per (op, column, window ns, k,
+    name). Raises ``pitstop.errors`` classes."""
+
+def agg_merge(
+    events: Any,
+    key_cols: list[str],
+    event_time: str,
+    created_time: str | None,
+    seq: str,
+    value_cols: list[str],
+    old: Any,
+    keep_ns: int,
+    last_cols: list[int],
+) -> pa.Table:
+    """Merges inserted events into the stored aggregation states of their keys (``old``:
+    the distinct keys and their ``state``); returns keys, ``ts`` and the new ``state``."""
+
+def agg_serve(
+    states: Any,
+    aggregations: list[tuple[str, int | None, int | None, int | None, str]],
+    closed: str,
+    now_ns: int,
+) -> pa.Table:
+    """Aggregates stored states (column ``state``) at ``now_ns``: one row per state."""
+
+def agg_matrix(
+    store: OnlineStore,
+    table: str,
+    keys: list[Any] | Any,
+    aggregations: list[tuple[str, int | None, int | None, int | None]],
+    closed: str,
+    now_ns: int,
+) -> bytearray:
+    """Aggregation features of ``keys`` from the states in ``table``, as float32."""
+
 class OnlineStore:
     """The LMDB online store of one directory (``pitstop.OnlineStore`` wraps it).
     ``path`` is a store root (the environment is ``<path>/online/``) or the ``online/``

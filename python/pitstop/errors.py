@@ -47,8 +47,9 @@ class NotAStoreError(StoreError):
 
 
 class CorruptStoreError(StoreError):
-    """The store's files are damaged or truncated; rebuild the online store from the
-    offline tables, or restore a copy."""
+    """The store's files are damaged or truncated. The online store is derived data:
+    ``pitstop repair`` (``FeatureStore.repair_online()``) rebuilds it from the offline
+    tables; a damaged registry or offline table needs its backup restored."""
 
 
 class NotFoundError(PitstopError, KeyError):

@@ -485,7 +485,12 @@ impl Env {
                 }
                 .into());
             };
-            let def = def.to_vec();
+            // Re-encoded under its new name (a definition's checksum covers its name).
+            let mut def = TableDef::decode(from, def).ok_or_else(|| {
+                self.corrupt(format!("the definition of table '{from}' is unreadable"))
+            })?;
+            def.name = name.to_string();
+            let def = def.encode();
             let mark = txn
                 .get(self.meta, &catalog::mark_key(from))?
                 .map(<[u8]>::to_vec);

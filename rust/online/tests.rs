@@ -482,3 +482,50 @@ fn long_keys_sharing_a_prefix_dedupe_exactly() {
         vec![Some(40.0), Some(41.0), Some(41.0), Some(42.0), Some(42.0)]
     );
 }
+
+#[test]
+fn replace_swaps_a_rebuilt_table_in_with_its_watermark() {
+    let dir = TempDir::new();
+    let store = OnlineStore::open(&dir.0, None, false).unwrap();
+    let old = table(vec![
+        ("id", Arc::new(Int64Array::from(vec![1, 2]))),
+        ("ts", ts(vec![10, 10])),
+        (
+            "x",
+            Arc::new(Float32Array::from(vec![Some(1.0), Some(2.0)])),
+        ),
+    ]);
+    write(&store, "t", &old).unwrap();
+    let new = table(vec![
+        ("id", Arc::new(Int64Array::from(vec![1]))),
+        ("ts", ts(vec![20])),
+        ("x", Arc::new(Float32Array::from(vec![Some(9.0)]))),
+    ]);
+    let spec = WriteSpec {
+        table: "t#rebuild",
+        data: &new,
+        keys: &["id".to_string()],
+        event_time: "ts",
+        created_time: None,
+    };
+    let mut p = store
+        .prepare_write(
+            spec.table.into(),
+            new.clone(),
+            vec!["id".into()],
+            "ts".into(),
+            None,
+        )
+        .unwrap();
+    store.commit_write(&mut p, Some(7)).unwrap();
+    store.replace_table("t", "t#rebuild").unwrap();
+    assert_eq!(store.tables().unwrap(), ["t"]);
+    assert_eq!(store.watermark("t").unwrap(), Some(7));
+    let (x, s) = read_x(&store, "t", &[1, 2], None, 0);
+    assert_eq!(x, vec![Some(9.0), None]);
+    assert_eq!(s, ["found", "missing"]);
+    // A reopened environment (the page walk and every checksum) agrees.
+    drop(store);
+    let store = OnlineStore::open(&dir.0, None, false).unwrap();
+    assert_eq!(read_x(&store, "t", &[1], None, 0).0, vec![Some(9.0)]);
+}
