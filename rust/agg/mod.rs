@@ -40,6 +40,7 @@
 pub mod dd;
 mod output;
 mod plan;
+pub mod serve;
 pub mod state;
 mod sweep;
 

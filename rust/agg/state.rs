@@ -10,8 +10,9 @@
 //! place; an event already present (same insertion sequence number) is not added
 //! twice, so replaying a commit changes nothing.
 //!
-//! **Reads** compute each op over the window's index range (two binary searches):
-//! O(events in the window) per feature, exact (sums in double-double, as offline).
+//! **Reads** ([`super::serve`]) compute each op over the window's index range (two
+//! binary searches): O(events in the window) per feature, exact (sums in
+//! double-double, as offline).
 //!
 //! **Format** (little-endian): `"PSA1"`, n: u32, columns: u16; event times, created
 //! times and sequence numbers (n × i64 each, sorted by (event, created, sequence));
@@ -21,10 +22,7 @@
 
 use std::collections::HashSet;
 
-use super::dd::DD;
-use super::{Closed, Op};
-
-const MAGIC: &[u8; 4] = b"PSA1";
+pub(super) const MAGIC: &[u8; 4] = b"PSA1";
 
 /// One value of an event.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,10 +66,10 @@ pub struct State {
     pub events: Vec<Event>,
 }
 
-struct Rd<'a>(&'a [u8]);
+pub(super) struct Rd<'a>(pub(super) &'a [u8]);
 
 impl<'a> Rd<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(super) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -79,7 +77,7 @@ impl<'a> Rd<'a> {
         self.0 = b;
         Some(a)
     }
-    fn u32(&mut self) -> Option<u32> {
+    pub(super) fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
     }
     fn i64s(&mut self, n: usize) -> Option<Vec<i64>> {
@@ -265,149 +263,10 @@ impl State {
     }
 }
 
-/// One op's value at a lookup.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Served {
-    Null,
-    Int(i64),
-    Float(f64),
-    /// Indices of events (for last / last_k), newest first.
-    Events(Vec<usize>),
-}
-
-/// The inclusive lag range of a window in nanoseconds (None: `last`, no window).
-pub fn lags_ns(window_ns: Option<i64>, closed: Closed) -> (i64, i64) {
-    let min = if closed == Closed::Left { 1 } else { 0 };
-    match window_ns {
-        None => (min, i64::MAX),
-        Some(w) if closed == Closed::Right => (0, w - 1),
-        Some(w) => (min, w),
-    }
-}
-
-/// Computes `op` over column `col` (None: count rows) of `state` at time `t`.
-pub fn serve(state: &State, op: Op, col: Option<usize>, lags: (i64, i64), t: i64) -> Served {
-    let ev = &state.events;
-    let newest = t.saturating_sub(lags.0);
-    let oldest = t.saturating_sub(lags.1);
-    let head = ev.partition_point(|e| e.e <= newest);
-    let tail = if lags.1 == i64::MAX {
-        0
-    } else {
-        ev[..head].partition_point(|e| e.e < oldest)
-    };
-    let window = &ev[tail..head];
-    let vals = || {
-        window
-            .iter()
-            .filter_map(move |e| col.map(|j| &e.vals[j]).filter(|v| v.valid()))
-    };
-    match op {
-        Op::Count => Served::Int(match col {
-            None => window.len() as i64,
-            Some(_) => vals().count() as i64,
-        }),
-        Op::Sum | Op::Mean | Op::Std => {
-            let (mut n, mut pinf, mut ninf) = (0usize, false, false);
-            let (mut s, mut q) = (DD::ZERO, DD::ZERO);
-            for v in vals() {
-                let x = match v {
-                    Val::F(x) => *x,
-                    Val::I(x) => *x as f64,
-                    _ => continue,
-                };
-                n += 1;
-                if x == f64::INFINITY {
-                    pinf = true;
-                } else if x == f64::NEG_INFINITY {
-                    ninf = true;
-                } else {
-                    s = s.add_f64(x);
-                    q = q.add(DD::product(x, x));
-                }
-            }
-            if n == 0 || (op == Op::Std && n < 2) {
-                return Served::Null;
-            }
-            if pinf || ninf {
-                return Served::Float(match (op, pinf, ninf) {
-                    (Op::Std, ..) | (_, true, true) => f64::NAN,
-                    (_, true, false) => f64::INFINITY,
-                    _ => f64::NEG_INFINITY,
-                });
-            }
-            let nf = n as f64;
-            Served::Float(match op {
-                Op::Sum => s.value(),
-                Op::Mean => s.div_f64(nf).value(),
-                _ => super::sweep::two_pass_std(|| {
-                    vals().filter_map(|v| match v {
-                        Val::F(x) => Some(*x),
-                        Val::I(x) => Some(*x as f64),
-                        _ => None,
-                    })
-                }),
-            })
-        }
-        Op::Min | Op::Max => {
-            let pick = |a: f64, b: f64| if op == Op::Min { a.min(b) } else { a.max(b) };
-            let mut best_f: Option<f64> = None;
-            let mut best_i: Option<i64> = None;
-            for v in vals() {
-                match v {
-                    Val::F(x) => best_f = Some(best_f.map_or(*x, |b| pick(b, *x))),
-                    Val::I(x) => {
-                        best_i = Some(best_i.map_or(*x, |b| {
-                            if op == Op::Min {
-                                b.min(*x)
-                            } else {
-                                b.max(*x)
-                            }
-                        }))
-                    }
-                    _ => {}
-                }
-            }
-            match (best_f, best_i) {
-                (Some(f), _) => Served::Float(f),
-                (_, Some(i)) => Served::Int(i),
-                _ => Served::Null,
-            }
-        }
-        Op::Last | Op::LastK(_) => {
-            let k = if let Op::LastK(k) = op { k } else { 1 };
-            let j = col.expect("last reads a column");
-            let picked: Vec<usize> = (tail..head)
-                .rev()
-                .filter(|&i| ev[i].vals[j].valid())
-                .take(k)
-                .collect();
-            if picked.is_empty() {
-                Served::Null
-            } else {
-                Served::Events(picked)
-            }
-        }
-        Op::Distinct => {
-            let mut set: HashSet<Vec<u8>> = HashSet::new();
-            for v in vals() {
-                set.insert(match v {
-                    Val::F(x) => (if *x == 0.0 { 0.0f64 } else { *x })
-                        .to_bits()
-                        .to_le_bytes()
-                        .to_vec(),
-                    Val::I(x) => x.to_le_bytes().to_vec(),
-                    Val::B(b) => b.clone(),
-                    Val::Null => continue,
-                });
-            }
-            Served::Int(set.len() as i64)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::serve::{lags_ns, Served, StateView};
+    use super::super::{Closed, Op};
     use super::*;
 
     fn ev(e: i64, seq: i64, x: Option<f64>, s: &str) -> Event {
@@ -454,7 +313,13 @@ mod tests {
             &[0],
         );
         assert_eq!(s.events.len(), 2);
-        let got = serve(&s, Op::Last, Some(0), lags_ns(None, Closed::Left), 200);
+        let bytes = s.encode();
+        let got = StateView::parse(&bytes).unwrap().serve(
+            Op::Last,
+            Some(0),
+            lags_ns(None, Closed::Left),
+            200,
+        );
         assert_eq!(got, Served::Events(vec![0]));
     }
 
@@ -470,384 +335,17 @@ mod tests {
             1000,
             &[],
         );
-        let at = |op, w, closed, t| serve(&s, op, Some(0), lags_ns(Some(w), closed), t);
+        let bytes = s.encode();
+        let v = StateView::parse(&bytes).unwrap();
+        let at = |op, w, closed, t| v.serve(op, Some(0), lags_ns(Some(w), closed), t);
         assert_eq!(at(Op::Sum, 10, Closed::Left, 30), Served::Float(2.0));
         assert_eq!(at(Op::Sum, 10, Closed::Both, 30), Served::Float(6.0));
         assert_eq!(at(Op::Sum, 10, Closed::Right, 30), Served::Float(4.0));
         assert_eq!(at(Op::Count, 100, Closed::Left, 31), Served::Int(3));
         assert_eq!(
-            serve(
-                &s,
-                Op::Distinct,
-                Some(1),
-                lags_ns(Some(100), Closed::Left),
-                31
-            ),
+            v.serve(Op::Distinct, Some(1), lags_ns(Some(100), Closed::Left), 31),
             Served::Int(2)
         );
         assert_eq!(at(Op::Max, 100, Closed::Left, 25), Served::Float(2.0));
     }
-}
-
-/// A stored state read in place: the serving path parses only the header and slices
-/// the columns, then reads the window's values straight from the bytes (no copy, no
-/// allocation per event). Every slice is bounds-checked once at parse time.
-pub struct StateView<'a> {
-    n: usize,
-    e: &'a [u8],
-    cols: Vec<ColView<'a>>,
-}
-
-struct ColView<'a> {
-    tag: Tag,
-    bits: &'a [u8],
-    /// n × 8 bytes (numbers), or n + 1 u32 offsets (bytes).
-    vals: &'a [u8],
-    data: &'a [u8],
-}
-
-#[inline]
-fn word(b: &[u8], i: usize) -> i64 {
-    i64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
-}
-
-impl<'a> StateView<'a> {
-    /// None when the bytes are not a state (damage).
-    pub fn parse(bytes: &'a [u8]) -> Option<StateView<'a>> {
-        let mut r = Rd(bytes);
-        if r.take(4)? != MAGIC {
-            return None;
-        }
-        let n = r.u32()? as usize;
-        let ncols = u16::from_le_bytes(r.take(2)?.try_into().ok()?) as usize;
-        let e = r.take(n.checked_mul(8)?)?;
-        r.take(n.checked_mul(16)?)?; // created times and sequence numbers
-        let mut cols = Vec::with_capacity(ncols);
-        for _ in 0..ncols {
-            let tag = match r.take(1)?[0] {
-                0 => Tag::F64,
-                1 => Tag::I64,
-                2 => Tag::Bytes,
-                _ => return None,
-            };
-            let bits = r.take(n.div_ceil(8))?;
-            let (vals, data) = match tag {
-                Tag::Bytes => {
-                    let offs = r.take((n + 1).checked_mul(4)?)?;
-                    let off =
-                        |i: usize| u32::from_le_bytes(offs[i * 4..i * 4 + 4].try_into().unwrap());
-                    let total = off(n) as usize;
-                    if (0..n).any(|i| off(i) > off(i + 1)) {
-                        return None;
-                    }
-                    (offs, r.take(total)?)
-                }
-                _ => (r.take(n.checked_mul(8)?)?, &[][..]),
-            };
-            cols.push(ColView {
-                tag,
-                bits,
-                vals,
-                data,
-            });
-        }
-        if !r.0.is_empty() || (1..n).any(|i| word(e, i - 1) > word(e, i)) {
-            return None;
-        }
-        Some(StateView { n, e, cols })
-    }
-
-    pub fn tag(&self, col: usize) -> Option<Tag> {
-        self.cols.get(col).map(|c| c.tag)
-    }
-
-    #[inline]
-    fn e(&self, i: usize) -> i64 {
-        word(self.e, i)
-    }
-
-    #[inline]
-    fn valid(&self, j: usize, i: usize) -> bool {
-        let c = &self.cols[j];
-        c.bits[i / 8] & (1 << (i % 8)) != 0
-            && (c.tag != Tag::F64 || !f64::from_bits(word(c.vals, i) as u64).is_nan())
-    }
-
-    #[inline]
-    fn number(&self, j: usize, i: usize) -> f64 {
-        let c = &self.cols[j];
-        match c.tag {
-            Tag::F64 => f64::from_bits(word(c.vals, i) as u64),
-            _ => word(c.vals, i) as f64,
-        }
-    }
-
-    /// Event `i`'s value of column `j` (valid or not).
-    pub fn value(&self, j: usize, i: usize) -> Val {
-        let c = &self.cols[j];
-        if !self.valid(j, i) {
-            return Val::Null;
-        }
-        match c.tag {
-            Tag::F64 => Val::F(f64::from_bits(word(c.vals, i) as u64)),
-            Tag::I64 => Val::I(word(c.vals, i)),
-            Tag::Bytes => {
-                let off = |k: usize| {
-                    u32::from_le_bytes(c.vals[k * 4..k * 4 + 4].try_into().unwrap()) as usize
-                };
-                Val::B(c.data[off(i)..off(i + 1)].to_vec())
-            }
-        }
-    }
-
-    /// The window `[tail, head)` of a lookup at `t`.
-    pub fn window(&self, (min_lag, max_lag): (i64, i64), t: i64) -> (usize, usize) {
-        let newest = t.saturating_sub(min_lag);
-        let oldest = t.saturating_sub(max_lag);
-        let (mut lo, mut hi) = (0, self.n);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.e(mid) <= newest {
-                lo = mid + 1
-            } else {
-                hi = mid
-            }
-        }
-        let head = lo;
-        if max_lag == i64::MAX {
-            return (0, head);
-        }
-        let (mut lo, mut hi) = (0, head);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.e(mid) < oldest {
-                lo = mid + 1
-            } else {
-                hi = mid
-            }
-        }
-        (lo, head)
-    }
-
-    /// `op` over column `col` (None: rows) in the window of a lookup at `t`: the same
-    /// rules as [`serve`] on the decoded state.
-    pub fn serve(&self, op: Op, col: Option<usize>, lags: (i64, i64), t: i64) -> Served {
-        let (tail, head) = self.window(lags, t);
-        if let Some(j) = col {
-            if j >= self.cols.len() {
-                return Served::Null;
-            }
-        }
-        let valid = |i: usize| col.is_none_or(|j| self.valid(j, i));
-        match op {
-            Op::Count if col.is_none() => Served::Int((head - tail) as i64),
-            Op::Count => Served::Int((tail..head).filter(|&i| valid(i)).count() as i64),
-            Op::Sum | Op::Mean | Op::Std => {
-                let j = col.expect("a column");
-                let (mut n, mut pinf, mut ninf) = (0usize, false, false);
-                let (mut s, mut q) = (DD::ZERO, DD::ZERO);
-                for i in (tail..head).filter(|&i| valid(i)) {
-                    let x = self.number(j, i);
-                    n += 1;
-                    if x == f64::INFINITY {
-                        pinf = true;
-                    } else if x == f64::NEG_INFINITY {
-                        ninf = true;
-                    } else {
-                        s = s.add_f64(x);
-                        if op == Op::Std {
-                            q = q.add(DD::product(x, x));
-                        }
-                    }
-                }
-                if n == 0 || (op == Op::Std && n < 2) {
-                    return Served::Null;
-                }
-                if pinf || ninf {
-                    return Served::Float(match (op, pinf, ninf) {
-                        (Op::Std, ..) | (_, true, true) => f64::NAN,
-                        (_, true, false) => f64::INFINITY,
-                        _ => f64::NEG_INFINITY,
-                    });
-                }
-                let nf = n as f64;
-                Served::Float(match op {
-                    Op::Sum => s.value(),
-                    Op::Mean => s.div_f64(nf).value(),
-                    _ => super::sweep::two_pass_std(|| {
-                        (tail..head)
-                            .filter(move |&i| valid(i))
-                            .map(move |i| self.number(j, i))
-                    }),
-                })
-            }
-            Op::Min | Op::Max => {
-                let j = col.expect("a column");
-                let c = &self.cols[j];
-                let mut it = (tail..head).filter(|&i| valid(i));
-                let Some(first) = it.next() else {
-                    return Served::Null;
-                };
-                if c.tag == Tag::I64 {
-                    let v = it.fold(word(c.vals, first), |b, i| {
-                        let x = word(c.vals, i);
-                        if op == Op::Min {
-                            b.min(x)
-                        } else {
-                            b.max(x)
-                        }
-                    });
-                    Served::Int(v)
-                } else {
-                    let v = it.fold(self.number(j, first), |b, i| {
-                        let x = self.number(j, i);
-                        if op == Op::Min {
-                            b.min(x)
-                        } else {
-                            b.max(x)
-                        }
-                    });
-                    Served::Float(v)
-                }
-            }
-            Op::Last | Op::LastK(_) => {
-                let k = if let Op::LastK(k) = op { k } else { 1 };
-                let picked: Vec<usize> = (tail..head).rev().filter(|&i| valid(i)).take(k).collect();
-                if picked.is_empty() {
-                    Served::Null
-                } else {
-                    Served::Events(picked)
-                }
-            }
-            Op::Distinct => {
-                let j = col.expect("a column");
-                let set: HashSet<Vec<u8>> = (tail..head)
-                    .filter(|&i| valid(i))
-                    .map(|i| match self.value(j, i) {
-                        Val::F(x) => (if x == 0.0 { 0.0f64 } else { x })
-                            .to_bits()
-                            .to_le_bytes()
-                            .to_vec(),
-                        Val::I(x) => x.to_le_bytes().to_vec(),
-                        Val::B(b) => b,
-                        Val::Null => Vec::new(),
-                    })
-                    .collect();
-                Served::Int(set.len() as i64)
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod view_tests {
-    use super::*;
-
-    #[test]
-    fn the_view_serves_what_the_decoded_state_serves() {
-        let mut s = State::new(vec![Tag::F64, Tag::I64, Tag::Bytes]);
-        let evs = (0..50)
-            .map(|i| Event {
-                e: (i * 7) % 40,
-                c: 0,
-                seq: i,
-                vals: vec![
-                    if i % 5 == 0 {
-                        Val::Null
-                    } else {
-                        Val::F(i as f64 * 0.5)
-                    },
-                    Val::I(100 - i),
-                    Val::B(format!("m{}", i % 3).into_bytes()),
-                ],
-            })
-            .collect();
-        s.merge(evs, 1000, &[]);
-        let bytes = s.encode();
-        let v = StateView::parse(&bytes).unwrap();
-        let ops = [
-            Op::Count,
-            Op::Sum,
-            Op::Mean,
-            Op::Std,
-            Op::Min,
-            Op::Max,
-            Op::Last,
-            Op::LastK(3),
-            Op::Distinct,
-        ];
-        for op in ops {
-            for col in [Some(0), Some(1), Some(2)] {
-                if matches!(op, Op::Sum | Op::Mean | Op::Std | Op::Min | Op::Max) && col == Some(2)
-                {
-                    continue;
-                }
-                for closed in [Closed::Left, Closed::Right, Closed::Both] {
-                    for t in [0, 10, 25, 39, 40, 100] {
-                        let lags = lags_ns(if op == Op::Last { None } else { Some(12) }, closed);
-                        assert_eq!(
-                            v.serve(op, col, lags, t),
-                            serve(&s, op, col, lags, t),
-                            "{op:?} {col:?} {t}"
-                        );
-                    }
-                }
-            }
-        }
-        for cut in 0..bytes.len() {
-            assert!(StateView::parse(&bytes[..cut]).is_none());
-        }
-    }
-}
-
-/// Fills `out` (`keys × specs` float32, row-major) with aggregation features served
-/// from the states stored in online table `table` at `now`: count and distinct are 0
-/// for an entity with no state, everything else NaN when empty or null. `specs` are
-/// (op, value column, lag range); `last` of a number gives that number.
-pub fn matrix(
-    store: &crate::online::OnlineStore,
-    table: &str,
-    keys: &crate::online::Keys,
-    specs: &[(Op, Option<usize>, (i64, i64))],
-    now: i64,
-    out: &mut [f32],
-) -> crate::error::Result<()> {
-    use arrow_array::cast::AsArray;
-    use arrow_array::Array;
-
-    let batch = match store.read(table, keys, Some(&["state".to_string()]), None, now) {
-        Ok(b) => Some(b),
-        Err(crate::error::Error::UnknownTable { .. }) => None,
-        Err(e) => return Err(e),
-    };
-    let states = batch.as_ref().map(|b| b.column(0).as_binary::<i32>());
-    let width = specs.len();
-    for (i, row) in out.chunks_mut(width.max(1)).enumerate() {
-        let view = match states {
-            Some(s) if s.is_valid(i) => Some(StateView::parse(s.value(i)).ok_or_else(|| {
-                crate::error::Error::CorruptStore {
-                    path: store.dir().display().to_string(),
-                    detail: format!("an aggregation state of table '{table}' is unreadable"),
-                }
-            })?),
-            _ => None,
-        };
-        for (slot, &(op, col, lags)) in row.iter_mut().zip(specs) {
-            *slot = match &view {
-                None if matches!(op, Op::Count | Op::Distinct) => 0.0,
-                None => f32::NAN,
-                Some(v) => match v.serve(op, col, lags, now) {
-                    Served::Int(x) => x as f32,
-                    Served::Float(x) => x as f32,
-                    Served::Null => f32::NAN,
-                    Served::Events(ix) => match v.value(col.unwrap_or(0), ix[0]) {
-                        Val::F(x) => x as f32,
-                        Val::I(x) => x as f32,
-                        _ => f32::NAN,
-                    },
-                },
-            };
-        }
-    }
-    Ok(())
 }

@@ -277,7 +277,7 @@ pub fn agg_serve<'py>(
     use arrow_array::{Array, ArrayRef, RecordBatch};
     use arrow_schema::{DataType, Field, Schema};
 
-    use crate::agg::state::{lags_ns, serve, Served};
+    use crate::agg::serve::{lags_ns, Served, StateView};
 
     let closed = match closed.as_str() {
         "left" => Closed::Left,
@@ -289,12 +289,12 @@ pub fn agg_serve<'py>(
         let col = concat_column(&states, "state")?;
         let col = arrow_cast::cast(&col, &DataType::Binary)?;
         let col = col.as_binary::<i32>();
-        let parsed: Vec<Option<State>> = (0..col.len())
+        let parsed: Vec<Option<StateView>> = (0..col.len())
             .map(|i| {
                 if col.is_null(i) {
                     return Ok(None);
                 }
-                State::decode(col.value(i))
+                StateView::parse(col.value(i))
                     .map(Some)
                     .ok_or_else(|| Error::CorruptStore {
                         path: "online store".into(),
@@ -302,19 +302,19 @@ pub fn agg_serve<'py>(
                     })
             })
             .collect::<Result<_, _>>()?;
-        let tags: Option<Vec<Tag>> = parsed.iter().flatten().next().map(|s| s.tags.clone());
+        let first = parsed.iter().flatten().next();
         let mut fields = Vec::new();
         let mut arrays: Vec<ArrayRef> = Vec::new();
         for (op, column, window_ns, k, name) in &aggregations {
             let op = Op::parse(op, *k)
                 .ok_or_else(|| Error::InvalidArgument(format!("unknown op {op}")))?;
             let lags = lags_ns(*window_ns, closed);
-            let tag = column.and_then(|j| tags.as_ref().and_then(|t| t.get(j).copied()));
+            let tag = column.and_then(|j| first.and_then(|v| v.tag(j)));
             let results: Vec<Option<Served>> = parsed
                 .iter()
-                .map(|s| s.as_ref().map(|s| serve(s, op, *column, lags, now_ns)))
+                .map(|s| s.as_ref().map(|s| s.serve(op, *column, lags, now_ns)))
                 .collect();
-            let value = |s: &State, i: usize| s.events[i].vals[column.expect("a column")].clone();
+            let value = |s: &StateView, i: usize| s.value(column.expect("a column"), i);
             let (dt, array): (DataType, ArrayRef) = match op {
                 Op::Count | Op::Distinct => {
                     let mut b = Int64Builder::new();
@@ -455,7 +455,7 @@ pub fn agg_matrix<'py>(
     closed: String,
     now_ns: i64,
 ) -> PyResult<Bound<'py, pyo3::types::PyByteArray>> {
-    use crate::agg::state::{lags_ns, matrix};
+    use crate::agg::serve::{lags_ns, matrix};
 
     let closed = match closed.as_str() {
         "left" => Closed::Left,
