@@ -74,6 +74,7 @@ class FeatureView:
             self.labels: list[str] = [str(x) for x in json.loads(row["labels"])]
             self.description: str = row["description"]
         self.last_snapshot: Snapshot | None = None
+        self._plan = None
 
     def __repr__(self) -> str:
         return f"FeatureView({self.name!r}, version={self.version}, features={self.features})"
@@ -314,7 +315,9 @@ class FeatureView:
         or a list of dicts, named as the spine names them): a pyarrow Table in the view's
         feature order, or a float32 matrix (NaN where missing or expired)."""
         if as_matrix:
-            return self._online_plan()(keys, now)
+            if self._plan is None:  # prepared once per view object (readers re-resolve
+                self._plan = self._online_plan()  # tables that are rebuilt or re-created)
+            return self._plan(keys, now)
         keys = keys_table(keys)
         groups = self._groups()
         self._check_online(groups)
