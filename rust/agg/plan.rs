@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use super::{AggSpec, Closed, Op, WindowAggSpec};
 use crate::error::{Error, Result};
 use crate::join::keys::{KeyDict, NO_KEY};
+use crate::join::plan::no_nulls;
 use crate::join::time::{self, nanos_per, Times};
 use crate::table::Column;
 
@@ -322,18 +323,6 @@ fn not_numeric(col: &Column) -> Error {
         table: col.table.clone(),
         column: col.name().to_string(),
         dtype: col.data_type.clone(),
-    }
-}
-
-fn no_nulls(col: &Column, role: &str) -> Result<()> {
-    match col.null_count() {
-        0 => Ok(()),
-        count => Err(Error::NullValues {
-            table: col.table.clone(),
-            column: col.name().to_string(),
-            role: role.to_string(),
-            count,
-        }),
     }
 }
 

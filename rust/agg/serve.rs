@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use super::dd::DD;
-use super::state::{Rd, Tag, Val, MAGIC};
+use super::state::{Event, Rd, Tag, Val, MAGIC};
 use super::{Closed, Op};
 
 /// One op's value at a lookup.
@@ -36,6 +36,8 @@ pub fn lags_ns(window_ns: Option<i64>, closed: Closed) -> (i64, i64) {
 pub struct StateView<'a> {
     n: usize,
     e: &'a [u8],
+    c: &'a [u8],
+    seq: &'a [u8],
     cols: Vec<ColView<'a>>,
 }
 
@@ -62,15 +64,11 @@ impl<'a> StateView<'a> {
         let n = r.u32()? as usize;
         let ncols = u16::from_le_bytes(r.take(2)?.try_into().ok()?) as usize;
         let e = r.take(n.checked_mul(8)?)?;
-        r.take(n.checked_mul(16)?)?; // created times and sequence numbers
+        let c = r.take(n.checked_mul(8)?)?;
+        let seq = r.take(n.checked_mul(8)?)?;
         let mut cols = Vec::with_capacity(ncols);
         for _ in 0..ncols {
-            let tag = match r.take(1)?[0] {
-                0 => Tag::F64,
-                1 => Tag::I64,
-                2 => Tag::Bytes,
-                _ => return None,
-            };
+            let tag = Tag::from_code(r.take(1)?[0])?;
             let bits = r.take(n.div_ceil(8))?;
             let (vals, data) = match tag {
                 Tag::Bytes => {
@@ -95,11 +93,33 @@ impl<'a> StateView<'a> {
         if !r.0.is_empty() || (1..n).any(|i| word(e, i - 1) > word(e, i)) {
             return None;
         }
-        Some(StateView { n, e, cols })
+        Some(StateView { n, e, c, seq, cols })
+    }
+
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
     }
 
     pub fn tag(&self, col: usize) -> Option<Tag> {
         self.cols.get(col).map(|c| c.tag)
+    }
+
+    pub fn tags(&self) -> Vec<Tag> {
+        self.cols.iter().map(|c| c.tag).collect()
+    }
+
+    /// Event `i` as stored (a NaN stays a value, as it was written).
+    pub fn event(&self, i: usize) -> Event {
+        Event {
+            e: word(self.e, i),
+            c: word(self.c, i),
+            seq: word(self.seq, i),
+            vals: (0..self.cols.len()).map(|j| self.stored(j, i)).collect(),
+        }
     }
 
     #[inline]
@@ -123,10 +143,18 @@ impl<'a> StateView<'a> {
         }
     }
 
-    /// Event `i`'s value of column `j` (valid or not).
+    /// Event `i`'s value of column `j`, Null when missing (NaN included).
     pub fn value(&self, j: usize, i: usize) -> Val {
-        let c = &self.cols[j];
         if !self.valid(j, i) {
+            return Val::Null;
+        }
+        self.stored(j, i)
+    }
+
+    /// Event `i`'s value of column `j` as stored: Null only where the validity bit is off.
+    fn stored(&self, j: usize, i: usize) -> Val {
+        let c = &self.cols[j];
+        if c.bits[i / 8] & (1 << (i % 8)) == 0 {
             return Val::Null;
         }
         match c.tag {

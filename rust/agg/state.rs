@@ -22,6 +22,8 @@
 
 use std::collections::HashSet;
 
+use super::serve::StateView;
+
 pub(super) const MAGIC: &[u8; 4] = b"PSA1";
 
 /// One value of an event.
@@ -49,6 +51,18 @@ pub enum Tag {
     F64 = 0,
     I64 = 1,
     Bytes = 2,
+}
+
+impl Tag {
+    /// The tag stored as `code`; None for anything else (damage).
+    pub fn from_code(code: u8) -> Option<Tag> {
+        Some(match code {
+            0 => Tag::F64,
+            1 => Tag::I64,
+            2 => Tag::Bytes,
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -80,14 +94,6 @@ impl<'a> Rd<'a> {
     pub(super) fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
     }
-    fn i64s(&mut self, n: usize) -> Option<Vec<i64>> {
-        let b = self.take(n.checked_mul(8)?)?;
-        Some(
-            b.chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        )
-    }
 }
 
 impl State {
@@ -98,87 +104,18 @@ impl State {
         }
     }
 
-    /// Parses a stored state; None when the bytes are not one (damage).
+    /// Parses a stored state; None when the bytes are not one (damage). The bytes are
+    /// checked by the same parser the serving path reads them with ([`StateView`]).
     pub fn decode(bytes: &[u8]) -> Option<State> {
-        let mut r = Rd(bytes);
-        if r.take(4)? != MAGIC {
-            return None;
-        }
-        let n = r.u32()? as usize;
-        let ncols = u16::from_le_bytes(r.take(2)?.try_into().ok()?) as usize;
-        if n > bytes.len() / 24 {
-            return None;
-        }
-        let e = r.i64s(n)?;
-        let c = r.i64s(n)?;
-        let seq = r.i64s(n)?;
-        let mut tags = Vec::with_capacity(ncols);
-        let mut cols: Vec<Vec<Val>> = Vec::with_capacity(ncols);
-        for _ in 0..ncols {
-            let tag = match r.take(1)?[0] {
-                0 => Tag::F64,
-                1 => Tag::I64,
-                2 => Tag::Bytes,
-                _ => return None,
-            };
-            let bits = r.take(n.div_ceil(8))?;
-            let valid = |i: usize| bits[i / 8] & (1 << (i % 8)) != 0;
-            let col: Vec<Val> = match tag {
-                Tag::F64 | Tag::I64 => {
-                    let raw = r.i64s(n)?;
-                    (0..n)
-                        .map(|i| match (valid(i), tag) {
-                            (false, _) => Val::Null,
-                            (true, Tag::F64) => Val::F(f64::from_bits(raw[i] as u64)),
-                            _ => Val::I(raw[i]),
-                        })
-                        .collect()
-                }
-                Tag::Bytes => {
-                    let mut offs = Vec::with_capacity(n + 1);
-                    for _ in 0..=n {
-                        offs.push(r.u32()? as usize);
-                    }
-                    let total = *offs.last()?;
-                    let data = r.take(total)?;
-                    let mut col = Vec::with_capacity(n);
-                    for i in 0..n {
-                        let (a, b) = (offs[i], offs[i + 1]);
-                        if a > b || b > total {
-                            return None;
-                        }
-                        col.push(if valid(i) {
-                            Val::B(data[a..b].to_vec())
-                        } else {
-                            Val::Null
-                        });
-                    }
-                    col
-                }
-            };
-            tags.push(tag);
-            cols.push(col);
-        }
-        if !r.0.is_empty() {
-            return None;
-        }
-        let mut events: Vec<Event> = (0..n)
-            .map(|i| Event {
-                e: e[i],
-                c: c[i],
-                seq: seq[i],
-                vals: Vec::with_capacity(ncols),
-            })
-            .collect();
-        for col in cols {
-            for (ev, v) in events.iter_mut().zip(col) {
-                ev.vals.push(v);
-            }
-        }
+        let view = StateView::parse(bytes)?;
+        let events: Vec<Event> = (0..view.len()).map(|i| view.event(i)).collect();
         let sorted = events
             .windows(2)
             .all(|w| (w[0].e, w[0].c, w[0].seq) < (w[1].e, w[1].c, w[1].seq));
-        sorted.then_some(State { tags, events })
+        sorted.then_some(State {
+            tags: view.tags(),
+            events,
+        })
     }
 
     pub fn encode(&self) -> Vec<u8> {

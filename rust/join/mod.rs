@@ -27,7 +27,7 @@
 mod gather;
 pub mod kernel;
 pub mod keys;
-mod plan;
+pub(crate) mod plan;
 pub mod time;
 
 use arrow_array::RecordBatch;

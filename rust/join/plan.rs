@@ -185,7 +185,8 @@ fn table_plan(spec: &JoinSpec, f: &FeatureSpec) -> Result<TablePlan> {
     })
 }
 
-fn no_nulls(col: &Column, role: &str) -> Result<()> {
+/// An error unless `col` has no nulls (`role` says what the column is for).
+pub(crate) fn no_nulls(col: &Column, role: &str) -> Result<()> {
     match col.null_count() {
         0 => Ok(()),
         count => Err(Error::NullValues {
