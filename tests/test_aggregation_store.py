@@ -160,3 +160,17 @@ def test_bad_definitions_are_refused_before_anything_is_written(tmp_path):
         with pytest.raises(errors.PitstopError):
             agg.count(windows=[w])
     assert fs.aggregations() == []
+
+
+def test_a_rebuild_left_by_a_killed_materialize_is_cleared(tmp_path):
+    """Aggregations share the groups' catch-up: a leftover rebuild table goes on open."""
+    fs, purchases = store(tmp_path)
+    purchases.insert(events(np.random.default_rng(4), 20))
+    spend = fs.create_aggregation("spend", source=purchases, online=True,
+                                  aggregations=[agg.count(windows=["1d"])])
+    fs.online.write(f"{spend.online_table}#rebuild", pa.table(
+        {"user_id": [1], "ts": pa.array([BASE], pa.timestamp("us")), "state": [b"x"]}),
+        keys="user_id", event_time="ts")
+    fs.close()
+    fs = ps.FeatureStore(tmp_path / "s")
+    assert fs.online.tables() == ["spend.agg.v1"]

@@ -26,7 +26,7 @@ import pyarrow as pa
 from . import _core, _schema
 from . import agg as A
 from .errors import InvalidArgumentError, NotFoundError, SchemaError
-from .group import Selection
+from .group import OnlineTable, Selection
 from .online import now_ns
 from .registry import registry_row
 
@@ -54,12 +54,16 @@ class Definition:
         return max([a.window.ns for a in self.aggs if a.window is not None], default=0)
 
     @property
+    def by_name(self) -> dict[str, A.Agg]:
+        return {a.name: a for a in self.aggs}
+
+    @property
     def last_columns(self) -> list[int]:
         cols = self.value_columns
         return sorted({cols.index(a.column) for a in self.aggs if a.op == "last"})
 
 
-class Aggregation:
+class Aggregation(OnlineTable):
     """One version of an aggregation. Get it from a :class:`FeatureStore`."""
 
     def __init__(self, store: FeatureStore, row: dict[str, Any]):
@@ -94,6 +98,13 @@ class Aggregation:
     def online_table(self) -> str:
         return f"{self.name}.agg.v{self.version}"
 
+    @property
+    def _label(self) -> str:
+        return f"aggregation '{self.name}' v{self.version}"
+
+    def _offline_table(self):
+        return self.source.offline
+
     def select(self, features: list[str], *, on: dict[str, str] | None = None,
                prefix: str | None = None) -> Selection:
         """Features of this aggregation for a feature view (``on`` maps spine columns
@@ -118,7 +129,7 @@ class Aggregation:
     # -- training ------------------------------------------------------------------
 
     def _specs(self, sel: Selection) -> list[tuple]:
-        by_name = {a.name: a for a in self.definition.aggs}
+        by_name = self.definition.by_name
         return [_spec(by_name[f], (sel.prefix or "") + f) for f in sel.features]
 
     def join(self, spine: pa.Table, sel: Selection, spine_time: str, *, version: int | None,
@@ -140,16 +151,16 @@ class Aggregation:
         """The columns an insert must carry for this aggregation (before any write)."""
         check_definition(self.source, list(self.definition.aggs), self.key, True, schema)
 
-    def _prepare(self, table: pa.Table, target: str | None = None):
+    def _prepare_online(self, target: str, table: pa.Table):
         """The online write merging ``table`` (an insert into the source, with its
-        insertion sequence) into the stored states: reads the states of its keys,
-        merges in Rust, and validates and encodes the write; nothing is written."""
+        insertion sequence) into the states stored in ``target``: reads the states of
+        its keys, merges in Rust, and validates and encodes the write; nothing is
+        written."""
         g, d = self.source, self.definition
         created = [g.created_time] if g.created_time else []
         events = table.select(list(dict.fromkeys(
             [*d.key, g.event_time, *created, _schema.SEQ, *d.value_columns])))
         keys = events.select(list(d.key)).group_by(list(d.key)).aggregate([])
-        target = target or self.online_table
         old = self._states(keys, target)
         merged = _core.agg_merge(events, list(d.key), g.event_time, g.created_time, _schema.SEQ,
                                  d.value_columns, keys.append_column(STATE, old), d.keep_ns,
@@ -170,19 +181,6 @@ class Aggregation:
         with self._store._lock(g.name, g.version):
             return self._catch_up_locked()
 
-    def _catch_up_locked(self) -> int:
-        g, online = self.source, self._store.online
-        latest = g.offline.version()
-        mark = online.watermark(self.online_table)
-        mark = -1 if mark is None else mark
-        if mark == latest or latest < 0:
-            return 0
-        if mark > latest:
-            return self._materialize_locked()
-        _, table = g.offline.read(version=latest, since=mark)
-        self._prepare(table).commit(watermark=latest)
-        return table.num_rows
-
     def materialize(self) -> int:
         """Rebuilds the online state from the source's whole offline table, beside the
         live one, and swaps it in with one transaction."""
@@ -192,19 +190,6 @@ class Aggregation:
         with self._store._lock(g.name, g.version):
             return self._materialize_locked()
 
-    def _materialize_locked(self) -> int:
-        g, online = self.source, self._store.online
-        latest = g.offline.version()
-        live, rebuild = self.online_table, f"{self.online_table}#rebuild"
-        online.drop(rebuild)
-        if latest < 0:
-            online.drop(live)
-            return 0
-        _, table = g.offline.read(version=latest)
-        self._prepare(table, rebuild).commit(watermark=latest)
-        online.replace(live, rebuild)
-        return table.num_rows
-
     def serve(self, keys: pa.Table, sel: Selection, now_ns: int) -> pa.Table:
         """The selected features of ``keys`` (the aggregation's key columns) at ``now``."""
         states = self._states(keys, self.online_table, now=now_ns)
@@ -212,7 +197,7 @@ class Aggregation:
                               self.definition.closed, now_ns)
         schema = self.source.schema
         cols = []
-        by_name = {a.name: a for a in self.definition.aggs}
+        by_name = self.definition.by_name
         for f, name in zip(sel.features, sel.output_names):
             col, a = out.column(name), by_name[f]
             if a.op in ("last", "last_k"):
@@ -228,7 +213,7 @@ class Aggregation:
         """A function (keys table, now) -> float32 matrix of the selected features, all
         in Rust: the states are read from LMDB and aggregated in place."""
         schema = self.source.schema
-        by_name = {a.name: a for a in self.definition.aggs}
+        by_name = self.definition.by_name
         for f in sel.features:
             a = by_name[f]
             t = None if a.column is None or schema is None else schema.field(a.column).type
@@ -250,7 +235,7 @@ class Aggregation:
 
     def _online_specs(self, sel: Selection) -> list[tuple]:
         cols = self.definition.value_columns
-        by_name = {a.name: a for a in self.definition.aggs}
+        by_name = self.definition.by_name
         out = []
         for f, name in zip(sel.features, sel.output_names):
             a = by_name[f]

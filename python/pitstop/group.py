@@ -70,7 +70,73 @@ class Selection:
                    tuple((a, b) for a, b in d["on"]), d.get("prefix"), kind)
 
 
-class FeatureGroup:
+class OnlineTable:
+    """What every online table of a store shares — a group's rows, an aggregation's
+    states: it is derived from one Delta table (``_offline_table()``), holds that
+    table's version as its watermark (written with its rows), is caught up by replaying
+    the commits past the watermark, and is rebuilt beside the live table and swapped
+    in. Subclasses give ``online_table``, ``_label`` and ``_prepare_online(target,
+    table)`` (the validated, encoded write of ``table`` into ``target``)."""
+
+    _store: FeatureStore
+    online_table: str
+    _label: str
+
+    def _offline_table(self) -> DeltaGroupTable:
+        raise NotImplementedError
+
+    def _prepare_online(self, target: str, table: pa.Table):
+        raise NotImplementedError
+
+    @property
+    def _rebuild_name(self) -> str:
+        return f"{self.online_table}#rebuild"
+
+    def _catch_up_locked(self) -> int:
+        online, offline = self._store.online, self._offline_table()
+        rebuild = self._rebuild_name
+        if rebuild in online.tables():
+            online.drop(rebuild)  # left by a rebuild that was killed before its swap
+        latest = offline.version()
+        mark = online.watermark(self.online_table)
+        mark = -1 if mark is None else mark
+        if mark == latest:
+            return 0
+        if mark > latest:  # the offline table is older than what is served: rebuild
+            return self._materialize_locked()
+        _, table = offline.read(version=latest, since=mark)
+        try:
+            self._prepare_online(self.online_table, table).commit(watermark=latest)
+            return table.num_rows
+        except (DataError, SchemaError, ColumnTypeError):
+            pass  # some commit cannot be served (written before it was checked): one by one
+        replayed = 0
+        for v in range(mark + 1, latest + 1):
+            part = table.filter(pc.equal(pc.shift_right(table.column(_schema.SEQ), 32), v))
+            try:
+                self._prepare_online(self.online_table, part).commit(watermark=v)
+                replayed += part.num_rows
+            except (DataError, SchemaError, ColumnTypeError) as e:
+                warnings.warn(OnlineLagWarning(
+                    f"{self._label}: offline version {v} cannot be served online ({e}); "
+                    "skipped (its rows stay offline)"), stacklevel=3)
+                self._prepare_online(self.online_table, part.slice(0, 0)).commit(watermark=v)
+        return replayed
+
+    def _materialize_locked(self) -> int:
+        online, offline = self._store.online, self._offline_table()
+        latest = offline.version()
+        online.drop(self._rebuild_name)
+        if latest < 0:
+            online.drop(self.online_table)
+            return 0
+        _, table = offline.read(version=latest)
+        self._prepare_online(self._rebuild_name, table).commit(watermark=latest)
+        online.replace(self.online_table, self._rebuild_name)
+        return table.num_rows
+
+
+class FeatureGroup(OnlineTable):
     """One version of a feature group. Get it from a :class:`FeatureStore`."""
 
     def __init__(self, store: FeatureStore, row: dict[str, Any]):
@@ -101,6 +167,13 @@ class FeatureGroup:
     def online_table(self) -> str:
         """The group version's table name in the online store."""
         return f"{self.name}.v{self.version}"
+
+    @property
+    def _label(self) -> str:
+        return f"feature group '{self.name}' v{self.version}"
+
+    def _offline_table(self) -> DeltaGroupTable:
+        return self.offline
 
     @property
     def schema(self) -> pa.Schema | None:
@@ -156,7 +229,7 @@ class FeatureGroup:
             for a in self._store._online_aggregations(self):
                 a._check(table.schema)
                 a._catch_up_locked()
-                prepared.append(a._prepare(table))
+                prepared.append(a._prepare_online(a.online_table, table))
             progress.step("writing offline (Delta)", rows)
             version = self.offline.append(table)
             if first:
@@ -205,41 +278,6 @@ class FeatureGroup:
         with self._store._lock(self.name, self.version):
             return self._catch_up_locked()
 
-    def _catch_up_locked(self) -> int:
-        online = self._store.online
-        rebuild = self._rebuild_name
-        if rebuild in online.tables():
-            online.drop(rebuild)  # left by a rebuild that was killed before its swap
-        latest = self.offline.version()
-        mark = online.watermark(self.online_table)
-        mark = -1 if mark is None else mark
-        if mark == latest:
-            return 0
-        if mark > latest:  # the offline table is older than what is served: rebuild
-            return self._materialize_locked()
-        _, table = self.offline.read(version=latest, since=mark)
-        try:
-            self._prepare_online(self.online_table, table).commit(watermark=latest)
-            return table.num_rows
-        except (DataError, SchemaError, ColumnTypeError):
-            pass  # some commit cannot be served (written before it was checked): one by one
-        replayed = 0
-        for v in range(mark + 1, latest + 1):
-            part = table.filter(pc.equal(pc.shift_right(table.column(_schema.SEQ), 32), v))
-            try:
-                self._prepare_online(self.online_table, part).commit(watermark=v)
-                replayed += part.num_rows
-            except (DataError, SchemaError, ColumnTypeError) as e:
-                warnings.warn(OnlineLagWarning(
-                    f"feature group '{self.name}' v{self.version}: offline version {v} cannot be "
-                    f"served online ({e}); skipped (its rows stay offline)"), stacklevel=3)
-                self._prepare_online(self.online_table, part.slice(0, 0)).commit(watermark=v)
-        return replayed
-
-    @property
-    def _rebuild_name(self) -> str:
-        return f"{self.online_table}#rebuild"
-
     def materialize(self) -> int:
         """Rebuilds the online table from the whole offline table; returns rows written.
         The new table is built beside the live one and swapped in with one
@@ -253,18 +291,6 @@ class FeatureGroup:
         with self._store._lock(self.name, self.version):
             self._store._check_writable()
             return self._materialize_locked()
-
-    def _materialize_locked(self) -> int:
-        online = self._store.online
-        latest = self.offline.version()
-        online.drop(self._rebuild_name)
-        if latest < 0:
-            online.drop(self.online_table)
-            return 0
-        _, table = self.offline.read(version=latest)
-        self._prepare_online(self._rebuild_name, table).commit(watermark=latest)
-        online.replace(self.online_table, self._rebuild_name)
-        return table.num_rows
 
     def _refresh(self) -> None:
         row = self._store._group_row(self.name, self.version)
