@@ -24,7 +24,7 @@ from . import _core
 from ._inputs import as_table, keys_table
 from ._schema import SEQ
 from .group import Selection
-from .online import now_ns
+from .online import _key_list, now_ns
 from .registry import registry_row
 from .errors import InvalidArgumentError, NotFoundError, SchemaError
 
@@ -263,6 +263,8 @@ class FeatureView:
         groups = self._groups()
         self._check_online(groups)
         online = self._store.online
+        same = all(sel.on == self.selections[0].on and all(s == p for s, p in sel.on)
+                   for sel in self.selections)
         if any(sel.kind == "aggregation" for sel in self.selections):
             parts = []
             for sel, g in zip(self.selections, groups):
@@ -277,9 +279,18 @@ class FeatureView:
                 cols = [read(_rename(table, sel), now) for sel, read in parts]
                 return np.ascontiguousarray(np.hstack(cols), dtype=np.float32)
 
-            return lookup_mixed
-        same = all(sel.on == self.selections[0].on and all(s == p for s, p in sel.on)
-                   for sel in self.selections)
+            if not same:
+                return lookup_mixed
+            names = [p for _, p in self.selections[0].on]
+
+            def lookup_same(keys: Any, now: Any = None) -> np.ndarray:
+                # One key list for every part, made once (no table per call).
+                keys = _key_list(_one_entity(keys), names)
+                if len(parts) == 1:
+                    return parts[0][1](keys, now)
+                return np.hstack([read(keys, now) for _, read in parts])
+
+            return lookup_same
         if same:
             reader = online.reader(
                 [g.online_table for g in groups],

@@ -38,6 +38,7 @@
 //! since an event's creation time can hide it from some labels and not others.
 
 pub mod dd;
+pub mod layout;
 mod output;
 mod plan;
 pub mod serve;
@@ -126,5 +127,7 @@ pub fn window_agg(spec: &WindowAggSpec) -> Result<(SchemaRef, Vec<RecordBatch>)>
     Ok((schema, batches))
 }
 
+#[cfg(test)]
+mod layout_tests;
 #[cfg(test)]
 mod tests;

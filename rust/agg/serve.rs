@@ -7,7 +7,8 @@
 use std::collections::HashSet;
 
 use super::dd::DD;
-use super::state::{Event, Rd, Tag, Val, MAGIC};
+use super::layout::{Block, BLOCK_BYTES, HEADER, HEADER_V1, MAGIC, MAGIC_V1};
+use super::state::{Event, Rd, Tag, Val};
 use super::{Closed, Op};
 
 /// One op's value at a lookup.
@@ -39,6 +40,9 @@ pub struct StateView<'a> {
     c: &'a [u8],
     seq: &'a [u8],
     cols: Vec<ColView<'a>>,
+    /// log2 of the events per summarized block; 0 when the state has no summaries
+    /// (format PSA1).
+    shift: u32,
 }
 
 struct ColView<'a> {
@@ -47,6 +51,8 @@ struct ColView<'a> {
     /// n × 8 bytes (numbers), or n + 1 u32 offsets (bytes).
     vals: &'a [u8],
     data: &'a [u8],
+    /// One summary per full block (numeric columns of PSA2 states), BLOCK_BYTES each.
+    blocks: &'a [u8],
 }
 
 #[inline]
@@ -55,14 +61,24 @@ fn word(b: &[u8], i: usize) -> i64 {
 }
 
 impl<'a> StateView<'a> {
-    /// None when the bytes are not a state (damage).
+    /// None when the bytes are not a state (damage). Cost: O(columns), plus O(n) for
+    /// a string column's offsets; every slice is bounds-checked here, so reads cannot
+    /// fail later. (The row's checksum, checked by the online store before, is what
+    /// catches damaged values.)
     pub fn parse(bytes: &'a [u8]) -> Option<StateView<'a>> {
         let mut r = Rd(bytes);
-        if r.take(4)? != MAGIC {
+        let magic = r.take(4)?;
+        let v2 = magic == MAGIC;
+        if !v2 && magic != MAGIC_V1 {
             return None;
         }
         let n = r.u32()? as usize;
         let ncols = u16::from_le_bytes(r.take(2)?.try_into().ok()?) as usize;
+        let shift = if v2 { u32::from(r.take(1)?[0]) } else { 0 };
+        if v2 && !(1..=16).contains(&shift) {
+            return None;
+        }
+        debug_assert_eq!(bytes.len() - r.0.len(), if v2 { HEADER } else { HEADER_V1 });
         let e = r.take(n.checked_mul(8)?)?;
         let c = r.take(n.checked_mul(8)?)?;
         let seq = r.take(n.checked_mul(8)?)?;
@@ -88,12 +104,98 @@ impl<'a> StateView<'a> {
                 bits,
                 vals,
                 data,
+                blocks: &[],
             });
         }
-        if !r.0.is_empty() || (1..n).any(|i| word(e, i - 1) > word(e, i)) {
+        if v2 {
+            let nb = n >> shift;
+            for col in cols.iter_mut().filter(|c| c.tag != Tag::Bytes) {
+                col.blocks = r.take(nb.checked_mul(BLOCK_BYTES)?)?;
+            }
+        }
+        if !r.0.is_empty() {
             return None;
         }
-        Some(StateView { n, e, c, seq, cols })
+        let view = StateView {
+            n,
+            e,
+            c,
+            seq,
+            cols,
+            shift,
+        };
+        // A PSA1 state is checked for order here (its reads scan); a PSA2 one is
+        // sorted by construction and covered by the row checksum, so a lookup reads
+        // only the part of it that its windows need.
+        if !v2 && (1..n).any(|i| view.e_at(i - 1) > view.e_at(i)) {
+            return None;
+        }
+        Some(view)
+    }
+
+    #[inline]
+    pub(super) fn e_at(&self, i: usize) -> i64 {
+        word(self.e, i)
+    }
+
+    #[inline]
+    pub(super) fn c_at(&self, i: usize) -> i64 {
+        word(self.c, i)
+    }
+
+    #[inline]
+    pub(super) fn seq_at(&self, i: usize) -> i64 {
+        word(self.seq, i)
+    }
+
+    /// Column `j` of event `i` as stored (numbers), None where the validity bit is off.
+    #[inline]
+    pub(super) fn stored_word(&self, j: usize, i: usize) -> Option<u64> {
+        let c = &self.cols[j];
+        if c.tag == Tag::Bytes || c.bits[i / 8] & (1 << (i % 8)) == 0 {
+            return None;
+        }
+        Some(word(c.vals, i) as u64)
+    }
+
+    /// Column `j` of event `i` as stored (bytes), None where the validity bit is off.
+    #[inline]
+    pub(super) fn stored_bytes(&self, j: usize, i: usize) -> Option<&'a [u8]> {
+        let c = &self.cols[j];
+        if c.tag != Tag::Bytes || c.bits[i / 8] & (1 << (i % 8)) == 0 {
+            return None;
+        }
+        let off =
+            |k: usize| u32::from_le_bytes(c.vals[k * 4..k * 4 + 4].try_into().unwrap()) as usize;
+        Some(&c.data[off(i)..off(i + 1)])
+    }
+
+    /// The summary of full block `b` of numeric column `j`.
+    #[inline]
+    fn block(&self, j: usize, b: usize) -> Block {
+        Block::read(&self.cols[j].blocks[b * BLOCK_BYTES..(b + 1) * BLOCK_BYTES])
+    }
+
+    /// `[tail, head)` as (events to scan, blocks to read): the blocks inside the range
+    /// and the events at its two ends outside them (all events when the column has no
+    /// summaries).
+    fn split(
+        &self,
+        j: usize,
+        tail: usize,
+        head: usize,
+    ) -> (impl Iterator<Item = usize>, std::ops::Range<usize>) {
+        let summarized = self.shift > 0 && !self.cols[j].blocks.is_empty();
+        let b = 1usize << self.shift;
+        let (bt, bh) = if summarized {
+            (tail.div_ceil(b), head / b)
+        } else {
+            (0, 0)
+        };
+        if bt >= bh {
+            return ((tail..head).chain(0..0), 0..0);
+        }
+        ((tail..bt * b).chain(bh * b..head), bt..bh)
     }
 
     pub fn len(&self) -> usize {
@@ -120,11 +222,6 @@ impl<'a> StateView<'a> {
             seq: word(self.seq, i),
             vals: (0..self.cols.len()).map(|j| self.stored(j, i)).collect(),
         }
-    }
-
-    #[inline]
-    fn e(&self, i: usize) -> i64 {
-        word(self.e, i)
     }
 
     #[inline]
@@ -176,7 +273,7 @@ impl<'a> StateView<'a> {
         let (mut lo, mut hi) = (0, self.n);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if self.e(mid) <= newest {
+            if self.e_at(mid) <= newest {
                 lo = mid + 1
             } else {
                 hi = mid
@@ -189,7 +286,7 @@ impl<'a> StateView<'a> {
         let (mut lo, mut hi) = (0, head);
         while lo < hi {
             let mid = (lo + hi) / 2;
-            if self.e(mid) < oldest {
+            if self.e_at(mid) < oldest {
                 lo = mid + 1
             } else {
                 hi = mid
@@ -210,74 +307,52 @@ impl<'a> StateView<'a> {
         let valid = |i: usize| col.is_none_or(|j| self.valid(j, i));
         match op {
             Op::Count if col.is_none() => Served::Int((head - tail) as i64),
-            Op::Count => Served::Int((tail..head).filter(|&i| valid(i)).count() as i64),
+            Op::Count => {
+                let j = col.expect("a column");
+                let (scan, blocks) = self.split(j, tail, head);
+                let n = scan.filter(|&i| valid(i)).count()
+                    + blocks.map(|b| self.block(j, b).cnt as usize).sum::<usize>();
+                Served::Int(n as i64)
+            }
             Op::Sum | Op::Mean | Op::Std => {
                 let j = col.expect("a column");
-                let (mut n, mut pinf, mut ninf) = (0usize, false, false);
-                let (mut s, mut q) = (DD::ZERO, DD::ZERO);
-                for i in (tail..head).filter(|&i| valid(i)) {
-                    let x = self.number(j, i);
-                    n += 1;
-                    if x == f64::INFINITY {
-                        pinf = true;
-                    } else if x == f64::NEG_INFINITY {
-                        ninf = true;
-                    } else {
-                        s = s.add_f64(x);
-                        if op == Op::Std {
-                            q = q.add(DD::product(x, x));
-                        }
-                    }
+                let (scan, blocks) = self.split(j, tail, head);
+                let mut acc = Moments::default();
+                for i in scan.filter(|&i| valid(i)) {
+                    acc.push(self.number(j, i));
                 }
-                if n == 0 || (op == Op::Std && n < 2) {
-                    return Served::Null;
+                for b in blocks {
+                    acc.merge(&self.block(j, b));
                 }
-                if pinf || ninf {
-                    return Served::Float(match (op, pinf, ninf) {
-                        (Op::Std, ..) | (_, true, true) => f64::NAN,
-                        (_, true, false) => f64::INFINITY,
-                        _ => f64::NEG_INFINITY,
-                    });
-                }
-                let nf = n as f64;
-                Served::Float(match op {
-                    Op::Sum => s.value(),
-                    Op::Mean => s.div_f64(nf).value(),
-                    _ => super::sweep::two_pass_std(|| {
+                acc.get(op, || {
+                    super::sweep::two_pass_std(|| {
                         (tail..head)
                             .filter(move |&i| valid(i))
                             .map(move |i| self.number(j, i))
-                    }),
+                    })
                 })
             }
             Op::Min | Op::Max => {
                 let j = col.expect("a column");
-                let c = &self.cols[j];
-                let mut it = (tail..head).filter(|&i| valid(i));
-                let Some(first) = it.next() else {
-                    return Served::Null;
-                };
-                if c.tag == Tag::I64 {
-                    let v = it.fold(word(c.vals, first), |b, i| {
-                        let x = word(c.vals, i);
-                        if op == Op::Min {
-                            b.min(x)
-                        } else {
-                            b.max(x)
-                        }
-                    });
-                    Served::Int(v)
+                let int = self.cols[j].tag == Tag::I64;
+                let (scan, blocks) = self.split(j, tail, head);
+                let words = scan
+                    .filter(|&i| valid(i))
+                    .map(|i| word(self.cols[j].vals, i) as u64)
+                    .chain(blocks.filter_map(|b| {
+                        let blk = self.block(j, b);
+                        (blk.cnt > 0).then_some(if op == Op::Min { blk.min } else { blk.max })
+                    }));
+                let best = if int {
+                    let it = words.map(|w| w as i64);
+                    if op == Op::Min { it.min() } else { it.max() }.map(Served::Int)
                 } else {
-                    let v = it.fold(self.number(j, first), |b, i| {
-                        let x = self.number(j, i);
-                        if op == Op::Min {
-                            b.min(x)
-                        } else {
-                            b.max(x)
-                        }
-                    });
-                    Served::Float(v)
-                }
+                    words
+                        .map(f64::from_bits)
+                        .reduce(|b, x| if op == Op::Min { b.min(x) } else { b.max(x) })
+                        .map(Served::Float)
+                };
+                best.unwrap_or(Served::Null)
             }
             Op::Last | Op::LastK(_) => {
                 let k = if let Op::LastK(k) = op { k } else { 1 };
@@ -308,10 +383,78 @@ impl<'a> StateView<'a> {
     }
 }
 
+/// Count, sum and sum of squares of a window's values, from events and block
+/// summaries (double-double, ±inf counted apart as in the offline sweep).
+#[derive(Default)]
+struct Moments {
+    n: u64,
+    pinf: u64,
+    ninf: u64,
+    s: DD,
+    q: DD,
+}
+
+impl Moments {
+    #[inline]
+    fn push(&mut self, x: f64) {
+        self.n += 1;
+        if x == f64::INFINITY {
+            self.pinf += 1;
+        } else if x == f64::NEG_INFINITY {
+            self.ninf += 1;
+        } else {
+            self.s = self.s.add_f64(x);
+            self.q = self.q.add(DD::product(x, x));
+        }
+    }
+
+    #[inline]
+    fn merge(&mut self, b: &Block) {
+        self.n += u64::from(b.cnt);
+        self.pinf += u64::from(b.pinf);
+        self.ninf += u64::from(b.ninf);
+        self.s = self.s.add(b.s);
+        self.q = self.q.add(b.q);
+    }
+
+    /// Sum, mean or std; `two_pass` computes the std from the window's values when
+    /// the one-pass formula would lose digits (a spread far below the mean).
+    fn get(&self, op: Op, two_pass: impl FnOnce() -> f64) -> Served {
+        if self.n == 0 || (op == Op::Std && self.n < 2) {
+            return Served::Null;
+        }
+        if self.pinf > 0 || self.ninf > 0 {
+            return Served::Float(match (op, self.pinf > 0, self.ninf > 0) {
+                (Op::Std, ..) | (_, true, true) => f64::NAN,
+                (_, true, false) => f64::INFINITY,
+                _ => f64::NEG_INFINITY,
+            });
+        }
+        let nf = self.n as f64;
+        Served::Float(match op {
+            Op::Sum => self.s.value(),
+            Op::Mean => self.s.div_f64(nf).value(),
+            _ => {
+                // Σx² - (Σx)²/n in double-double: each sum is within ~n·2^-104 of
+                // Σx² (all terms of the second are bounded by it too), so the result
+                // keeps ten digits unless it is below 1e10 times that noise.
+                let ss = self.q.sub(self.s.mul(self.s).div_f64(nf));
+                let noise = self.q.hi.abs() * f64::EPSILON.powi(2) * (nf + 2.0);
+                if ss.value() <= noise * 1e10 {
+                    return Served::Float(two_pass());
+                }
+                ss.div_f64(nf - 1.0).value().max(0.0).sqrt()
+            }
+        })
+    }
+}
+
 /// Fills `out` (`keys × specs` float32, row-major) with aggregation features served
 /// from the states stored in online table `table` at `now`: count and distinct are 0
 /// for an entity with no state, everything else NaN when empty or null. `specs` are
-/// (op, value column, lag range); `last` of a number gives that number.
+/// (op, value column, lag range); `last` of a number gives that number. States are
+/// read in place from the snapshot (no copy); from 8 entities on, entities are
+/// served in parallel on the pool.
 pub fn matrix(
     store: &crate::online::OnlineStore,
     table: &str,
@@ -320,28 +463,21 @@ pub fn matrix(
     now: i64,
     out: &mut [f32],
 ) -> crate::error::Result<()> {
-    use arrow_array::cast::AsArray;
-    use arrow_array::Array;
+    use rayon::prelude::*;
 
-    let batch = match store.read(table, keys, Some(&["state".to_string()]), None, now) {
-        Ok(b) => Some(b),
-        Err(crate::error::Error::UnknownTable { .. }) => None,
-        Err(e) => return Err(e),
-    };
-    let states = batch.as_ref().map(|b| b.column(0).as_binary::<i32>());
+    use crate::error::Error;
+
     let width = specs.len();
-    for (i, row) in out.chunks_mut(width.max(1)).enumerate() {
-        let view = match states {
-            Some(s) if s.is_valid(i) => Some(StateView::parse(s.value(i)).ok_or_else(|| {
-                crate::error::Error::CorruptStore {
-                    path: store.dir().display().to_string(),
-                    detail: format!("an aggregation state of table '{table}' is unreadable"),
-                }
-            })?),
-            _ => None,
-        };
+    if width == 0 {
+        return Ok(());
+    }
+    let unreadable = || Error::CorruptStore {
+        path: store.dir().display().to_string(),
+        detail: format!("an aggregation state of table '{table}' is unreadable"),
+    };
+    let fill = |row: &mut [f32], view: Option<&StateView>| {
         for (slot, &(op, col, lags)) in row.iter_mut().zip(specs) {
-            *slot = match &view {
+            *slot = match view {
                 None if matches!(op, Op::Count | Op::Distinct) => 0.0,
                 None => f32::NAN,
                 Some(v) => match v.serve(op, col, lags, now) {
@@ -356,6 +492,34 @@ pub fn matrix(
                 },
             };
         }
+    };
+    let got = store.with_rows(table, keys, now, |rows, def| {
+        let state = def.schema.index_of("state").map_err(|_| unreadable())?;
+        let one = |(row, found): (&mut [f32], &Option<crate::encode::row::RowView>)| {
+            let view = match found {
+                Some(r) if !r.is_null(state) => {
+                    Some(StateView::parse(r.value(state)).ok_or_else(unreadable)?)
+                }
+                _ => None,
+            };
+            fill(row, view.as_ref());
+            Ok(())
+        };
+        if rows.len() >= 8 {
+            crate::online::env::pool().install(|| {
+                out.par_chunks_mut(width)
+                    .zip(rows.par_iter())
+                    .try_for_each(one)
+            })
+        } else {
+            out.chunks_mut(width).zip(rows.iter()).try_for_each(one)
+        }
+    });
+    match got {
+        Err(Error::UnknownTable { .. }) => {
+            out.chunks_mut(width).for_each(|row| fill(row, None));
+            Ok(())
+        }
+        other => other,
     }
-    Ok(())
 }

@@ -10,21 +10,18 @@
 //! place; an event already present (same insertion sequence number) is not added
 //! twice, so replaying a commit changes nothing.
 //!
-//! **Reads** ([`super::serve`]) compute each op over the window's index range (two
-//! binary searches): O(events in the window) per feature, exact (sums in
-//! double-double, as offline).
+//! **Reads** ([`super::serve`]) find each window's index range (two binary
+//! searches) and compute each op from the block summaries inside it plus the events
+//! at its ends: O(log n + n/64 + 64) per feature, exact (sums in double-double, as
+//! offline). **Format and merging**: [`super::layout`]. Every read is bounds-checked:
+//! a damaged value is an error, never a crash.
 //!
-//! **Format** (little-endian): `"PSA1"`, n: u32, columns: u16; event times, created
-//! times and sequence numbers (n × i64 each, sorted by (event, created, sequence));
-//! then per column a tag (0 f64, 1 i64, 2 bytes), a validity bitmap and the values
-//! (n × 8 bytes, or n + 1 u32 offsets and the bytes). Every read is bounds-checked: a
-//! damaged value is an error, never a crash or a wrong answer.
+//! [`State`] is the decoded form, and the reference the in-place merge
+//! ([`super::layout::merge`]) is tested against.
 
 use std::collections::HashSet;
 
 use super::serve::StateView;
-
-pub(super) const MAGIC: &[u8; 4] = b"PSA1";
 
 /// One value of an event.
 #[derive(Clone, Debug, PartialEq)]
@@ -118,55 +115,9 @@ impl State {
         })
     }
 
+    /// The stored bytes ([`super::layout`]).
     pub fn encode(&self) -> Vec<u8> {
-        let n = self.events.len();
-        let mut out = Vec::with_capacity(16 + n * (24 + 9 * self.tags.len()));
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&(n as u32).to_le_bytes());
-        out.extend_from_slice(&(self.tags.len() as u16).to_le_bytes());
-        for f in [|e: &Event| e.e, |e: &Event| e.c, |e: &Event| e.seq] {
-            for ev in &self.events {
-                out.extend_from_slice(&f(ev).to_le_bytes());
-            }
-        }
-        for (j, tag) in self.tags.iter().enumerate() {
-            out.push(*tag as u8);
-            let mut bits = vec![0u8; n.div_ceil(8)];
-            for (i, ev) in self.events.iter().enumerate() {
-                if !matches!(ev.vals[j], Val::Null) {
-                    bits[i / 8] |= 1 << (i % 8);
-                }
-            }
-            out.extend_from_slice(&bits);
-            match tag {
-                Tag::F64 | Tag::I64 => {
-                    for ev in &self.events {
-                        let raw = match &ev.vals[j] {
-                            Val::F(x) => x.to_bits() as i64,
-                            Val::I(x) => *x,
-                            _ => 0,
-                        };
-                        out.extend_from_slice(&raw.to_le_bytes());
-                    }
-                }
-                Tag::Bytes => {
-                    let mut off = 0u32;
-                    out.extend_from_slice(&off.to_le_bytes());
-                    for ev in &self.events {
-                        if let Val::B(b) = &ev.vals[j] {
-                            off += b.len() as u32;
-                        }
-                        out.extend_from_slice(&off.to_le_bytes());
-                    }
-                    for ev in &self.events {
-                        if let Val::B(b) = &ev.vals[j] {
-                            out.extend_from_slice(b);
-                        }
-                    }
-                }
-            }
-        }
-        out
+        super::layout::encode_events(&self.tags, &self.events)
     }
 
     /// Adds `new` events (any order; ones already present by sequence number are

@@ -8,7 +8,9 @@
 //! chain (3 cycles per word, ~40 cycles for a 20-float row plus its key) with no
 //! alignment prologue, and finishes with at most one 4-, one 2- and one 1-byte step.
 //! Without SSE4.2 (or on another architecture) a byte-at-a-time table lookup gives
-//! the same values, ~5x slower.
+//! the same values, ~5x slower. Long values (aggregation states of busy entities,
+//! megabytes) run three chains over consecutive 4 KiB pieces and join them with a
+//! precomputed "append 4 KiB of zeros" table: ~3x the throughput of one chain.
 //!
 //! [`crc32c_append`] continues a CRC over more bytes: `append(append(0, a), b)` is
 //! the CRC of `a ++ b`, so a row's key and value are checksummed without being
@@ -58,6 +60,29 @@ fn hardware_parts(parts: &[&[u8]]) -> u32 {
 fn hardware(crc: u32, data: &[u8]) -> u32 {
     use std::arch::x86_64::{_mm_crc32_u16, _mm_crc32_u32, _mm_crc32_u64, _mm_crc32_u8};
     let mut c = u64::from(!crc);
+    let mut data = data;
+    if data.len() >= 3 * STREAM {
+        // Three independent chains hide the instruction's 3-cycle latency (one word per
+        // cycle instead of one per three); the chains are joined by shifting a
+        // register over the bytes that follow it (a table lookup per byte of it).
+        let tab = zeros_table();
+        let word =
+            |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8"));
+        while data.len() >= 3 * STREAM {
+            let (a, rest) = data.split_at(STREAM);
+            let (b, rest) = rest.split_at(STREAM);
+            let (d, rest) = rest.split_at(STREAM);
+            let (mut r0, mut r1, mut r2) = (c, 0u64, 0u64);
+            for i in 0..STREAM / 8 {
+                r0 = _mm_crc32_u64(r0, word(a, i));
+                r1 = _mm_crc32_u64(r1, word(b, i));
+                r2 = _mm_crc32_u64(r2, word(d, i));
+            }
+            let joined = shift(tab, shift(tab, r0 as u32) ^ r1 as u32) ^ r2 as u32;
+            c = u64::from(joined);
+            data = rest;
+        }
+    }
     let mut words = data.chunks_exact(8);
     for w in &mut words {
         c = _mm_crc32_u64(c, u64::from_le_bytes(w.try_into().expect("8 bytes")));
@@ -82,6 +107,43 @@ fn hardware(crc: u32, data: &[u8]) -> u32 {
         c = _mm_crc32_u8(c, b);
     }
     !c
+}
+
+/// Bytes per chain in the three-chain loop of long inputs.
+const STREAM: usize = 4096;
+
+/// `tab[k][b]`: the CRC register after `STREAM` zero bytes from register `b << 8k`.
+/// Appending zeros is linear in the register, so the 4 × 256 entries come from the 32
+/// single-bit registers (computed once, ~130k table steps).
+fn zeros_table() -> &'static [[u32; 256]; 4] {
+    static TAB: std::sync::OnceLock<Box<[[u32; 256]; 4]>> = std::sync::OnceLock::new();
+    TAB.get_or_init(|| {
+        let zeros = |mut r: u32| {
+            for _ in 0..STREAM {
+                r = TABLE[(r & 0xFF) as usize] ^ (r >> 8);
+            }
+            r
+        };
+        let bit: Vec<u32> = (0..32).map(|i| zeros(1 << i)).collect();
+        let mut tab = Box::new([[0u32; 256]; 4]);
+        for (k, row) in tab.iter_mut().enumerate() {
+            for (b, slot) in row.iter_mut().enumerate() {
+                *slot = (0..8)
+                    .filter(|i| b & (1 << i) != 0)
+                    .fold(0, |x, i| x ^ bit[8 * k + i]);
+            }
+        }
+        tab
+    })
+}
+
+/// The register `r` after `STREAM` zero bytes.
+#[inline]
+fn shift(tab: &[[u32; 256]; 4], r: u32) -> u32 {
+    tab[0][(r & 0xFF) as usize]
+        ^ tab[1][((r >> 8) & 0xFF) as usize]
+        ^ tab[2][((r >> 16) & 0xFF) as usize]
+        ^ tab[3][(r >> 24) as usize]
 }
 
 /// The reflected Castagnoli polynomial.
@@ -120,6 +182,14 @@ mod tests {
         assert_eq!(crc32c_append(0, b"123456789"), 0xE306_9283);
         assert_eq!(software(0, b"123456789"), 0xE306_9283);
         assert_eq!(crc32c_append(0, b""), 0);
+        let long: Vec<u8> = (0..40_000u32).map(|i| (i * 31 + i / 7) as u8).collect();
+        for cut in [0, 12_287, 12_288, 12_289, 24_576 + 5, 40_000] {
+            assert_eq!(
+                crc32c_append(7, &long[..cut]),
+                software(7, &long[..cut]),
+                "{cut}"
+            );
+        }
         let data: Vec<u8> = (0..200u32).map(|i| (i * 7 + 3) as u8).collect();
         for cut in 0..data.len() {
             let whole = crc32c_append(0, &data[..cut]);

@@ -168,6 +168,18 @@ impl OnlineStore {
         read::read_table(&*self.env()?, table, keys, features, ttl_ns, now_ns)
     }
 
+    /// Runs `f` over the checked rows of `table` for `keys`, in place (see
+    /// [`read::with_rows`]).
+    pub fn with_rows<R>(
+        &self,
+        table: &str,
+        keys: &Keys,
+        now_ns: i64,
+        f: impl FnMut(&[Option<crate::encode::row::RowView>], &catalog::TableDef) -> Result<R>,
+    ) -> Result<R> {
+        read::with_rows(&*self.env()?, table, keys, now_ns, f)
+    }
+
     /// Resolves tables and features once for [`OnlineStore::read_matrix`].
     pub fn matrix_plan(
         &self,

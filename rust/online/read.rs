@@ -589,6 +589,33 @@ fn read_table_once(
     })
 }
 
+/// Calls `f` with the rows of table `table` for `keys` (in key order, None where
+/// missing), read in place on one snapshot, each checked against its checksum: for
+/// readers that interpret a column's bytes themselves (aggregation states) without
+/// a copy. `f` may run more than once (when the table is re-created meanwhile).
+pub fn with_rows<R>(
+    env: &Env,
+    table: &str,
+    keys: &Keys,
+    now_ns: i64,
+    mut f: impl FnMut(&[Option<RowView>], &TableDef) -> Result<R>,
+) -> Result<R> {
+    let mut attempts = 0;
+    loop {
+        let mut once = || {
+            let plan = ReadPlan::new(env, &[table.to_string()], vec![None])?;
+            env.with_reads(1, |txns| {
+                let found = lookup(env, txns, &plan, keys, now_ns)?;
+                f(&found.rows, &plan.tables[0])
+            })
+        };
+        match once() {
+            Err(Error::StaleCatalog) if attempts < 3 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
 /// A feature of a matrix: `table` None means "the one table that has it".
 #[derive(Clone, Debug)]
 pub struct FeatureRef {

@@ -6,7 +6,9 @@ use pyo3::prelude::*;
 use pyo3_arrow::PyTable;
 
 use super::errors::IntoPyResult;
-use crate::agg::state::{Event, State, Tag, Val};
+use crate::agg::layout::merge;
+use crate::agg::serve::StateView;
+use crate::agg::state::{Event, Tag, Val};
 use crate::agg::{AggSpec, Closed, Op, WindowAggSpec};
 use crate::error::Error;
 use crate::table::Table;
@@ -221,21 +223,23 @@ pub fn agg_merge<'py>(
         let stored = stored.as_binary::<i32>();
         let mut stamps = Vec::with_capacity(n_old);
         let mut states: Vec<Vec<u8>> = Vec::with_capacity(n_old);
+        let unreadable = |i: usize| Error::CorruptStore {
+            path: "online store".into(),
+            detail: format!("an aggregation state (row {i}) is unreadable"),
+        };
         for (i, events) in new.into_iter().enumerate() {
-            let mut state = if stored.is_valid(i) {
-                let s = State::decode(stored.value(i))
-                    .filter(|s| s.tags == tags)
-                    .ok_or_else(|| Error::CorruptStore {
-                        path: "online store".into(),
-                        detail: format!("an aggregation state (row {i}) is unreadable"),
-                    })?;
-                s
+            let view = if stored.is_valid(i) {
+                let v = StateView::parse(stored.value(i))
+                    .filter(|v| v.tags() == tags)
+                    .ok_or_else(|| unreadable(i))?;
+                Some(v)
             } else {
-                State::new(tags.clone())
+                None
             };
-            state.merge(events, keep_ns, &last_cols);
-            stamps.push(state.newest().unwrap_or(0));
-            states.push(state.encode());
+            let (bytes, newest) = merge(view.as_ref(), &tags, events, keep_ns, &last_cols)
+                .ok_or_else(|| unreadable(i))?;
+            stamps.push(newest.unwrap_or(0));
+            states.push(bytes);
         }
         let mut fields: Vec<Field> = old_keys.iter().map(|c| c.field.clone()).collect();
         let mut arrays: Vec<ArrayRef> = (key_cols.iter())
@@ -277,7 +281,7 @@ pub fn agg_serve<'py>(
     use arrow_array::{Array, ArrayRef, RecordBatch};
     use arrow_schema::{DataType, Field, Schema};
 
-    use crate::agg::serve::{lags_ns, Served, StateView};
+    use crate::agg::serve::{lags_ns, Served};
 
     let closed = match closed.as_str() {
         "left" => Closed::Left,
