@@ -54,7 +54,7 @@ bench-spark: dev ## the join on local Spark: kernel vs pandas merge_asof per buc
 	$(PY) -m benches.spark
 
 bench-agg: dev ## window aggregations vs polars and DuckDB: 10M events, 1M labels (minutes, GBs of RAM)
-	$(PY) -m benches.agg --size L --skew --skew-engines pitstop,polars
+	$(PY) -m benches.agg --size L --skew --skew-engines pitstop,polars --online
 
 bench-online: dev ## online store: pitstop vs python-lmdb, SQLite, Redis (if redis-server is installed)
 	$(PIP) install -q redis

@@ -54,7 +54,7 @@ features, ``fs.create_aggregation(..., online=True)``); p50/p99 of
 entity with 1,000 events in its 30-day window, 1 entity with 100,000, and 100
 entities at once, next to a per-request DuckDB query computing the same features
 from the raw events (table sorted by key and time); and the ingest rate of
-``fg.insert`` batches into the group with the aggregation (events/s), next to the
+``fg.insert`` batches (10,000 and 100,000 events) into the group with the aggregation (events/s), next to the
 same group without one.
 """
 
@@ -455,6 +455,7 @@ ONLINE_HEAVY_EVENTS = 100_000    # events of the heavy entity in its window
 ONLINE_LIGHT_ENTITIES = 1_000
 ONLINE_OLD_EVENTS = 200          # per light entity, older than 30 days (outside every window)
 ONLINE_BATCH = 10_000            # events per fg.insert
+ONLINE_BIG_BATCH = 100_000       # the same, in larger batches
 HEAVY_KEY = 10_000_000
 
 
@@ -590,6 +591,23 @@ def online(args: argparse.Namespace, log) -> str | None:
             plain.insert(b)
         plain_rate = events.num_rows / (time.perf_counter() - t0)
         log(f"  ingest: {agg_rate:,.0f} events/s with the aggregation, {plain_rate:,.0f} plain")
+        # The same events in larger batches, into a second pair of groups.
+        big = fs.create_feature_group("txn_big", primary_key="user_id", event_time="ts")
+        big_plain = fs.create_feature_group("txn_big_plain", primary_key="user_id", event_time="ts")
+        big.insert(events.slice(0, 1))
+        _create_online_aggregation(fs, big, "txn_big_aggs")
+        step = ONLINE_BIG_BATCH
+        big_batches = [events.slice(i, step) for i in range(1, events.num_rows, step)]
+        t0 = time.perf_counter()
+        for b in big_batches:
+            big.insert(b)
+        big_rate = (events.num_rows - 1) / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for b in [events.slice(0, 1), *big_batches]:
+            big_plain.insert(b)
+        big_plain_rate = events.num_rows / (time.perf_counter() - t0)
+        log(f"  ingest ({step:,}-event batches): {big_rate:,.0f} events/s with the aggregation, "
+            f"{big_plain_rate:,.0f} plain")
         fv = fs.create_feature_view("txn_view", features=[selection])
         sql = DuckDBPerRequest(events, args.threads)
         rng = np.random.default_rng(5)
@@ -636,6 +654,8 @@ def online(args: argparse.Namespace, log) -> str | None:
                  f"{agg_rate:,.0f} events/s into the group with the online aggregation, "
                  f"{plain_rate:,.0f} events/s into the same group without it (offline "
                  "write only; same batches).")
+    notes.append(f"ingest in {ONLINE_BIG_BATCH:,}-event batches: {big_rate:,.0f} events/s with "
+                 f"the online aggregation, {big_plain_rate:,.0f} events/s without it.")
     notes.append(f"pitstop's vectors vs the DuckDB query (float32, rtol 1e-6): {agree}.")
     notes.append("DuckDB: one in-memory table of the raw events sorted by (user_id, ts), a "
                  "parameterized query per request with FILTER per window, fetched to a float32 "
