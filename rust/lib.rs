@@ -1,5 +1,6 @@
 //! pitstop's Rust core: point-in-time joins over Arrow data ([`join`]), window
-//! aggregations ([`agg`]) and the LMDB-backed online store. The kernels know nothing of Python; `py/` (built only with
+//! aggregations ([`agg`]), the LMDB-backed online store and model-dependent transforms
+//! ([`transform`]). The kernels know nothing of Python; `py/` (built only with
 //! the `python` feature, which maturin turns on) is the one place that touches pyo3, and
 //! the `#[pymodule]` below is the whole Python surface of the extension.
 
@@ -10,6 +11,7 @@ pub mod join;
 pub mod online;
 pub mod table;
 pub mod trace;
+pub mod transform;
 
 #[cfg(feature = "python")]
 mod py;
@@ -27,5 +29,6 @@ fn _core(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
     m.add_class::<py::online::PyOnlineStore>()?;
     m.add_class::<py::online::PyReader>()?;
     m.add_class::<py::online::PyPreparedWrite>()?;
+    m.add_class::<py::transform::PyTransformPlan>()?;
     Ok(())
 }

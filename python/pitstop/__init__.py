@@ -7,7 +7,7 @@ in one directory and inside your own processes.
 
 from __future__ import annotations
 
-from . import agg, errors
+from . import agg, errors, transforms
 from .agg import window_agg
 from ._core import __version__
 from .errors import PitstopError
@@ -15,6 +15,7 @@ from .group import FeatureGroup
 from .join import pit_join
 from .online import OnlineStore, Reader
 from .store import FeatureStore
+from .transforms import on_demand
 from .view import FeatureView, Snapshot, snapshot_of
 
 __all__ = [
@@ -28,7 +29,9 @@ __all__ = [
     "PitstopError",
     "Reader",
     "Snapshot",
+    "on_demand",
     "pit_join",
     "snapshot_of",
+    "transforms",
     "window_agg",
 ]

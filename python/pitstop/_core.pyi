@@ -163,3 +163,10 @@ class Reader:
         on one thread (a benchmark baseline and test oracle)."""
     def vector(self, key: Any, now_ns: int | None = None) -> bytearray:
         """``width`` floats for one entity (an id, or a tuple for a composite key)."""
+
+class TransformPlan:
+    """Fitted model-dependent transforms of a ``width``-column float32 input: steps
+    ``(column, kind, a, b, edges)`` with kind ``scale`` (``(x - a) / b``), ``log1p``,
+    ``clip`` (``[a, b]``), ``bucketize`` (``edges``) or ``fill_null`` (``a``)."""
+    def __init__(self, width: int, steps: list[tuple[int, str, float, float, list[float]]]) -> None: ...
+    def apply(self, x: Any) -> bytearray: ...

@@ -7,11 +7,13 @@ drifts, marketing actions, billing events, and churn labels observed at differen
    groups (engagement, marketing, billing; 20 features each), and raw payment events
    into a fourth group, from which an online aggregation keeps spend windows (count,
    sum, mean, max over 7 and 28 days), exact at every label's time.
-2. Training pipeline: a feature view over all 66 features, point-in-time training data
-   for the labels, a time-based split, a gradient-boosted model (scikit-learn) exported
-   to ONNX and registered with its metrics and training snapshot.
-3. Inference pipeline: a predictor serving 10k predictions from the online store, with
-   latency percentiles for batch 1 and batch 100, and a what-if question.
+2. Training pipeline: a feature view over all 66 features plus two request-time ones
+   (the retention offer made in the call, an on-demand function) with a log and a
+   scaler fitted on the training split, point-in-time training data for the labels, a
+   time-based split, a gradient-boosted model (scikit-learn) exported to ONNX and
+   registered with its metrics and training snapshot.
+3. Inference pipeline: a predictor serving 10k predictions from the online store and
+   the request, with latency percentiles for batch 1 and batch 100, and what-if questions.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -72,10 +73,14 @@ def generate(users: int, weeks: int, seed: int = 7) -> tuple[dict[str, pa.Table]
     uid = rng.integers(0, users, n_labels)
     week = rng.uniform(2, weeks + 1, n_labels)
     t = (START.timestamp() * 1e6 + week * 7 * DAY_US).astype(np.int64)
-    risk = -(health[uid] + drift[uid] * week) + rng.normal(0, 0.8, n_labels)
+    # The retention offer made in the call the label comes from: known only at request
+    # time, so it reaches the model through an on-demand feature.
+    offer = rng.choice([0.0, 10.0, 20.0, 30.0], n_labels)
+    risk = -(health[uid] + drift[uid] * week) - offer / 25 + rng.normal(0, 0.8, n_labels)
     spine = pa.table({
         "user_id": pa.array(uid, pa.int64()),
         "label_time": pa.array(t, pa.timestamp("us", "UTC")),
+        "offer_pct": pa.array(offer),
         "churned": pa.array(risk > 1.0),
     })
     return tables, spine
@@ -152,6 +157,13 @@ def latencies(fn, batches: list) -> tuple[float, float]:
     return out[len(out) // 2] * 1e6, out[min(len(out) - 1, int(len(out) * 0.99))] * 1e6
 
 
+def offer_features(cols: dict) -> dict:
+    """The demo's on-demand function (registered by its import path): the retention
+    offer made at request time, and its value against the account's monthly revenue."""
+    return {"offer": cols["offer_pct"],
+            "offer_value": cols["offer_pct"] / 100 * np.abs(cols["bil_mrr_28d"])}
+
+
 def run(rows: int | None = None, directory: str | None = None, *, users: int = 10_000,
         weeks: int = 26, n_trees: int = 100, requests: int = 10_000, max_train: int = 6_000) -> int:
     import pitstop as ps
@@ -174,7 +186,13 @@ def run(rows: int | None = None, directory: str | None = None, *, users: int = 1
          f"({time.perf_counter() - t0:.1f} s)")
 
     t0 = time.perf_counter()
-    fv = fs.create_feature_view("churn", features=[g.select_all() for g in groups], labels=["churned"])
+    from pitstop import transforms as T
+
+    fv = fs.create_feature_view(
+        "churn", features=[g.select_all() for g in groups], labels=["churned"],
+        on_demand=[ps.on_demand(request={"offer_pct": "float64"},
+                                outputs={"offer": "float64", "offer_value": "float64"})(offer_features)],
+        transforms={"sum_amount_28d": T.log1p(), "bil_mrr_28d": T.standard_scaler()})
     test_start = START + dt.timedelta(weeks=int(weeks * 0.75))
     x_tr, x_te, y_tr, y_te = fv.train_test_split(spine, test_start=test_start, spine_time="label_time")
     x_tr, y_tr = to_numpy(x_tr), y_tr.column(0).to_numpy(zero_copy_only=False)
@@ -187,7 +205,7 @@ def run(rows: int | None = None, directory: str | None = None, *, users: int = 1
     sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     p_te = sess.run(["probabilities"], {"input": x_te})[0][:, 1]
     metric = auc(y_te, p_te)
-    snapshot = ps.snapshot_of(fv.training_data(spine.slice(0, 1), spine_time="label_time"))
+    snapshot = fv.last_snapshot  # the split's: its transforms were fitted on x_tr
     model = fs.models.register("churn", onnx_bytes, feature_view=fv, metrics={"auc": metric},
                                training_snapshot=snapshot, description=f"GBDT, {n_trees} trees")
     _say(f"2. training pipeline  {len(x_tr):,} train / {len(x_te):,} test rows (point-in-time, split at "
@@ -197,16 +215,21 @@ def run(rows: int | None = None, directory: str | None = None, *, users: int = 1
     t0 = time.perf_counter()
     pred = fs.predictor("churn", missing="default", defaults={f: 0.0 for f in fv.features})
     serve_at = START + dt.timedelta(weeks=weeks)  # the synthetic business's "now"
-    serve = partial(pred.predict, now=serve_at)
     rng = np.random.default_rng(1)
     n_single = requests // 2
-    singles = [{"user_id": int(u)} for u in rng.integers(0, users, n_single)]
-    hundreds = [{"user_id": rng.integers(0, users, 100)} for _ in range((requests - n_single) // 100)]
+    # A request: the user, and the offer on the table (a request-time feature).
+    singles = [({"user_id": int(u)}, {"offer_pct": [20.0]}) for u in rng.integers(0, users, n_single)]
+    hundreds = [({"user_id": rng.integers(0, users, 100)}, {"offer_pct": np.full(100, 10.0)})
+                for _ in range((requests - n_single) // 100)]
+
+    def serve(req):
+        return pred.predict(req[0], request=req[1], now=serve_at)
+
     for b in singles[:200] + hundreds[:5]:  # warm up
         serve(b)
     p1 = latencies(serve, singles)
     p100 = latencies(serve, hundreds)
-    x = fv.get_feature_vectors(hundreds[0], as_matrix=True, now=serve_at)
+    x = fv.get_feature_vectors(hundreds[0][0], as_matrix=True, now=serve_at, request=hundreds[0][1])
     fresh = 1 - np.isnan(x).mean()
     _say(f"3. inference pipeline {n_single + 100 * len(hundreds):,} predictions from online features: "
          f"batch 1 p50 {p1[0]:.0f} µs / p99 {p1[1]:.0f} µs; batch 100 p50 {p100[0]:.0f} µs / "
@@ -215,10 +238,14 @@ def run(rows: int | None = None, directory: str | None = None, *, users: int = 1
 
     user = int(spine.column("user_id")[0].as_py())
     feat = fv.features[0]
-    before, after = pred.what_if({"user_id": user}, {feat: 3.0}, now=serve_at)
+    before, after = pred.what_if({"user_id": user}, {feat: 3.0}, now=serve_at,
+                                 request={"offer_pct": [0.0]})
     _say(f"\nwhat if user {user} had {feat} = 3.0? churn probability {before:.2f} -> {after:.2f}")
+    no_offer, offer = (pred.predict({"user_id": user}, request={"offer_pct": [p]}, now=serve_at)[0]
+                       for p in (0.0, 30.0))
+    _say(f"and with a 30% retention offer instead of none? {no_offer:.2f} -> {offer:.2f}")
     pd_curve = pred.partial_dependence(feat, [-2, 0, 2], {"user_id": rng.integers(0, users, 200)},
-                                       now=serve_at)
+                                       request={"offer_pct": np.zeros(200)}, now=serve_at)
     _say(f"partial dependence of churn on {feat} at -2/0/2: " + " / ".join(f"{v:.2f}" for v in pd_curve))
     _say(f"\ndone in {time.perf_counter() - t_start:.1f} s; store: feature groups "
          f"{[g.name for g in groups[:-1]] + ['payments']}, aggregation spend, view churn v1, "

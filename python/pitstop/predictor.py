@@ -50,10 +50,18 @@ class Predictor:
         self._defaults = None
         if missing == "default":
             defaults = defaults or {}
-            absent = [f for f in self.view.features if f not in defaults]
+            absent = [f for f in self.view.lookup_features if f not in defaults]
             if absent:
                 raise InvalidArgumentError(f"missing='default' needs a default for every feature; none for {absent}")
-            self._defaults = np.array([defaults[f] for f in self.view.features], np.float32)
+            self._defaults = np.array([defaults[f] for f in self.view.lookup_features], np.float32)
+        self._fitted = None
+        if self.view.transforms:
+            if model.snapshot_id is None:
+                raise InvalidArgumentError(
+                    f"model '{model.name}' v{model.version} reads view '{self.view.name}', which has "
+                    "transforms, but was registered without training_snapshot=...; register it "
+                    "with the snapshot its transforms were fitted on")
+            self._fitted = self.view.fitted_transforms(model.snapshot_id)
         self._lookup = self.view._online_plan()
         self._logger = None
         if log:
@@ -72,15 +80,23 @@ class Predictor:
 
     def features(self, keys: Any, *, request: Any = None, now: dt.datetime | None = None) -> np.ndarray:
         """The model input matrix for ``keys`` (float32, one row per key)."""
-        x = self._lookup(keys, now)
-        x = self._apply_missing(x, keys)
+        return self._model_input(keys, request, now)
+
+    def _model_input(self, keys: Any, request: Any, now: Any) -> np.ndarray:
+        """Lookup, missing-value policy, on-demand features, fitted transforms, raw
+        request features: the model input."""
+        x = self._apply_missing(self._lookup(keys, now), keys)
+        if self.view.on_demand:
+            x = self.view._with_on_demand(x, request)
+        if self._fitted is not None:
+            x = self._fitted.apply_matrix(x)
         return self._with_request(x, request)
 
     def predict(self, keys: Any, *, request: Any = None, return_features: bool = False,
                 now: dt.datetime | None = None):
         """Predictions for ``keys`` (numpy float32; for a classifier, the probability of
         the positive class). With ``return_features=True``, (predictions, input matrix)."""
-        x = self._with_request(self._apply_missing(self._lookup(keys, now), keys), request)
+        x = self._model_input(keys, request, now)
         y = self._run(x)
         if self._logger is not None:
             self._logger.log(normalize_keys(keys), x, y)
@@ -105,7 +121,7 @@ class Predictor:
         rows = np.flatnonzero(holes.any(axis=1))[:5]
         table = normalize_keys(keys)
         shown = [{c: table.column(c)[int(i)].as_py() for c in table.column_names} for i in rows]
-        cols = [self.view.features[j] for j in np.flatnonzero(holes.any(axis=0))[:5]]
+        cols = [self.view.lookup_features[j] for j in np.flatnonzero(holes.any(axis=0))[:5]]
         raise DataError(
             f"model '{self.model.name}': {int(holes.any(axis=1).sum())} key(s) lack online features "
             f"(e.g. {shown}, features {cols}); insert or materialize them, or use missing='nan'/'default'"
@@ -114,7 +130,7 @@ class Predictor:
     def _with_request(self, x: np.ndarray, request: Any) -> np.ndarray:
         names = self.model.request_features
         if not names:
-            if request is not None:
+            if request is not None and not self.view.on_demand:
                 raise InvalidArgumentError(f"model '{self.model.name}' takes no request features")
             return x
         if request is None:

@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS aggregations (
     online INTEGER NOT NULL, description TEXT NOT NULL, created_at REAL NOT NULL,
     checksum TEXT,
     PRIMARY KEY (name, version));
+CREATE TABLE IF NOT EXISTS view_transforms (
+    view_name TEXT NOT NULL, view_version INTEGER NOT NULL,
+    on_demand TEXT NOT NULL, transforms TEXT NOT NULL, checksum TEXT,
+    PRIMARY KEY (view_name, view_version));
+CREATE TABLE IF NOT EXISTS transform_fits (
+    snapshot_id INTEGER PRIMARY KEY, fits TEXT NOT NULL, checksum TEXT);
 CREATE TABLE IF NOT EXISTS models (
     name TEXT NOT NULL, version INTEGER NOT NULL,
     view_name TEXT NOT NULL, view_version INTEGER NOT NULL,
@@ -88,7 +94,7 @@ class Registry:
                     db.execute(stmt)
                 self._check_format(db)
                 self._add_checksums(db)
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
             raise CorruptStoreError(
                 f"{self.path} is not a readable pitstop registry ({e}); restore it from a backup"
             ) from None
@@ -187,11 +193,11 @@ class Registry:
         """One write transaction (BEGIN IMMEDIATE: writers queue, readers go on)."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
             raise _db_error(self.path, e) from None
         try:
             yield self._db
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
             self._db.execute("ROLLBACK")
             raise _db_error(self.path, e) from None
         except BaseException:
@@ -200,7 +206,7 @@ class Registry:
         else:
             try:
                 self._db.execute("COMMIT")
-            except sqlite3.DatabaseError as e:
+            except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
                 raise _db_error(self.path, e) from None
 
     def query(self, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
@@ -208,7 +214,7 @@ class Registry:
             cur = self._db.execute(sql, args)
             cols = [c[0] for c in cur.description]
             rows = [dict(zip(cols, row)) for row in cur.fetchall()]
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
             raise _db_error(self.path, e) from None
         table = _table_of(sql)
         if table in CHECKED and "checksum" in cols:
@@ -226,7 +232,8 @@ class Registry:
         return rows[0] if rows else None
 
 
-CHECKED = ("feature_groups", "feature_views", "snapshots", "models", "aggregations")
+CHECKED = ("feature_groups", "feature_views", "snapshots", "models", "aggregations",
+           "view_transforms", "transform_fits")
 _FROM = re.compile(r"\bFROM\s+(\w+)", re.IGNORECASE)
 
 
@@ -248,7 +255,7 @@ def _has_data(store: Path) -> bool:
     return any(any(p.iterdir()) for p in (store / "offline", store / "models") if p.is_dir())
 
 
-def _db_error(path: Path, e: sqlite3.DatabaseError) -> StoreError:
+def _db_error(path: Path, e: Exception) -> StoreError:
     if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
         return StoreError(f"{path} is locked by another writer for too long ({e}); try again")
     if isinstance(e, sqlite3.OperationalError) and "readonly" in str(e).replace("-", ""):

@@ -355,8 +355,13 @@ class FeatureStore:
 
     def create_feature_view(self, name: str, *, version: int = 1, features: list[Selection],
                             labels: list[str] | tuple[str, ...] = (),
+                            on_demand: list[Any] | None = None,
+                            transforms: dict[str, Any] | None = None,
                             description: str = "") -> FeatureView:
-        """Registers a feature view: the features a model reads (``fg.select(...)``)."""
+        """Registers a feature view: the features a model reads (``fg.select(...)``),
+        request-time features computed by ``on_demand`` functions, and the
+        model-dependent ``transforms`` of features (fitted by ``train_test_split``);
+        see :mod:`pitstop.transforms`."""
         check_name(name, "feature view")
         check_version(version, "feature view")
         if not features or not all(isinstance(s, Selection) for s in features):
@@ -376,6 +381,7 @@ class FeatureStore:
                         "selection a prefix (fg.select([...], prefix='...'))"
                     )
                 seen[n] = s.group
+        extra = _transforms_row(list(seen), on_demand, transforms)
         with self.registry.tx() as db:
             if db.execute("SELECT 1 FROM feature_views WHERE name=? AND version=?",
                           (name, version)).fetchone():
@@ -386,10 +392,52 @@ class FeatureStore:
             self.registry.insert(db, "feature_views", dict(
                 name=name, version=version, spec=dumps([s.to_json() for s in features]),
                 labels=dumps(list(labels)), description=description, created_at=now()))
+            if extra is not None:
+                self.registry.insert(db, "view_transforms", dict(
+                    view_name=name, view_version=version, **extra))
         return self.get_feature_view(name, version)
 
-    def get_feature_view(self, name: str, version: int | None = None) -> FeatureView:
-        return FeatureView(self, self._row("feature_views", "feature view", name, version))
+    def get_feature_view(self, name: str, version: int | None = None, *,
+                         allow_changed: bool = False) -> FeatureView:
+        """A feature view; ``allow_changed=True`` opens one whose on-demand functions'
+        source changed since registration (with a warning instead of an error)."""
+        return FeatureView(self, self._row("feature_views", "feature view", name, version),
+                           allow_changed=allow_changed)
+
+    def _has_table(self, table: str) -> bool:
+        """Whether the registry has ``table`` (a read-only registry made by an older
+        pitstop may lack the newer ones)."""
+        return bool(self.registry.query(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name=?", (table,)))
+
+    def _view_transforms(self, name: str, version: int) -> dict | None:
+        if not self._has_table("view_transforms"):
+            return None
+        return self.registry.one(
+            "SELECT * FROM view_transforms WHERE view_name=? AND view_version=?", (name, version))
+
+    def _fits(self, snapshot_id: int) -> str | None:
+        if not self._has_table("transform_fits"):
+            return None
+        row = self.registry.one("SELECT fits FROM transform_fits WHERE snapshot_id=?", (snapshot_id,))
+        return None if row is None else row["fits"]
+
+    def _latest_fitted(self, name: str, version: int) -> int | None:
+        """The newest snapshot of a view with fitted transforms."""
+        if not self._has_table("transform_fits"):
+            return None
+        row = self.registry.one(
+            "SELECT f.snapshot_id AS id FROM transform_fits f JOIN snapshots s ON s.id = "
+            "f.snapshot_id WHERE s.view_name=? AND s.view_version=? ORDER BY f.snapshot_id DESC "
+            "LIMIT 1", (name, version))
+        return None if row is None else int(row["id"])
+
+    def _record_fits(self, snapshot_id: int | None, fits: str) -> None:
+        if snapshot_id is None or self.readonly:
+            return
+        with self.registry.tx() as db:
+            db.execute("DELETE FROM transform_fits WHERE snapshot_id=?", (snapshot_id,))
+            self.registry.insert(db, "transform_fits", dict(snapshot_id=snapshot_id, fits=fits))
 
     def feature_views(self) -> list[FeatureView]:
         rows = self.registry.query("SELECT * FROM feature_views ORDER BY name, version")
@@ -410,6 +458,8 @@ class FeatureStore:
             )
         with self.registry.tx() as db:
             db.execute("DELETE FROM feature_views WHERE name=? AND version=?", (name, version))
+            db.execute("DELETE FROM view_transforms WHERE view_name=? AND view_version=?",
+                       (name, version))
 
     def _record_snapshot(self, view: FeatureView, tables: dict[str, int]) -> Snapshot:
         if self.readonly:  # not recorded: the result still carries the versions it read
@@ -440,3 +490,32 @@ def _read_only(path: Path) -> bool:
         pass
     registry = path / "registry.db"
     return not os.access(path, os.W_OK) or (registry.exists() and not os.access(registry, os.W_OK))
+
+
+def _transforms_row(features: list[str], on_demand: Any, transforms: Any) -> dict | None:
+    """The ``view_transforms`` row of a new view (None when it has neither), checked:
+    on-demand outputs must not clash with features, transforms must name features."""
+    from .transforms import OnDemand, chains
+
+    if on_demand is None and not transforms:
+        return None
+    funcs = list(on_demand or [])
+    if not all(isinstance(f, OnDemand) for f in funcs):
+        raise InvalidArgumentError(
+            "on_demand must be a list of functions decorated with @pitstop.on_demand(...)")
+    names = list(features)
+    for f in funcs:
+        clash = [o for o in f.outputs if o in names]
+        if clash:
+            raise InvalidArgumentError(
+                f"on-demand function {f.path} outputs {clash}, which the view already has; "
+                "rename the outputs")
+        names.extend(f.outputs)
+    chained = chains(transforms)
+    unknown = [f for f in chained if f not in names]
+    if unknown:
+        raise InvalidArgumentError(
+            f"transforms name {unknown}, which are not features of the view ({names})")
+    return dict(on_demand=dumps([f.to_json() for f in funcs]),
+                transforms=dumps({k: [t.to_json() for t in v] for k, v in chained.items()}))
+

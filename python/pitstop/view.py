@@ -23,10 +23,11 @@ import pyarrow.compute as pc
 from . import _core
 from ._inputs import as_table, keys_table
 from ._schema import SEQ
+from . import transforms as T
 from .group import Selection
 from .online import _key_list, now_ns
 from .registry import registry_row
-from .errors import InvalidArgumentError, NotFoundError, SchemaError
+from .errors import DataError, InvalidArgumentError, NotFoundError, SchemaError
 
 if TYPE_CHECKING:
     from .store import FeatureStore
@@ -65,15 +66,23 @@ def snapshot_of(table: pa.Table) -> Snapshot:
 class FeatureView:
     """One version of a feature view. Get it from a :class:`FeatureStore`."""
 
-    def __init__(self, store: FeatureStore, row: dict[str, Any]):
+    def __init__(self, store: FeatureStore, row: dict[str, Any], *, allow_changed: bool = False):
         self._store = store
         self.name: str = row["name"]
         self.version: int = row["version"]
+        extra = store._view_transforms(self.name, self.version)
         with registry_row(f"feature view '{self.name}' v{self.version}"):
             self.selections: list[Selection] = [Selection.from_json(s) for s in json.loads(row["spec"])]
             self.labels: list[str] = [str(x) for x in json.loads(row["labels"])]
             self.description: str = row["description"]
+            specs = json.loads(extra["on_demand"]) if extra else []
+            self.transforms: dict[str, list[T.Transform]] = {
+                str(k): [T.Transform.from_json(t) for t in v]
+                for k, v in (json.loads(extra["transforms"]) if extra else {}).items()}
+        self.on_demand: list[T.OnDemand] = [
+            T.load_on_demand(d, allow_changed=allow_changed) for d in specs]
         self.last_snapshot: Snapshot | None = None
+        self.last_fitted: T.Fitted | None = None
         self._plan = None
 
     def __repr__(self) -> str:
@@ -81,8 +90,22 @@ class FeatureView:
 
     @property
     def features(self) -> list[str]:
-        """Output feature names, in the view's order (the model's input order)."""
+        """Output feature names, in the view's order (the model's input order): the
+        looked-up features, then the on-demand ones."""
+        return [*self.lookup_features, *(o for f in self.on_demand for o in f.outputs)]
+
+    @property
+    def lookup_features(self) -> list[str]:
+        """The features read from feature groups and aggregations."""
         return [n for s in self.selections for n in s.output_names]
+
+    @property
+    def request_fields(self) -> dict[str, str]:
+        """The request fields the on-demand functions read (name -> type)."""
+        out: dict[str, str] = {}
+        for f in self.on_demand:
+            out.update(f.request)
+        return out
 
     @property
     def keys(self) -> list[str]:
@@ -140,6 +163,7 @@ class FeatureView:
                 out, sel, spine_time, version=snap.tables[source] if snap else None,
                 knowledge_time=knowledge_time)
             tables[source] = version
+        out = self._add_on_demand(out, "the spine")
         snap = snap or self._store._record_snapshot(self, tables)
         self.last_snapshot = snap
         meta = dict(out.schema.metadata or {})
@@ -158,6 +182,10 @@ class FeatureView:
 
         if spark is None:
             raise InvalidArgumentError("engine='spark' needs spark=<SparkSession>")
+        if self.on_demand:
+            raise InvalidArgumentError(
+                f"feature view '{self.name}' has on-demand features, which engine='spark' does "
+                "not compute yet; use the local engine")
         if not isinstance(spine, DataFrame):
             spine = spark.createDataFrame(as_table(spine, "spine"))
         if spine_time is None:
@@ -228,8 +256,86 @@ class FeatureView:
             is_test = pc.and_(is_test, pc.less(t, _scalar_like(test_end, t.type)))
         is_train = pc.less(t, start)
         train, test = data.filter(is_train), data.filter(pc.fill_null(is_test, False))
+        if self.transforms:
+            fitted = T.Fitted.fit(self.transforms, train, self.features)
+            self._store._record_fits(self.last_snapshot.id, fitted.to_json())
+            self.last_fitted = fitted
+            train, test = fitted.apply_table(train), fitted.apply_table(test)
         return (train.select(self.features), test.select(self.features),
                 train.select(self.labels), test.select(self.labels))
+
+    # -- transformations -----------------------------------------------------------
+
+    def fitted_transforms(self, snapshot: Any = None) -> T.Fitted:
+        """The transforms fitted on the training split of ``snapshot`` (a Snapshot, its
+        id, or a training_data result); by default the ones fitted last for this view
+        (by this object, else the newest recorded)."""
+        if snapshot is None and self.last_fitted is not None:
+            return self.last_fitted
+        snap = self._resolve_snapshot(snapshot)
+        sid = snap.id if snap is not None else self._store._latest_fitted(self.name, self.version)
+        text = None if sid is None else self._store._fits(sid)
+        if text is None:
+            which = f"snapshot {sid}" if sid is not None else f"feature view '{self.name}' v{self.version}"
+            raise NotFoundError(
+                f"no fitted transforms for {which}: fit them with fv.train_test_split(...) first")
+        with registry_row(f"the fitted transforms of snapshot {sid}"):
+            return T.Fitted.from_json(text, self.features)
+
+    def transform_statistics(self, snapshot: Any = None) -> pa.Table:
+        """What was fitted (see :meth:`fitted_transforms`): one row per feature and step."""
+        return self.fitted_transforms(snapshot).statistics()
+
+    def transform(self, table: Any, snapshot: Any = None) -> pa.Table:
+        """``table`` (training_data rows) with the fitted transforms applied."""
+        return self.fitted_transforms(snapshot).apply_table(as_table(table, "table"))
+
+    def _add_on_demand(self, table: pa.Table, where: str) -> pa.Table:
+        """``table`` (features and request fields as columns) plus the on-demand columns."""
+        if not self.on_demand:
+            return table
+        fields = self.request_fields
+        missing = [r for r in fields if r not in table.column_names]
+        if missing:
+            raise SchemaError(
+                f"{where} lacks the request field(s) {missing} that the on-demand features of "
+                f"view '{self.name}' read; give them as columns")
+        cols = {r: _request_array(table.column(r), r, t) for r, t in fields.items()}
+        for f in self.lookup_features:
+            c = table.column(f)
+            if pa.types.is_integer(c.type) or pa.types.is_floating(c.type) or pa.types.is_boolean(c.type):
+                cols[f] = T.as_float32(c, f).astype(np.float64)
+        for od in self.on_demand:
+            for name, a in od.compute(cols, table.num_rows).items():
+                table = table.append_column(name, pa.array(a))
+                cols[name] = a.astype(np.float32).astype(np.float64)
+        return table
+
+    def _with_on_demand(self, x: np.ndarray, request: Any) -> np.ndarray:
+        """The lookup matrix ``x`` plus the on-demand columns (float32)."""
+        if not self.on_demand:
+            return x
+        if request is None:
+            raise InvalidArgumentError(
+                f"feature view '{self.name}' needs request fields {list(self.request_fields)}")
+        req = keys_table(request, "request")
+        if req.num_rows != len(x):
+            raise InvalidArgumentError(
+                f"request has {req.num_rows} rows for {len(x)} keys; give one per key")
+        fields = self.request_fields
+        missing = [r for r in fields if r not in req.column_names]
+        if missing:
+            raise SchemaError(f"request lacks the field(s) {missing} of view '{self.name}'")
+        cols = {r: _request_array(req.column(r), r, t) for r, t in fields.items()}
+        for j, f in enumerate(self.lookup_features):
+            cols[f] = x[:, j].astype(np.float64)
+        outs = [x]
+        for od in self.on_demand:
+            for name, a in od.compute(cols, len(x)).items():
+                a32 = a.astype(np.float32)
+                outs.append(a32.reshape(-1, 1))
+                cols[name] = a32.astype(np.float64)
+        return np.ascontiguousarray(np.hstack(outs), dtype=np.float32)
 
     def batch_data(self, spine: Any = None, *, now: dt.datetime | None = None) -> pa.Table:
         """Features for batch scoring: as of each spine row, or, without a spine, the
@@ -321,14 +427,41 @@ class FeatureView:
             )
 
     def get_feature_vectors(self, keys: Any, *, as_matrix: bool = False,
-                            now: dt.datetime | None = None):
+                            now: dt.datetime | None = None, request: Any = None,
+                            snapshot: Any = None):
         """Online lookup of the view's features for ``keys`` (a dict of columns, a table,
         or a list of dicts, named as the spine names them): a pyarrow Table in the view's
-        feature order, or a float32 matrix (NaN where missing or expired)."""
+        feature order, or a float32 matrix (NaN where missing or expired). A view with
+        on-demand features needs ``request`` (its fields, one row per key); one with
+        transforms applies those fitted for ``snapshot`` (default: the newest fit)."""
         if as_matrix:
             if self._plan is None:  # prepared once per view object (readers re-resolve
                 self._plan = self._online_plan()  # tables that are rebuilt or re-created)
-            return self._plan(keys, now)
+            x = self._plan(keys, now)
+            if self.on_demand or request is not None:
+                x = self._with_on_demand(x, request) if self.on_demand else _no_request(self)
+            if self.transforms:
+                x = self.fitted_transforms(snapshot).apply_matrix(x)
+            return x
+        out = self._lookup_table(keys, now)
+        if self.on_demand or request is not None:
+            if not self.on_demand:
+                _no_request(self)
+            req = keys_table(request, "request") if request is not None else None
+            if req is None or req.num_rows != out.num_rows:
+                raise InvalidArgumentError(
+                    f"feature view '{self.name}' needs request fields {list(self.request_fields)}, "
+                    "one row per key")
+            with_req = out
+            for r in self.request_fields:
+                if r in req.column_names:
+                    with_req = with_req.append_column(r, req.column(r))
+            out = self._add_on_demand(with_req, "request").select(self.features)
+        if self.transforms:
+            out = self.fitted_transforms(snapshot).apply_table(out)
+        return out
+
+    def _lookup_table(self, keys: Any, now: Any) -> pa.Table:
         keys = keys_table(keys)
         groups = self._groups()
         self._check_online(groups)
@@ -389,3 +522,22 @@ def _scalar_like(value: Any, t: pa.DataType) -> pa.Scalar:
     if isinstance(value, dt.datetime) and value.tzinfo is not None and not getattr(t, "tz", None):
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return pa.scalar(value, type=t)
+
+
+def _no_request(view: FeatureView):
+    raise InvalidArgumentError(f"feature view '{view.name}' has no on-demand features; it takes no request")
+
+
+def _request_array(col: pa.ChunkedArray | pa.Array, name: str, dtype: str) -> np.ndarray:
+    """A request field as numpy of its declared type (the same conversion in training
+    and serving): a float field keeps nulls as NaN, other types refuse them."""
+    target = {"float64": pa.float64(), "float32": pa.float32(), "int64": pa.int64(),
+              "int32": pa.int32(), "bool": pa.bool_()}[dtype]
+    try:
+        c = pc.cast(col, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+        raise SchemaError(f"request field '{name}' must be {dtype}; got {col.type} ({e})") from None
+    if c.null_count and not pa.types.is_floating(target):
+        raise DataError(f"request field '{name}' ({dtype}) has nulls; give a value for every row")
+    return c.to_numpy(zero_copy_only=False).astype(T.NUMERIC[dtype], copy=False)
+
