@@ -104,18 +104,23 @@ class PlainPipeline:
         return self.sess.run(["probabilities"], {"input": self.features(users)})[0][:, 1]
 
 
-class PlainTransformPipeline(PlainPipeline):
-    """The plain pipeline plus the on-demand features and the fitted transforms, by hand."""
+class PlainTransformPipeline:
+    """The plain pipeline plus the on-demand features and the fitted transforms, by hand
+    (its own model; the lookups of ``base``)."""
 
-    def __init__(self, directory: Path, onnx_bytes: bytes, groups: list[str], features: list[str],
-                 fitted: dict):
-        super().__init__(directory, onnx_bytes, groups)
-        self.names, self.fitted = features, fitted
+    def __init__(self, base: PlainPipeline, onnx_bytes: bytes, features: list[str], fitted: dict):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        self.sess = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+        self.base, self.names, self.fitted = base, features, fitted
 
     def predict_request(self, users, request) -> np.ndarray:
         from .predict_fns import plain_transform
 
-        x = plain_transform(self.features(users), self.names, request, self.fitted)
+        x = plain_transform(self.base.features(users), self.names, request, self.fitted)
         return self.sess.run(["probabilities"], {"input": x})[0][:, 1]
 
 
@@ -175,7 +180,7 @@ def main() -> None:
         now = serve_time(args.weeks)
         plain = PlainPipeline(d, onnx_bytes, groups)
         pred_tx = fs.predictor("churn_tx")
-        plain_tx = PlainTransformPipeline(d, tx_bytes, groups, pred.view.features, fitted)
+        plain_tx = PlainTransformPipeline(plain, tx_bytes, pred.view.features, fitted)
         rng = np.random.default_rng(5)
         one = [rng.integers(0, args.users, 1) for _ in range(args.calls)]
         hundred = [rng.integers(0, args.users, 100) for _ in range(max(args.calls // 10, 50))]

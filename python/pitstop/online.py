@@ -100,7 +100,8 @@ def _key_list(keys: Any, names: list[str] | None) -> Any:
                 f"keys have no column {missing[0]!r}; keys must contain the key columns "
                 f"{names} (found: {list(keys)})"
             )
-        cols = [keys[n] for n in names]
+        cols = [keys[n].tolist() if isinstance(keys[n], np.ndarray) and keys[n].ndim == 1
+                and keys[n].dtype.kind in "iu" else keys[n] for n in names]
         if all(isinstance(c, list | tuple) for c in cols):
             if len(cols) == 1:
                 return list(cols[0])

@@ -311,16 +311,20 @@ class OnDemand:
                 f"{sorted(self.outputs)}; got {sorted(got) if isinstance(got, dict) else type(got).__name__}")
         out = {}
         for name, dtype in self.outputs.items():
-            try:
-                a = np.asarray(got[name])
-                a = np.broadcast_to(a, (n,)) if a.ndim == 0 else a
-                if a.shape != (n,) or not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
-                    raise ValueError(f"shape {a.shape}, dtype {a.dtype}")
-                out[name] = a.astype(NUMERIC[dtype], copy=False)
-            except (TypeError, ValueError) as e:
+            a = got[name]
+            if type(a) is not np.ndarray:
+                try:
+                    a = np.asarray(a)
+                except (TypeError, ValueError) as e:
+                    raise SchemaError(f"on-demand feature '{name}' ({self.path}): {e}") from None
+            if a.ndim == 0:
+                a = np.broadcast_to(a, (n,))
+            if a.shape != (n,) or a.dtype.kind not in "biuf":
                 raise SchemaError(
-                    f"on-demand feature '{name}' ({self.path}) must be {n} numbers of type {dtype}; "
-                    f"got {e}") from None
+                    f"on-demand feature '{name}' ({self.path}) must be {n} numbers of type "
+                    f"{dtype}; got shape {a.shape}, dtype {a.dtype}")
+            want = NUMERIC[dtype]
+            out[name] = a if a.dtype == want else a.astype(want)
         return out
 
 

@@ -84,6 +84,7 @@ class FeatureView:
         self.last_snapshot: Snapshot | None = None
         self.last_fitted: T.Fitted | None = None
         self._plan = None
+        self._od_names: tuple | None = None
 
     def __repr__(self) -> str:
         return f"FeatureView({self.name!r}, version={self.version}, features={self.features})"
@@ -315,27 +316,22 @@ class FeatureView:
         """The lookup matrix ``x`` plus the on-demand columns (float32)."""
         if not self.on_demand:
             return x
+        if self._od_names is None:  # resolved once per view object
+            names = self.features
+            self._od_names = ({f: j for j, f in enumerate(names)}, self.request_fields, len(names))
+        positions, fields, width = self._od_names
         if request is None:
-            raise InvalidArgumentError(
-                f"feature view '{self.name}' needs request fields {list(self.request_fields)}")
-        req = keys_table(request, "request")
-        if req.num_rows != len(x):
-            raise InvalidArgumentError(
-                f"request has {req.num_rows} rows for {len(x)} keys; give one per key")
-        fields = self.request_fields
-        missing = [r for r in fields if r not in req.column_names]
-        if missing:
-            raise SchemaError(f"request lacks the field(s) {missing} of view '{self.name}'")
-        cols = {r: _request_array(req.column(r), r, t) for r, t in fields.items()}
-        for j, f in enumerate(self.lookup_features):
-            cols[f] = x[:, j].astype(np.float64)
-        outs = [x]
+            raise InvalidArgumentError(f"feature view '{self.name}' needs request fields {list(fields)}")
+        n, done = len(x), x.shape[1]
+        out = np.empty((n, width), np.float32)
+        out[:, :done] = x
+        cols = _FeatureColumns(out, positions, done)
+        cols.update(_request_columns(request, fields, n, self.name))
         for od in self.on_demand:
-            for name, a in od.compute(cols, len(x)).items():
-                a32 = a.astype(np.float32)
-                outs.append(a32.reshape(-1, 1))
-                cols[name] = a32.astype(np.float64)
-        return np.ascontiguousarray(np.hstack(outs), dtype=np.float32)
+            for name, a in od.compute(cols, n).items():
+                out[:, positions[name]] = a  # rounded to float32 as astype would
+            cols.ready = done = done + len(od.outputs)
+        return out
 
     def batch_data(self, spine: Any = None, *, now: dt.datetime | None = None) -> pa.Table:
         """Features for batch scoring: as of each spine row, or, without a spine, the
@@ -540,4 +536,56 @@ def _request_array(col: pa.ChunkedArray | pa.Array, name: str, dtype: str) -> np
     if c.null_count and not pa.types.is_floating(target):
         raise DataError(f"request field '{name}' ({dtype}) has nulls; give a value for every row")
     return c.to_numpy(zero_copy_only=False).astype(T.NUMERIC[dtype], copy=False)
+
+
+class _FeatureColumns(dict):
+    """The columns an on-demand function reads when serving: request fields as given,
+    and each view feature (the first ``ready`` columns of ``x``: looked-up features and
+    the outputs of earlier functions) as float64 of its float32 value, converted on
+    first use."""
+
+    def __init__(self, x: np.ndarray, positions: dict[str, int], ready: int):
+        super().__init__()
+        self._x, self._positions, self.ready = x, positions, ready
+
+    def __missing__(self, name: str) -> np.ndarray:
+        j = self._positions.get(name)
+        if j is None or j >= self.ready:
+            raise KeyError(name)
+        value = self._x[:, j].astype(np.float64)
+        self[name] = value
+        return value
+
+
+_SAME_KIND = {"float64": "f", "float32": "f", "int64": "iu", "int32": "iu", "bool": "b"}
+
+
+def _request_columns(request: Any, fields: dict[str, str], n: int, view: str) -> dict[str, np.ndarray]:
+    """The request fields as numpy of their declared types. A dict of numeric lists or
+    arrays of the declared kind converts directly (what numpy and Arrow convert alike);
+    anything else goes through Arrow, as the spine's columns do in training."""
+    if isinstance(request, dict):
+        out = {}
+        for r, dtype in fields.items():
+            if r not in request:
+                break
+            v = request[r]
+            a = np.asarray(v) if isinstance(v, list | tuple | np.ndarray) else None
+            if a is None or a.ndim != 1 or a.dtype.kind not in _SAME_KIND[dtype] or (
+                    dtype == "float32" and a.dtype.itemsize > 4) or (
+                    dtype == "int32" and a.dtype.itemsize > 4) or (a.dtype.kind == "u" and a.dtype.itemsize == 8):
+                break
+            out[r] = a.astype(T.NUMERIC[dtype], copy=False)
+        else:
+            if any(len(a) != n for a in out.values()):
+                raise InvalidArgumentError(f"request has {len(next(iter(out.values())))} rows for "
+                                           f"{n} keys; give one per key")
+            return out
+    req = keys_table(request, "request")
+    if req.num_rows != n:
+        raise InvalidArgumentError(f"request has {req.num_rows} rows for {n} keys; give one per key")
+    missing = [r for r in fields if r not in req.column_names]
+    if missing:
+        raise SchemaError(f"request lacks the field(s) {missing} of view '{view}'")
+    return {r: _request_array(req.column(r), r, t) for r, t in fields.items()}
 
