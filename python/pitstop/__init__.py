@@ -15,7 +15,7 @@ from .group import FeatureGroup
 from .join import pit_join
 from .online import OnlineStore, Reader
 from .store import FeatureStore
-from .transforms import on_demand
+from .ondemand import on_demand
 from .view import FeatureView, Snapshot, snapshot_of
 
 __all__ = [

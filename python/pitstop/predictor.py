@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from .errors import DataError, InvalidArgumentError, SchemaError
 from .models import ModelVersion, _session, check_inputs
+from .ondemand import with_on_demand
 from ._inputs import keys_table as normalize_keys
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class Predictor:
         request features: the model input."""
         x = self._apply_missing(self._lookup(keys, now), keys)
         if self.view.on_demand:
-            x = self.view._with_on_demand(x, request)
+            x = with_on_demand(self.view, x, request)
         if self._fitted is not None:
             x = self._fitted.apply_matrix(x)
         return self._with_request(x, request)

@@ -495,7 +495,8 @@ def _read_only(path: Path) -> bool:
 def _transforms_row(features: list[str], on_demand: Any, transforms: Any) -> dict | None:
     """The ``view_transforms`` row of a new view (None when it has neither), checked:
     on-demand outputs must not clash with features, transforms must name features."""
-    from .transforms import OnDemand, chains
+    from .ondemand import OnDemand
+    from .transforms import chains
 
     if on_demand is None and not transforms:
         return None

@@ -1,11 +1,7 @@
 """Transformations, one definition for training and serving.
 
-**On-demand features** (:func:`on_demand`) are Python functions over columns, computed
-from request fields (known only when a prediction is asked for) and the view's
-features. They are registered by import path (``module:function``) and a hash of their
-source, never pickled: opening a view whose function cannot be imported, or whose
-source changed since registration, is an error (a warning with ``allow_changed=True``).
-In training the request fields are columns of the spine.
+On-demand (request-time) features live in :mod:`pitstop.ondemand`
+(``pitstop.on_demand``).
 
 **Model-dependent transforms** (``standard_scaler``, ``min_max_scaler``,
 ``robust_scaler``, ``log1p``, ``clip``, ``bucketize``, ``fill_null``) are fitted on
@@ -26,21 +22,17 @@ over the transformed columns in Rust.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import inspect
 import json
 import math
-import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import _core
-from .errors import InvalidArgumentError, NotFoundError, PitstopWarning, SchemaError
+from .errors import InvalidArgumentError, SchemaError
 
 # -- model-dependent transforms ---------------------------------------------------
 
@@ -246,113 +238,3 @@ class Fitted:
         return pa.Table.from_pylist(rows, schema=pa.schema([
             ("feature", pa.string()), ("step", pa.int32()), ("transform", pa.string()),
             ("parameters", pa.string())]))
-
-
-# -- on-demand features ---------------------------------------------------------------
-
-NUMERIC = {"float64": np.float64, "float32": np.float32, "int64": np.int64,
-           "int32": np.int32, "bool": np.bool_}
-
-
-def _types(what: str, d: Any) -> dict[str, str]:
-    if not isinstance(d, dict) or not d:
-        raise InvalidArgumentError(f"on_demand: {what} must be a non-empty dict of name -> type")
-    for k, v in d.items():
-        if not isinstance(k, str) or v not in NUMERIC:
-            raise InvalidArgumentError(
-                f"on_demand: {what}[{k!r}] is {v!r}; types are {', '.join(NUMERIC)}")
-    return dict(d)
-
-
-def _source_hash(fn: Callable) -> str:
-    try:
-        src = inspect.getsource(fn)
-    except (OSError, TypeError):
-        raise InvalidArgumentError(
-            f"on_demand: the source of {fn!r} cannot be read; define it in a module file") from None
-    return hashlib.sha256(src.encode()).hexdigest()[:24]
-
-
-class OnDemand:
-    """A registered request-time feature function (made by :func:`on_demand`)."""
-
-    def __init__(self, fn: Callable, request: dict[str, str], outputs: dict[str, str]):
-        self.fn = fn
-        self.request = _types("request", request)
-        self.outputs = _types("outputs", outputs)
-        self.path = f"{fn.__module__}:{fn.__qualname__}"
-        if "<locals>" in self.path or fn.__module__ == "__main__":
-            raise InvalidArgumentError(
-                f"on_demand: {self.path} cannot be imported by path; define it at the top level "
-                "of an importable module")
-        self.source_hash = _source_hash(fn)
-
-    def __call__(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.fn(cols)
-
-    def __repr__(self) -> str:
-        return f"OnDemand({self.path!r}, outputs={list(self.outputs)})"
-
-    def to_json(self) -> dict:
-        return {"path": self.path, "hash": self.source_hash, "request": self.request,
-                "outputs": self.outputs}
-
-    def compute(self, cols: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-        """The outputs for ``n`` rows, checked: exactly the declared names, each ``n``
-        numbers, cast to the declared type."""
-        try:
-            got = self.fn(cols)
-        except Exception as e:  # the user's function: report which one failed
-            raise InvalidArgumentError(
-                f"on-demand function {self.path} raised {type(e).__name__}: {e}") from e
-        if not isinstance(got, dict) or set(got) != set(self.outputs):
-            raise SchemaError(
-                f"on-demand function {self.path} must return a dict with exactly "
-                f"{sorted(self.outputs)}; got {sorted(got) if isinstance(got, dict) else type(got).__name__}")
-        out = {}
-        for name, dtype in self.outputs.items():
-            a = got[name]
-            if type(a) is not np.ndarray:
-                try:
-                    a = np.asarray(a)
-                except (TypeError, ValueError) as e:
-                    raise SchemaError(f"on-demand feature '{name}' ({self.path}): {e}") from None
-            if a.ndim == 0:
-                a = np.broadcast_to(a, (n,))
-            if a.shape != (n,) or a.dtype.kind not in "biuf":
-                raise SchemaError(
-                    f"on-demand feature '{name}' ({self.path}) must be {n} numbers of type "
-                    f"{dtype}; got shape {a.shape}, dtype {a.dtype}")
-            want = NUMERIC[dtype]
-            out[name] = a if a.dtype == want else a.astype(want)
-        return out
-
-
-def on_demand(*, request: dict[str, str], outputs: dict[str, str]) -> Callable[[Callable], OnDemand]:
-    """Declares a request-time feature function: ``fn(cols) -> {output: array}`` where
-    ``cols`` maps each request field and each feature of the view to a numpy array."""
-    def wrap(fn: Callable) -> OnDemand:
-        return OnDemand(fn, request, outputs)
-    return wrap
-
-
-def load_on_demand(spec: dict, *, allow_changed: bool = False) -> OnDemand:
-    """The registered function ``spec`` (import path + source hash), imported."""
-    module, _, qual = spec["path"].partition(":")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in qual.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as e:
-        raise NotFoundError(
-            f"on-demand function {spec['path']} cannot be imported ({e}); install or import "
-            "the module that defines it") from None
-    fn = obj.fn if isinstance(obj, OnDemand) else obj
-    od = OnDemand(fn, spec["request"], spec["outputs"])
-    if od.source_hash != spec["hash"]:
-        msg = (f"on-demand function {spec['path']} changed since the view was registered "
-               "(its source hash differs): training data and served features could disagree")
-        if not allow_changed:
-            raise SchemaError(msg + "; register a new view version, or open it with allow_changed=True")
-        warnings.warn(msg, PitstopWarning, stacklevel=3)
-    return od

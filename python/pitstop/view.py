@@ -23,11 +23,12 @@ import pyarrow.compute as pc
 from . import _core
 from ._inputs import as_table, keys_table
 from ._schema import SEQ
+from . import ondemand as OD
 from . import transforms as T
 from .group import Selection
 from .online import _key_list, now_ns
 from .registry import registry_row
-from .errors import DataError, InvalidArgumentError, NotFoundError, SchemaError
+from .errors import InvalidArgumentError, NotFoundError, SchemaError
 
 if TYPE_CHECKING:
     from .store import FeatureStore
@@ -79,8 +80,8 @@ class FeatureView:
             self.transforms: dict[str, list[T.Transform]] = {
                 str(k): [T.Transform.from_json(t) for t in v]
                 for k, v in (json.loads(extra["transforms"]) if extra else {}).items()}
-        self.on_demand: list[T.OnDemand] = [
-            T.load_on_demand(d, allow_changed=allow_changed) for d in specs]
+        self.on_demand: list[OD.OnDemand] = [
+            OD.load_on_demand(d, allow_changed=allow_changed) for d in specs]
         self.last_snapshot: Snapshot | None = None
         self.last_fitted: T.Fitted | None = None
         self._plan = None
@@ -164,7 +165,7 @@ class FeatureView:
                 out, sel, spine_time, version=snap.tables[source] if snap else None,
                 knowledge_time=knowledge_time)
             tables[source] = version
-        out = self._add_on_demand(out, "the spine")
+        out = OD.add_on_demand(self, out, "the spine")
         snap = snap or self._store._record_snapshot(self, tables)
         self.last_snapshot = snap
         meta = dict(out.schema.metadata or {})
@@ -291,48 +292,6 @@ class FeatureView:
         """``table`` (training_data rows) with the fitted transforms applied."""
         return self.fitted_transforms(snapshot).apply_table(as_table(table, "table"))
 
-    def _add_on_demand(self, table: pa.Table, where: str) -> pa.Table:
-        """``table`` (features and request fields as columns) plus the on-demand columns."""
-        if not self.on_demand:
-            return table
-        fields = self.request_fields
-        missing = [r for r in fields if r not in table.column_names]
-        if missing:
-            raise SchemaError(
-                f"{where} lacks the request field(s) {missing} that the on-demand features of "
-                f"view '{self.name}' read; give them as columns")
-        cols = {r: _request_array(table.column(r), r, t) for r, t in fields.items()}
-        for f in self.lookup_features:
-            c = table.column(f)
-            if pa.types.is_integer(c.type) or pa.types.is_floating(c.type) or pa.types.is_boolean(c.type):
-                cols[f] = T.as_float32(c, f).astype(np.float64)
-        for od in self.on_demand:
-            for name, a in od.compute(cols, table.num_rows).items():
-                table = table.append_column(name, pa.array(a))
-                cols[name] = a.astype(np.float32).astype(np.float64)
-        return table
-
-    def _with_on_demand(self, x: np.ndarray, request: Any) -> np.ndarray:
-        """The lookup matrix ``x`` plus the on-demand columns (float32)."""
-        if not self.on_demand:
-            return x
-        if self._od_names is None:  # resolved once per view object
-            names = self.features
-            self._od_names = ({f: j for j, f in enumerate(names)}, self.request_fields, len(names))
-        positions, fields, width = self._od_names
-        if request is None:
-            raise InvalidArgumentError(f"feature view '{self.name}' needs request fields {list(fields)}")
-        n, done = len(x), x.shape[1]
-        out = np.empty((n, width), np.float32)
-        out[:, :done] = x
-        cols = _FeatureColumns(out, positions, done)
-        cols.update(_request_columns(request, fields, n, self.name))
-        for od in self.on_demand:
-            for name, a in od.compute(cols, n).items():
-                out[:, positions[name]] = a  # rounded to float32 as astype would
-            cols.ready = done = done + len(od.outputs)
-        return out
-
     def batch_data(self, spine: Any = None, *, now: dt.datetime | None = None) -> pa.Table:
         """Features for batch scoring: as of each spine row, or, without a spine, the
         latest values (within TTL as of ``now``) of every entity of the view's first
@@ -435,7 +394,7 @@ class FeatureView:
                 self._plan = self._online_plan()  # tables that are rebuilt or re-created)
             x = self._plan(keys, now)
             if self.on_demand or request is not None:
-                x = self._with_on_demand(x, request) if self.on_demand else _no_request(self)
+                x = OD.with_on_demand(self, x, request) if self.on_demand else _no_request(self)
             if self.transforms:
                 x = self.fitted_transforms(snapshot).apply_matrix(x)
             return x
@@ -452,7 +411,7 @@ class FeatureView:
             for r in self.request_fields:
                 if r in req.column_names:
                     with_req = with_req.append_column(r, req.column(r))
-            out = self._add_on_demand(with_req, "request").select(self.features)
+            out = OD.add_on_demand(self, with_req, "request").select(self.features)
         if self.transforms:
             out = self.fitted_transforms(snapshot).apply_table(out)
         return out
@@ -522,70 +481,3 @@ def _scalar_like(value: Any, t: pa.DataType) -> pa.Scalar:
 
 def _no_request(view: FeatureView):
     raise InvalidArgumentError(f"feature view '{view.name}' has no on-demand features; it takes no request")
-
-
-def _request_array(col: pa.ChunkedArray | pa.Array, name: str, dtype: str) -> np.ndarray:
-    """A request field as numpy of its declared type (the same conversion in training
-    and serving): a float field keeps nulls as NaN, other types refuse them."""
-    target = {"float64": pa.float64(), "float32": pa.float32(), "int64": pa.int64(),
-              "int32": pa.int32(), "bool": pa.bool_()}[dtype]
-    try:
-        c = pc.cast(col, target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
-        raise SchemaError(f"request field '{name}' must be {dtype}; got {col.type} ({e})") from None
-    if c.null_count and not pa.types.is_floating(target):
-        raise DataError(f"request field '{name}' ({dtype}) has nulls; give a value for every row")
-    return c.to_numpy(zero_copy_only=False).astype(T.NUMERIC[dtype], copy=False)
-
-
-class _FeatureColumns(dict):
-    """The columns an on-demand function reads when serving: request fields as given,
-    and each view feature (the first ``ready`` columns of ``x``: looked-up features and
-    the outputs of earlier functions) as float64 of its float32 value, converted on
-    first use."""
-
-    def __init__(self, x: np.ndarray, positions: dict[str, int], ready: int):
-        super().__init__()
-        self._x, self._positions, self.ready = x, positions, ready
-
-    def __missing__(self, name: str) -> np.ndarray:
-        j = self._positions.get(name)
-        if j is None or j >= self.ready:
-            raise KeyError(name)
-        value = self._x[:, j].astype(np.float64)
-        self[name] = value
-        return value
-
-
-_SAME_KIND = {"float64": "f", "float32": "f", "int64": "iu", "int32": "iu", "bool": "b"}
-
-
-def _request_columns(request: Any, fields: dict[str, str], n: int, view: str) -> dict[str, np.ndarray]:
-    """The request fields as numpy of their declared types. A dict of numeric lists or
-    arrays of the declared kind converts directly (what numpy and Arrow convert alike);
-    anything else goes through Arrow, as the spine's columns do in training."""
-    if isinstance(request, dict):
-        out = {}
-        for r, dtype in fields.items():
-            if r not in request:
-                break
-            v = request[r]
-            a = np.asarray(v) if isinstance(v, list | tuple | np.ndarray) else None
-            if a is None or a.ndim != 1 or a.dtype.kind not in _SAME_KIND[dtype] or (
-                    dtype == "float32" and a.dtype.itemsize > 4) or (
-                    dtype == "int32" and a.dtype.itemsize > 4) or (a.dtype.kind == "u" and a.dtype.itemsize == 8):
-                break
-            out[r] = a.astype(T.NUMERIC[dtype], copy=False)
-        else:
-            if any(len(a) != n for a in out.values()):
-                raise InvalidArgumentError(f"request has {len(next(iter(out.values())))} rows for "
-                                           f"{n} keys; give one per key")
-            return out
-    req = keys_table(request, "request")
-    if req.num_rows != n:
-        raise InvalidArgumentError(f"request has {req.num_rows} rows for {n} keys; give one per key")
-    missing = [r for r in fields if r not in req.column_names]
-    if missing:
-        raise SchemaError(f"request lacks the field(s) {missing} of view '{view}'")
-    return {r: _request_array(req.column(r), r, t) for r, t in fields.items()}
-

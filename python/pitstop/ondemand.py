@@ -1,0 +1,251 @@
+"""On-demand features: Python functions over columns, computed from request fields
+(known only when a prediction is asked for) and a view's features, the same function
+in training (request fields are spine columns) and in serving.
+
+A function is registered by import path (``module:function``) and a hash of its
+source, never pickled: opening a view whose function cannot be imported, or whose
+source changed since registration, is an error (a warning with ``allow_changed=True``).
+Functions must be row-wise (each output row from its own input row): serving calls them
+on one request's rows, training on the whole spine. Inputs are numpy arrays: request
+fields of their declared types, view features as float64 of the float32 value a model
+reads; outputs are checked (names, length, numeric type) and cast to their declared
+types. Cost: one call per function per request, plus O(rows) conversions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import warnings
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ._inputs import keys_table
+from .errors import DataError, InvalidArgumentError, NotFoundError, PitstopWarning, SchemaError
+from .transforms import as_float32
+
+if TYPE_CHECKING:
+    from .view import FeatureView
+
+NUMERIC = {"float64": np.float64, "float32": np.float32, "int64": np.int64,
+           "int32": np.int32, "bool": np.bool_}
+
+
+def _types(what: str, d: Any) -> dict[str, str]:
+    if not isinstance(d, dict) or not d:
+        raise InvalidArgumentError(f"on_demand: {what} must be a non-empty dict of name -> type")
+    for k, v in d.items():
+        if not isinstance(k, str) or v not in NUMERIC:
+            raise InvalidArgumentError(
+                f"on_demand: {what}[{k!r}] is {v!r}; types are {', '.join(NUMERIC)}")
+    return dict(d)
+
+
+def _source_hash(fn: Callable) -> str:
+    try:
+        src = inspect.getsource(fn)
+    except (OSError, TypeError):
+        raise InvalidArgumentError(
+            f"on_demand: the source of {fn!r} cannot be read; define it in a module file") from None
+    return hashlib.sha256(src.encode()).hexdigest()[:24]
+
+
+class OnDemand:
+    """A registered request-time feature function (made by :func:`on_demand`)."""
+
+    def __init__(self, fn: Callable, request: dict[str, str], outputs: dict[str, str]):
+        self.fn = fn
+        self.request = _types("request", request)
+        self.outputs = _types("outputs", outputs)
+        self.path = f"{fn.__module__}:{fn.__qualname__}"
+        if "<locals>" in self.path or fn.__module__ == "__main__":
+            raise InvalidArgumentError(
+                f"on_demand: {self.path} cannot be imported by path; define it at the top level "
+                "of an importable module")
+        self.source_hash = _source_hash(fn)
+
+    def __call__(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.fn(cols)
+
+    def __repr__(self) -> str:
+        return f"OnDemand({self.path!r}, outputs={list(self.outputs)})"
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "hash": self.source_hash, "request": self.request,
+                "outputs": self.outputs}
+
+    def compute(self, cols: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+        """The outputs for ``n`` rows, checked: exactly the declared names, each ``n``
+        numbers, cast to the declared type."""
+        try:
+            got = self.fn(cols)
+        except Exception as e:  # the user's function: report which one failed
+            raise InvalidArgumentError(
+                f"on-demand function {self.path} raised {type(e).__name__}: {e}") from e
+        if not isinstance(got, dict) or set(got) != set(self.outputs):
+            raise SchemaError(
+                f"on-demand function {self.path} must return a dict with exactly "
+                f"{sorted(self.outputs)}; got {sorted(got) if isinstance(got, dict) else type(got).__name__}")
+        out = {}
+        for name, dtype in self.outputs.items():
+            a = got[name]
+            if type(a) is not np.ndarray:
+                try:
+                    a = np.asarray(a)
+                except (TypeError, ValueError) as e:
+                    raise SchemaError(f"on-demand feature '{name}' ({self.path}): {e}") from None
+            if a.ndim == 0:
+                a = np.broadcast_to(a, (n,))
+            if a.shape != (n,) or a.dtype.kind not in "biuf":
+                raise SchemaError(
+                    f"on-demand feature '{name}' ({self.path}) must be {n} numbers of type "
+                    f"{dtype}; got shape {a.shape}, dtype {a.dtype}")
+            want = NUMERIC[dtype]
+            out[name] = a if a.dtype == want else a.astype(want)
+        return out
+
+
+def on_demand(*, request: dict[str, str], outputs: dict[str, str]) -> Callable[[Callable], OnDemand]:
+    """Declares a request-time feature function: ``fn(cols) -> {output: array}`` where
+    ``cols`` maps each request field and each feature of the view to a numpy array."""
+    def wrap(fn: Callable) -> OnDemand:
+        return OnDemand(fn, request, outputs)
+    return wrap
+
+
+def load_on_demand(spec: dict, *, allow_changed: bool = False) -> OnDemand:
+    """The registered function ``spec`` (import path + source hash), imported."""
+    module, _, qual = spec["path"].partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise NotFoundError(
+            f"on-demand function {spec['path']} cannot be imported ({e}); install or import "
+            "the module that defines it") from None
+    fn = obj.fn if isinstance(obj, OnDemand) else obj
+    od = OnDemand(fn, spec["request"], spec["outputs"])
+    if od.source_hash != spec["hash"]:
+        msg = (f"on-demand function {spec['path']} changed since the view was registered "
+               "(its source hash differs): training data and served features could disagree")
+        if not allow_changed:
+            raise SchemaError(msg + "; register a new view version, or open it with allow_changed=True")
+        warnings.warn(msg, PitstopWarning, stacklevel=3)
+    return od
+
+
+# -- in a view ------------------------------------------------------------------------
+
+def add_on_demand(view: FeatureView, table: pa.Table, where: str) -> pa.Table:
+    """``table`` (features and request fields as columns) plus the on-demand columns."""
+    if not view.on_demand:
+        return table
+    fields = view.request_fields
+    missing = [r for r in fields if r not in table.column_names]
+    if missing:
+        raise SchemaError(
+            f"{where} lacks the request field(s) {missing} that the on-demand features of "
+            f"view '{view.name}' read; give them as columns")
+    cols = {r: request_array(table.column(r), r, t) for r, t in fields.items()}
+    for f in view.lookup_features:
+        c = table.column(f)
+        if pa.types.is_integer(c.type) or pa.types.is_floating(c.type) or pa.types.is_boolean(c.type):
+            cols[f] = as_float32(c, f).astype(np.float64)
+    for od in view.on_demand:
+        for name, a in od.compute(cols, table.num_rows).items():
+            table = table.append_column(name, pa.array(a))
+            cols[name] = a.astype(np.float32).astype(np.float64)
+    return table
+
+
+def with_on_demand(view: FeatureView, x: np.ndarray, request: Any) -> np.ndarray:
+    """The lookup matrix ``x`` plus the on-demand columns (float32)."""
+    if not view.on_demand:
+        return x
+    if view._od_names is None:  # resolved once per view object
+        names = view.features
+        view._od_names = ({f: j for j, f in enumerate(names)}, view.request_fields, len(names))
+    positions, fields, width = view._od_names
+    if request is None:
+        raise InvalidArgumentError(f"feature view '{view.name}' needs request fields {list(fields)}")
+    n, done = len(x), x.shape[1]
+    out = np.empty((n, width), np.float32)
+    out[:, :done] = x
+    cols = FeatureColumns(out, positions, done)
+    cols.update(request_columns(request, fields, n, view.name))
+    for od in view.on_demand:
+        for name, a in od.compute(cols, n).items():
+            out[:, positions[name]] = a  # rounded to float32 as astype would
+        cols.ready = done = done + len(od.outputs)
+    return out
+
+
+def request_array(col: pa.ChunkedArray | pa.Array, name: str, dtype: str) -> np.ndarray:
+    """A request field as numpy of its declared type (the same conversion in training
+    and serving): a float field keeps nulls as NaN, other types refuse them."""
+    target = {"float64": pa.float64(), "float32": pa.float32(), "int64": pa.int64(),
+              "int32": pa.int32(), "bool": pa.bool_()}[dtype]
+    try:
+        c = pc.cast(col, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+        raise SchemaError(f"request field '{name}' must be {dtype}; got {col.type} ({e})") from None
+    if c.null_count and not pa.types.is_floating(target):
+        raise DataError(f"request field '{name}' ({dtype}) has nulls; give a value for every row")
+    return c.to_numpy(zero_copy_only=False).astype(NUMERIC[dtype], copy=False)
+
+
+class FeatureColumns(dict):
+    """The columns an on-demand function reads when serving: request fields as given,
+    and each view feature (the first ``ready`` columns of ``x``: looked-up features and
+    the outputs of earlier functions) as float64 of its float32 value, converted on
+    first use."""
+
+    def __init__(self, x: np.ndarray, positions: dict[str, int], ready: int):
+        super().__init__()
+        self._x, self._positions, self.ready = x, positions, ready
+
+    def __missing__(self, name: str) -> np.ndarray:
+        j = self._positions.get(name)
+        if j is None or j >= self.ready:
+            raise KeyError(name)
+        value = self._x[:, j].astype(np.float64)
+        self[name] = value
+        return value
+
+
+_SAME_KIND = {"float64": "f", "float32": "f", "int64": "iu", "int32": "iu", "bool": "b"}
+
+
+def request_columns(request: Any, fields: dict[str, str], n: int, view: str) -> dict[str, np.ndarray]:
+    """The request fields as numpy of their declared types. A dict of numeric lists or
+    arrays of the declared kind converts directly (what numpy and Arrow convert alike);
+    anything else goes through Arrow, as the spine's columns do in training."""
+    if isinstance(request, dict):
+        out = {}
+        for r, dtype in fields.items():
+            if r not in request:
+                break
+            v = request[r]
+            a = np.asarray(v) if isinstance(v, list | tuple | np.ndarray) else None
+            if a is None or a.ndim != 1 or a.dtype.kind not in _SAME_KIND[dtype] or (
+                    dtype == "float32" and a.dtype.itemsize > 4) or (
+                    dtype == "int32" and a.dtype.itemsize > 4) or (a.dtype.kind == "u" and a.dtype.itemsize == 8):
+                break
+            out[r] = a.astype(NUMERIC[dtype], copy=False)
+        else:
+            if any(len(a) != n for a in out.values()):
+                raise InvalidArgumentError(f"request has {len(next(iter(out.values())))} rows for "
+                                           f"{n} keys; give one per key")
+            return out
+    req = keys_table(request, "request")
+    if req.num_rows != n:
+        raise InvalidArgumentError(f"request has {req.num_rows} rows for {n} keys; give one per key")
+    missing = [r for r in fields if r not in req.column_names]
+    if missing:
+        raise SchemaError(f"request lacks the field(s) {missing} of view '{view}'")
+    return {r: request_array(req.column(r), r, t) for r, t in fields.items()}
