@@ -27,21 +27,31 @@ def ts(seconds):
     return pa.array([int(s) * 1_000_000 for s in seconds], pa.timestamp("us", "UTC"))
 
 
-def profile_store(path, n_users, rng, *, nulls=True):
-    fs = ps.FeatureStore(path)
-    g = fs.create_feature_group("profile", primary_key="user_id", event_time="ts", online=True)
+def profiles(n_users, rng, t0, *, nulls=True, countries=("de", "fr", "us", "it")):
     income = rng.lognormal(3, 1, n_users) * rng.choice([-1, 1], n_users)
     age = rng.integers(15, 90, n_users).astype(float)
+    country = rng.choice(list(countries), n_users).astype(object)
+    plan = rng.integers(0, 4, n_users).astype(object)
     if nulls:
         income[rng.random(n_users) < 0.2] = np.nan
         age[rng.random(n_users) < 0.2] = np.nan
-    g.insert(pa.table({"user_id": np.arange(n_users), "ts": ts(rng.integers(0, 1000, n_users)),
-                       "income": pa.array(income, from_pandas=True),
-                       "age": pa.array(age, from_pandas=True), "country": ["de"] * n_users}))
+        country[rng.random(n_users) < 0.15] = None
+        plan[rng.random(n_users) < 0.15] = None
+    return pa.table({"user_id": np.arange(n_users), "ts": ts(t0 + rng.integers(0, 1000, n_users)),
+                     "income": pa.array(income, from_pandas=True),
+                     "age": pa.array(age, from_pandas=True),
+                     "country": pa.array(country, pa.string()), "plan": pa.array(plan, pa.int64())})
+
+
+def profile_store(path, n_users, rng, *, nulls=True):
+    fs = ps.FeatureStore(path)
+    g = fs.create_feature_group("profile", primary_key="user_id", event_time="ts", online=True)
+    g.insert(profiles(n_users, rng, 0, nulls=nulls))
     return fs, g
 
 
 TRANSFORMS = {"income": [T.fill_null("median"), T.standard_scaler()],
+              "country": T.one_hot(top_k=2), "plan": T.label_encoder(),
               "age": T.bucketize([18, 25, 40, 65]),
               "amount_ratio": [T.clip(-50, 50), T.robust_scaler()],
               "night": T.min_max_scaler(), "log_amount": [T.log1p(), T.fill_null(0.0)]}
@@ -49,7 +59,7 @@ TRANSFORMS = {"income": [T.fill_null("median"), T.standard_scaler()],
 
 def make_view(fs, g, transforms=TRANSFORMS):
     return fs.create_feature_view(
-        "fraud", features=[g.select(["income", "age"])], labels=["y"],
+        "fraud", features=[g.select(["income", "country", "age", "plan"])], labels=["y"],
         on_demand=[transform_fns.txn_features, transform_fns.log_amount], transforms=transforms)
 
 
@@ -74,6 +84,8 @@ def test_served_input_equals_the_training_row_to_the_bit(tmp_path_factory, seed,
     model = fs.models.register("m", gbdt(len(fv.features), seed=seed % 100), feature_view=fv,
                                training_snapshot=snap)
     predictor = fs.predictor("m")
+    # Newer rows, some with categories the fit never saw.
+    g.insert(profiles(n_users, rng, 2000, countries=("de", "jp", "br")))
     # Requests at a time after every event: the training row of a label then.
     now = dt.datetime.fromtimestamp(5000, UTC)
     keys = rng.integers(0, n_users, batch)
@@ -192,3 +204,38 @@ def test_registration_by_path_and_source_hash(tmp_path, monkeypatch):
     with pytest.raises(errors.NotFoundError, match="cannot be imported"), warnings.catch_warnings():
         warnings.simplefilter("ignore", errors.PitstopWarning)
         fs.get_feature_view("fraud", allow_changed=True)
+
+
+def test_categorical_encoders_unseen_and_missing():
+    col = pa.chunked_array([["b", "a", "b", None, "c", "b", "a"]])
+    t = T.one_hot(top_k=2)
+    fit = T.fit_categories(t, col, "c")
+    assert fit["categories"] == ["b", "a"]  # by frequency, then value
+    served = T.encode(fit, pa.array(["a", "zz", None, "b"]), "c")
+    assert served.tolist() == [[0, 1, 0], [0, 0, 1], [0, 0, 0], [1, 0, 0]]
+    lab = T.fit_categories(T.label_encoder(), col, "c")
+    got = T.encode(lab, pa.array(["c", "zz", None]), "c")[:, 0]
+    assert got[0] == 2 and got[1] == 3 and np.isnan(got[2])  # unseen: "other" = 3
+    ints = T.fit_categories(T.label_encoder(), pa.chunked_array([[5, 5, 7]]), "p")
+    assert T.encode(ints, pa.array([7, 9], pa.int32()), "p")[:, 0].tolist() == [1, 2]
+    with pytest.raises(errors.SchemaError, match="'x'"):
+        T.fit_categories(t, pa.chunked_array([[1.5]]), "x")
+    with pytest.raises(errors.InvalidArgumentError, match="alone"):
+        T.chains({"c": [T.fill_null(0), T.one_hot()]})
+    assert T.encoded_names("country", T.one_hot(top_k=2)) == ["country=0", "country=1", "country=other"]
+
+
+def test_a_category_only_in_the_test_split_is_other(tmp_path):
+    rng = np.random.default_rng(4)
+    fs = ps.FeatureStore(tmp_path / "store")
+    g = fs.create_feature_group("p", primary_key="user_id", event_time="ts", online=True)
+    g.insert(pa.table({"user_id": [0, 1, 2], "ts": ts([0, 0, 2500]), "country": ["de", "fr", "jp"]}))
+    fv = fs.create_feature_view("v", features=[g.select(["country"])], labels=["y"],
+                                transforms={"country": T.one_hot(top_k=3)})
+    spine = spine_of(rng, np.array([0, 1, 2]), [100, 100, 3000])
+    x_tr, x_te, _, _ = fv.train_test_split(spine, test_start=dt.datetime.fromtimestamp(2000, UTC))
+    assert fv.features == ["country=0", "country=1", "country=2", "country=other"]
+    assert x_te.to_pylist() == [{"country=0": 0.0, "country=1": 0.0, "country=2": 0.0, "country=other": 1.0}]
+    got = fv.get_feature_vectors({"user_id": [2, 0]}, as_matrix=True,
+                                 now=dt.datetime.fromtimestamp(5000, UTC))
+    assert got.tolist() == [[0, 0, 0, 1], [1, 0, 0, 0]]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from . import transforms as T
 from .errors import DataError, InvalidArgumentError, SchemaError
 from .models import ModelVersion, _session, check_inputs
 from .ondemand import with_on_demand
@@ -54,7 +55,11 @@ class Predictor:
             absent = [f for f in self.view.lookup_features if f not in defaults]
             if absent:
                 raise InvalidArgumentError(f"missing='default' needs a default for every feature; none for {absent}")
-            self._defaults = np.array([defaults[f] for f in self.view.lookup_features], np.float32)
+            # An encoded categorical column takes its own default, else its feature's.
+            cat = self.view.categorical
+            raw = {n: f for f in self.view.lookup_features
+                   for n in (T.encoded_names(f, cat[f]) if f in cat else [f])}
+            self._defaults = np.array([defaults.get(n, defaults[raw[n]]) for n in raw], np.float32)
         self._fitted = None
         if self.view.transforms:
             if model.snapshot_id is None:
@@ -63,7 +68,7 @@ class Predictor:
                     "transforms, but was registered without training_snapshot=...; register it "
                     "with the snapshot its transforms were fitted on")
             self._fitted = self.view.fitted_transforms(model.snapshot_id)
-        self._lookup = self.view._online_plan()
+        self._lookup = self.view._matrix_lookup(self._fitted)
         self._logger = None
         if log:
             from .logs import PredictionLogger
@@ -122,7 +127,7 @@ class Predictor:
         rows = np.flatnonzero(holes.any(axis=1))[:5]
         table = normalize_keys(keys)
         shown = [{c: table.column(c)[int(i)].as_py() for c in table.column_names} for i in rows]
-        cols = [self.view.lookup_features[j] for j in np.flatnonzero(holes.any(axis=0))[:5]]
+        cols = [self.view.features[j] for j in np.flatnonzero(holes.any(axis=0))[:5]]
         raise DataError(
             f"model '{self.model.name}': {int(holes.any(axis=1).sum())} key(s) lack online features "
             f"(e.g. {shown}, features {cols}); insert or materialize them, or use missing='nan'/'default'"

@@ -4,7 +4,8 @@ On-demand (request-time) features live in :mod:`pitstop.ondemand`
 (``pitstop.on_demand``).
 
 **Model-dependent transforms** (``standard_scaler``, ``min_max_scaler``,
-``robust_scaler``, ``log1p``, ``clip``, ``bucketize``, ``fill_null``) are fitted on
+``robust_scaler``, ``log1p``, ``clip``, ``bucketize``, ``fill_null``, and the
+categorical ``one_hot`` and ``label_encoder``) are fitted on
 the training split by ``FeatureView.train_test_split``, stored with the training
 snapshot, and applied by one Rust function (``rust/transform``) to the float32 rows a
 model reads, in training and in serving alike: each value is widened to f64,
@@ -16,8 +17,13 @@ Fitting reads the float32 values a model sees (nulls and NaN are missing): the
 standard scaler centers on their mean and divides by their population std, min-max
 by ``max - min``, robust by the interquartile range (numpy's linear percentiles),
 ``fill_null("mean" | "median")`` fills with that statistic; a zero scale divides by 1.
-Cost: fitting is one numpy pass per step over the training rows; applying is one pass
-over the transformed columns in Rust.
+Categorical encoders keep the training split's categories (most frequent first, ties
+by value; ``one_hot`` its ``top_k``) and map a value through Arrow's ``index_in``:
+an unseen category is "other", a missing one is all zeros (NaN for ``label_encoder``).
+They are applied by :func:`encode` (Arrow, not the Rust step list: categories are not
+float32) to training columns and to served values read as Arrow alike.
+Cost: fitting is one numpy pass per step over the training rows (a value count for an
+encoder); applying is one pass over the transformed columns.
 """
 
 from __future__ import annotations
@@ -37,7 +43,10 @@ from .errors import InvalidArgumentError, SchemaError
 # -- model-dependent transforms ---------------------------------------------------
 
 KINDS = ("standard_scaler", "min_max_scaler", "robust_scaler", "log1p", "clip", "bucketize",
-         "fill_null")
+         "fill_null", "label_encoder", "one_hot")
+#: Encoders of categories (strings, integers, booleans): fitted to the training split's
+#: categories, each alone on its feature.
+CATEGORICAL = ("label_encoder", "one_hot")
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,8 @@ class Transform:
             return _step("clip", lo, hi)
         if k == "bucketize":
             return _step("bucketize", edges=[float(e) for e in p["edges"]])
+        if k in CATEGORICAL:
+            raise InvalidArgumentError(f"{k} is fitted on categories (fit_categories)")
         if k == "fill_null":
             v = p["value"]
             value = stat(np.mean) if v == "mean" else stat(np.median) if v == "median" else float(v)
@@ -144,6 +155,76 @@ def fill_null(value: float | str) -> Transform:
     return Transform("fill_null", {"value": value})
 
 
+def label_encoder() -> Transform:
+    """A category as its index among the training split's categories (most frequent
+    first, ties by value); unseen categories are one "other" index (the number of
+    categories), a missing value stays missing (NaN)."""
+    return Transform("label_encoder")
+
+
+def one_hot(top_k: int = 20) -> Transform:
+    """A category as ``top_k + 1`` indicator columns, ``{feature}=0`` .. ``{feature}={k-1}``
+    for the training split's ``top_k`` most frequent categories and ``{feature}=other``
+    for any other; a missing value sets none of them."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 10_000:
+        raise InvalidArgumentError(f"one_hot: top_k must be an integer from 1 to 10,000; got {top_k!r}")
+    return Transform("one_hot", {"top_k": top_k})
+
+
+def encoded_names(feature: str, t: Transform) -> list[str]:
+    """The model input columns of categorical ``feature`` under encoder ``t``."""
+    if t.kind == "one_hot":
+        return [f"{feature}={j}" for j in range(t.params["top_k"])] + [f"{feature}=other"]
+    return [feature]
+
+
+def _categories(column: pa.ChunkedArray | pa.Array, name: str) -> pa.ChunkedArray:
+    """A categorical column as strings, int64 or bool (the types categories are kept in)."""
+    t = column.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t) or \
+            pa.types.is_dictionary(t):
+        return pc.cast(column, pa.string())
+    if pa.types.is_integer(t):
+        return pc.cast(column, pa.int64())
+    if pa.types.is_boolean(t):
+        return column
+    raise SchemaError(f"feature '{name}' is {t}; label_encoder and one_hot take strings, "
+                      "integers or booleans")
+
+
+def fit_categories(t: Transform, column: pa.ChunkedArray, name: str) -> dict:
+    """The fitted encoder of ``column`` (its training values)."""
+    values = _categories(column, name)
+    counts = pc.value_counts(values.drop_null()) if len(values) else pa.array([], pa.struct(
+        [("values", values.type), ("counts", pa.int64())]))
+    pairs = sorted(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()),
+                   key=lambda p: (-p[1], p[0]))
+    limit = t.params["top_k"] if t.kind == "one_hot" else len(pairs)
+    cats = [v for v, _ in pairs[:limit]]
+    return {"transform": t.kind, "step": "categories", "categories": cats,
+            "type": str(values.type), "width": len(encoded_names(name, t)),
+            "stats": {"categories": len(cats), "seen": len(pairs)}}
+
+
+def encode(fit: dict, column: pa.ChunkedArray | pa.Array, name: str) -> np.ndarray:
+    """``column`` encoded as ``fit`` says: rows x width float32 (the same function for
+    training rows and served rows)."""
+    values = _categories(column, name)
+    value_set = pa.array(fit["categories"], pa.type_for_alias(fit["type"]))
+    idx = pc.fill_null(pc.index_in(values, value_set=value_set), -1).to_numpy(zero_copy_only=False)
+    null = pc.is_null(values).to_numpy(zero_copy_only=False)
+    n, k = len(idx), len(fit["categories"])
+    if fit["transform"] == "label_encoder":
+        out = np.where(idx >= 0, idx, k).astype(np.float32)
+        out[null] = np.nan
+        return out.reshape(n, 1)
+    out = np.zeros((n, fit["width"]), np.float32)
+    rows = np.arange(n)
+    out[rows[idx >= 0], idx[idx >= 0]] = 1.0
+    out[(idx < 0) & ~null, fit["width"] - 1] = 1.0
+    return out
+
+
 def chains(transforms: dict[str, Any] | None) -> dict[str, list[Transform]]:
     """A view's ``transforms=`` argument as feature -> list of transforms (checked)."""
     out: dict[str, list[Transform]] = {}
@@ -153,6 +234,9 @@ def chains(transforms: dict[str, Any] | None) -> dict[str, list[Transform]]:
             raise InvalidArgumentError(
                 f"transforms[{feature!r}] must be a transform (pitstop.transforms.standard_scaler() "
                 f"...) or a list of them; got {t!r}")
+        if len(chain) > 1 and any(x.kind in CATEGORICAL for x in chain):
+            raise InvalidArgumentError(
+                f"transforms[{feature!r}]: label_encoder and one_hot stand alone on a feature")
         out[str(feature)] = chain
     return out
 
@@ -186,6 +270,9 @@ class Fitted:
     def fit(cls, chains_: dict[str, list[Transform]], train: pa.Table, features: list[str]) -> Fitted:
         steps: dict[str, list[dict]] = {}
         for f, chain in chains_.items():
+            if chain[0].kind in CATEGORICAL:
+                steps[f] = [fit_categories(chain[0], train.column(f), f)]
+                continue
             x = as_float32(train.column(f), f).astype(np.float64)
             fitted = []
             for t in chain:
@@ -197,42 +284,58 @@ class Fitted:
         return cls(steps, features)
 
     @property
+    def numeric(self) -> dict[str, list[dict]]:
+        return {f: c for f, c in self.steps.items() if c[0]["step"] != "categories"}
+
+    @property
+    def categorical(self) -> dict[str, dict]:
+        return {f: c[0] for f, c in self.steps.items() if c[0]["step"] == "categories"}
+
+    @property
     def plan(self) -> Any:
         if self._plan is None:
             pos = {f: i for i, f in enumerate(self.features)}
-            missing = [f for f in self.steps if f not in pos]
+            missing = [f for f in self.numeric if f not in pos]
             if missing:
                 raise SchemaError(f"fitted transforms name features {missing} that the input lacks")
             self._plan = _core.TransformPlan(len(self.features), [
                 (pos[f], s["step"], s["a"], s["b"], s["edges"])
-                for f, chain in self.steps.items() for s in chain])
+                for f, chain in self.numeric.items() for s in chain])
         return self._plan
 
     def apply_matrix(self, x: np.ndarray) -> np.ndarray:
-        """The transformed copy of a float32 model input (rows x features)."""
-        if not self.steps:
+        """The transformed copy of a float32 model input (rows x features), whose
+        categorical features are encoded already (see :func:`encode`)."""
+        if not self.numeric:
             return x
         raw = self.plan.apply(np.ascontiguousarray(x, dtype=np.float32))
         return np.frombuffer(raw, np.float32).reshape(x.shape)
 
     def apply_table(self, table: pa.Table) -> pa.Table:
-        """``table`` with each transformed feature replaced by its float32 transform."""
-        if not self.steps:
-            return table
-        names = list(self.steps)
-        x = np.column_stack([as_float32(table.column(f), f) for f in names])
-        sub = Fitted(self.steps, names)
-        y = sub.apply_matrix(x)
-        for j, f in enumerate(names):
-            table = table.set_column(table.column_names.index(f), f, pa.array(y[:, j], pa.float32()))
+        """``table`` with each transformed feature replaced by its float32 transform and
+        each categorical one by its encoded columns."""
+        names = list(self.numeric)
+        if names:
+            x = np.column_stack([as_float32(table.column(f), f) for f in names])
+            y = Fitted(self.numeric, names).apply_matrix(x)
+            for j, f in enumerate(names):
+                table = table.set_column(table.column_names.index(f), f, pa.array(y[:, j], pa.float32()))
+        for f, fit in self.categorical.items():
+            block = encode(fit, table.column(f), f)
+            at = table.column_names.index(f)
+            table = table.remove_column(at)
+            t = Transform(fit["transform"], {"top_k": fit["width"] - 1})
+            for j, name in enumerate(encoded_names(f, t)):
+                table = table.add_column(at + j, name, pa.array(block[:, j], pa.float32()))
         return table
 
     def statistics(self) -> pa.Table:
         rows = []
         for f, chain in self.steps.items():
             for i, s in enumerate(chain):
+                stats = {**s["stats"], "categories": s["categories"]} if "categories" in s else s["stats"]
                 rows.append({"feature": f, "step": i, "transform": s["transform"],
-                             "parameters": json.dumps(s["stats"] or {
+                             "parameters": json.dumps(stats or {
                                  k: v for k, v in (("a", s["a"]), ("b", s["b"]), ("edges", s["edges"]))
                                  if s["step"] in ("clip", "bucketize")}, sort_keys=True)})
         return pa.Table.from_pylist(rows, schema=pa.schema([

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -86,6 +86,7 @@ class FeatureView:
         self.last_fitted: T.Fitted | None = None
         self._plan = None
         self._od_names: tuple | None = None
+        self._cat_plan: tuple | None = None
 
     def __repr__(self) -> str:
         return f"FeatureView({self.name!r}, version={self.version}, features={self.features})"
@@ -93,8 +94,20 @@ class FeatureView:
     @property
     def features(self) -> list[str]:
         """Output feature names, in the view's order (the model's input order): the
-        looked-up features, then the on-demand ones."""
-        return [*self.lookup_features, *(o for f in self.on_demand for o in f.outputs)]
+        looked-up features (a categorical one replaced by its encoded columns), then the
+        on-demand ones."""
+        return [*self._encoded_lookup, *(o for f in self.on_demand for o in f.outputs)]
+
+    @property
+    def _encoded_lookup(self) -> list[str]:
+        cat = self.categorical
+        return [n for f in self.lookup_features
+                for n in (T.encoded_names(f, cat[f]) if f in cat else [f])]
+
+    @property
+    def categorical(self) -> dict[str, T.Transform]:
+        """The features encoded by ``label_encoder`` / ``one_hot``, with their encoder."""
+        return {f: c[0] for f, c in self.transforms.items() if c[0].kind in T.CATEGORICAL}
 
     @property
     def lookup_features(self) -> list[str]:
@@ -114,10 +127,11 @@ class FeatureView:
         """The spine columns the view's groups are keyed on."""
         return list(dict.fromkeys(spine for s in self.selections for spine, _ in s.on))
 
-    def _groups(self):
+    def _groups(self, selections: list[Selection] | None = None):
         """The group (or aggregation) of each selection."""
         return [self._store.get_aggregation(s.group, s.version) if s.kind == "aggregation"
-                else self._store.get_feature_group(s.group, s.version) for s in self.selections]
+                else self._store.get_feature_group(s.group, s.version)
+                for s in (self.selections if selections is None else selections)]
 
     # -- offline -----------------------------------------------------------------
 
@@ -316,19 +330,19 @@ class FeatureView:
 
     # -- online ------------------------------------------------------------------
 
-    def _online_plan(self):
+    def _online_plan(self, selections: list[Selection] | None = None):
         """A function (keys, now) -> float32 matrix in the view's feature order, with
         tables, feature positions and TTLs resolved once (prepared online readers).
         When every group is keyed by the same spine columns under the same names, one
         reader serves all groups in one pass over the keys, and keys go to Rust as given."""
-        groups = self._groups()
+        sels = self.selections if selections is None else selections
+        groups = self._groups(sels)
         self._check_online(groups)
         online = self._store.online
-        same = all(sel.on == self.selections[0].on and all(s == p for s, p in sel.on)
-                   for sel in self.selections)
-        if any(sel.kind == "aggregation" for sel in self.selections):
+        same = all(sel.on == sels[0].on and all(s == p for s, p in sel.on) for sel in sels)
+        if any(sel.kind == "aggregation" for sel in sels):
             parts = []
-            for sel, g in zip(self.selections, groups):
+            for sel, g in zip(sels, groups):
                 if sel.kind == "aggregation":
                     parts.append((sel, g.matrix_reader(sel)))
                 else:
@@ -342,7 +356,7 @@ class FeatureView:
 
             if not same:
                 return lookup_mixed
-            names = [p for _, p in self.selections[0].on]
+            names = [p for _, p in sels[0].on]
 
             def lookup_same(keys: Any, now: Any = None) -> np.ndarray:
                 # One key list for every part, made once (no table per call).
@@ -355,7 +369,7 @@ class FeatureView:
         if same:
             reader = online.reader(
                 [g.online_table for g in groups],
-                features=[(g.online_table, f) for sel, g in zip(self.selections, groups) for f in sel.features],
+                features=[(g.online_table, f) for sel, g in zip(sels, groups) for f in sel.features],
                 ttl=[g.ttl_ns for g in groups],
             )
 
@@ -364,11 +378,11 @@ class FeatureView:
 
             return lookup
         readers = [online.reader(g.online_table, features=list(sel.features), ttl=g.ttl_ns)
-                   for sel, g in zip(self.selections, groups)]
+                   for sel, g in zip(sels, groups)]
 
         def lookup_each(keys: Any, now: Any = None) -> np.ndarray:
             table = keys_table(keys)
-            parts = [r.matrix(_rename(table, sel), now=now) for r, sel in zip(readers, self.selections)]
+            parts = [r.matrix(_rename(table, sel), now=now) for r, sel in zip(readers, sels)]
             return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
 
         return lookup_each
@@ -389,15 +403,12 @@ class FeatureView:
         feature order, or a float32 matrix (NaN where missing or expired). A view with
         on-demand features needs ``request`` (its fields, one row per key); one with
         transforms applies those fitted for ``snapshot`` (default: the newest fit)."""
+        fitted = self.fitted_transforms(snapshot) if self.transforms else None
         if as_matrix:
-            if self._plan is None:  # prepared once per view object (readers re-resolve
-                self._plan = self._online_plan()  # tables that are rebuilt or re-created)
-            x = self._plan(keys, now)
+            x = self._matrix_lookup(fitted)(keys, now)
             if self.on_demand or request is not None:
                 x = OD.with_on_demand(self, x, request) if self.on_demand else _no_request(self)
-            if self.transforms:
-                x = self.fitted_transforms(snapshot).apply_matrix(x)
-            return x
+            return x if fitted is None else fitted.apply_matrix(x)
         out = self._lookup_table(keys, now)
         if self.on_demand or request is not None:
             if not self.on_demand:
@@ -411,18 +422,62 @@ class FeatureView:
             for r in self.request_fields:
                 if r in req.column_names:
                     with_req = with_req.append_column(r, req.column(r))
-            out = OD.add_on_demand(self, with_req, "request").select(self.features)
-        if self.transforms:
-            out = self.fitted_transforms(snapshot).apply_table(out)
-        return out
+            out = OD.add_on_demand(self, with_req, "request")
+        if fitted is not None:
+            out = fitted.apply_table(out)
+        return out.select(self.features)
 
-    def _lookup_table(self, keys: Any, now: Any) -> pa.Table:
-        keys = keys_table(keys)
-        groups = self._groups()
+    def _matrix_lookup(self, fitted: T.Fitted | None):
+        """A function (keys, now) -> the looked-up part of the model input (float32):
+        numeric features through the prepared matrix readers, categorical ones read as
+        Arrow and encoded as ``fitted`` says (the function training rows go through)."""
+        cat = self.categorical
+        if not cat:
+            if self._plan is None:  # prepared once per view object (readers re-resolve
+                self._plan = self._online_plan()  # tables that are rebuilt or re-created)
+            return self._plan
+        if fitted is None or set(fitted.categorical) != set(cat):
+            raise NotFoundError(f"feature view '{self.name}' encodes {sorted(cat)}: fit its "
+                                "transforms with train_test_split first")
+        key = id(fitted)
+        if self._cat_plan is not None and self._cat_plan[0] == key:
+            return self._cat_plan[1]
+
+        def part(keep) -> list[Selection]:
+            out = []
+            for sel in self.selections:
+                feats = tuple(f for f, o in zip(sel.features, sel.output_names) if keep(o))
+                if feats:
+                    out.append(replace(sel, features=feats))
+            return out
+
+        numeric, categorical = part(lambda o: o not in cat), part(lambda o: o in cat)
+        plan = self._online_plan(numeric) if numeric else None
+        names = self._encoded_lookup
+        pos = {n: j for j, n in enumerate(names)}
+        num_pos = [pos[o] for sel in numeric for o in sel.output_names]
+        blocks = [(f, fitted.categorical[f], pos[T.encoded_names(f, t)[0]]) for f, t in cat.items()]
+
+        def lookup(keys: Any, now: Any = None) -> np.ndarray:
+            raw = self._lookup_table(keys, now, categorical)
+            out = np.empty((raw.num_rows, len(names)), np.float32)
+            if plan is not None:
+                out[:, num_pos] = plan(keys, now)
+            for f, fit, at in blocks:
+                out[:, at:at + fit["width"]] = T.encode(fit, raw.column(f), f)
+            return out
+
+        self._cat_plan = (key, lookup)
+        return lookup
+
+    def _lookup_table(self, keys: Any, now: Any, selections: list[Selection] | None = None) -> pa.Table:
+        keys = keys_table(_one_entity(keys))
+        sels = self.selections if selections is None else selections
+        groups = self._groups(sels)
         self._check_online(groups)
         cols: dict[str, pa.Array] = {}
         at = None
-        for sel, g in zip(self.selections, groups):
+        for sel, g in zip(sels, groups):
             if sel.kind == "aggregation":
                 if at is None:
                     at = now_ns(now) if now is not None else time.time_ns()
