@@ -176,6 +176,13 @@ def test_bad_input_names_the_feature_and_serves_nothing(tmp_path):
             bad_t()
     with pytest.raises(errors.InvalidArgumentError, match="importable"):
         ps.on_demand(request={"a": "float64"}, outputs={"b": "float64"})(lambda c: c)
+    # A model of a view with transforms names the snapshot they were fitted on.
+    onnx = gbdt(len(fv.features))
+    with pytest.raises(errors.InvalidArgumentError, match="training_snapshot"):
+        fs.models.register("m", onnx, feature_view=fv)
+    other = fv.training_data(spine)  # a snapshot without a split: nothing fitted on it
+    with pytest.raises(errors.NotFoundError, match="no fitted transforms"):
+        fs.models.register("m", onnx, feature_view=fv, training_snapshot=ps.snapshot_of(other))
     # Empty batches.
     empty = fv.get_feature_vectors({"user_id": []}, as_matrix=True, now=now,
                                    request={"amount": [], "hour": []})

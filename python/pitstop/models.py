@@ -135,6 +135,12 @@ class ModelRegistry:
                 raise InvalidArgumentError(
                     f"training snapshot {snap_id} was read from feature view '{snap.view}' "
                     f"v{snap.view_version}, not '{feature_view.name}' v{feature_view.version}")
+        if feature_view.transforms:  # the predictor applies the fits of this snapshot
+            if snap_id is None:
+                raise InvalidArgumentError(
+                    f"feature view '{feature_view.name}' has transforms: register the model with "
+                    "training_snapshot=fv.last_snapshot (the split its transforms were fitted on)")
+            feature_view.fitted_transforms(snap_id)  # NotFoundError when none were fitted
         if isinstance(model, bytes):
             data = model
         elif isinstance(model, str | os.PathLike):
