@@ -203,30 +203,40 @@ impl<'s> Plan<'s> {
             Some(c) => Some(time::to_unit(c, "created_time", self.unit)?.values),
             None => None,
         };
-        let dict = KeyDict::build(&self.spine_keys)?;
+        use crate::trace::phase;
+        let dict = phase("agg   keys", || KeyDict::build(&self.spine_keys))?;
         let n_keys = dict.n_keys;
-        let event_ids = dict.lookup(&self.event_keys);
+        let event_ids = phase("agg   key lookup", || dict.lookup(&self.event_keys));
         // Labels: counting sort by key, then by time within each key.
         let (label_off, mut label_rows) = group(&dict.ids, n_keys, |i| spine_t.get(i).is_some());
-        let t_of = |r: u32| spine_t.values[r as usize];
-        par_sort_runs(&label_off, &mut label_rows, |a, b| t_of(*a).cmp(&t_of(*b)));
+        let mut label_t = vec![0i64; label_rows.len()];
+        sort_runs(
+            &label_off,
+            &mut label_rows,
+            &mut label_t,
+            &spine_t.values,
+            None,
+        );
         // Events: counting sort by key (stable: rows in input order), then by
-        // (event time, created time) within each key, stably.
-        let (event_off, mut event_rows) = group(&event_ids, n_keys, |_| true);
-        par_sort_runs(&event_off, &mut event_rows, |a, b| {
-            let (a, b) = (*a as usize, *b as usize);
-            e_raw[a].cmp(&e_raw[b]).then_with(|| match &c_raw {
-                Some(c) => c[a].cmp(&c[b]),
-                None => std::cmp::Ordering::Equal,
-            })
+        // (event time, created time, row) within each key.
+        let (event_off, mut event_rows) =
+            phase("agg   group", || group(&event_ids, n_keys, |_| true));
+        let mut e = vec![0i64; event_rows.len()];
+        let c = phase("agg   sort", || {
+            sort_runs(
+                &event_off,
+                &mut event_rows,
+                &mut e,
+                &e_raw,
+                c_raw.as_deref(),
+            )
         });
-        let e: Vec<i64> = event_rows.par_iter().map(|&r| e_raw[r as usize]).collect();
-        let c = c_raw.map(|c| event_rows.par_iter().map(|&r| c[r as usize]).collect());
-        let inputs = self
-            .inputs
-            .par_iter()
-            .map(|(col, kind)| input(col, *kind, &event_rows))
-            .collect::<Result<Vec<_>>>()?;
+        let inputs = phase("agg   inputs", || {
+            self.inputs
+                .par_iter()
+                .map(|(col, kind)| input(col, *kind, &event_rows))
+                .collect::<Result<Vec<_>>>()
+        })?;
         Ok(Prepared {
             n_keys,
             spine_t,
@@ -349,26 +359,109 @@ fn group(ids: &[u32], n_keys: usize, keep: impl Fn(usize) -> bool) -> (Vec<usize
     (off, rows)
 }
 
-/// Sorts each key's run of `rows` stably by `cmp`, runs in parallel.
-fn par_sort_runs(
+/// Sorts each key's run of `rows` by (time, created time, row) — the input order
+/// breaks full ties, as a stable sort would — and fills `t` with the sorted times;
+/// returns the sorted created times when given. The sort runs on packed (time,
+/// created, row) values, not on row indices (no random access per comparison), runs
+/// in parallel, and a run already in order (input sorted by time) costs one pass.
+fn sort_runs(
     off: &[usize],
     rows: &mut [u32],
-    cmp: impl Fn(&u32, &u32) -> std::cmp::Ordering + Sync,
-) {
-    let mut runs: Vec<&mut [u32]> = Vec::with_capacity(off.len().saturating_sub(1));
-    let mut rest = rows;
+    t: &mut [i64],
+    t_raw: &[i64],
+    c_raw: Option<&[i64]>,
+) -> Option<Vec<i64>> {
+    let mut c_out = c_raw.map(|_| vec![0i64; rows.len()]);
+    let mut runs = Vec::with_capacity(off.len().saturating_sub(1));
+    let (mut rest_r, mut rest_t) = (rows, t);
+    let mut rest_c = c_out.as_deref_mut();
     for w in off.windows(2) {
-        let (run, tail) = rest.split_at_mut(w[1] - w[0]);
-        runs.push(run);
-        rest = tail;
+        let len = w[1] - w[0];
+        let (r, tr) = rest_r.split_at_mut(len);
+        let (tt, ttail) = rest_t.split_at_mut(len);
+        let (cc, ctail) = match rest_c {
+            Some(c) => {
+                let (a, b) = c.split_at_mut(len);
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        };
+        runs.push((r, tt, cc));
+        rest_r = tr;
+        rest_t = ttail;
+        rest_c = ctail;
     }
     runs.into_par_iter()
         .with_min_len(64)
-        .for_each(|run| run.sort_by(&cmp));
+        .for_each(|(r, tt, cc)| {
+            // One read of each row's times (the only random access), then all in the run.
+            let mut packed: Vec<(i64, i64, u32)> = r
+                .iter()
+                .map(|&row| {
+                    (
+                        t_raw[row as usize],
+                        c_raw.map_or(0, |c| c[row as usize]),
+                        row,
+                    )
+                })
+                .collect();
+            if !packed.windows(2).all(|w| w[0] < w[1]) {
+                packed.sort_unstable();
+            }
+            for ((slot, t), p) in r.iter_mut().zip(tt.iter_mut()).zip(&packed) {
+                *slot = p.2;
+                *t = p.0;
+            }
+            if let Some(cc) = cc {
+                for (slot, p) in cc.iter_mut().zip(&packed) {
+                    *slot = p.1;
+                }
+            }
+        });
+    c_out
+}
+
+/// A numeric column without nulls read as f64 in the order of `rows`: one parallel
+/// gather (straight from the Arrow buffer when it is one float64 chunk), NaN found in
+/// the gathered values (a validity vector only when there is one).
+fn floats_without_nulls(col: &Column, rows: &[u32]) -> Result<Input> {
+    let copied;
+    let raw: &[f64] = match col.chunks.as_slice() {
+        [one] if *one.data_type() == DataType::Float64 => {
+            one.as_primitive::<Float64Type>().values()
+        }
+        chunks => {
+            let strict = CastOptions {
+                safe: false,
+                ..Default::default()
+            };
+            let mut v = Vec::with_capacity(col.len());
+            for chunk in chunks {
+                let a = cast_with_options(chunk, &DataType::Float64, &strict)?;
+                v.extend_from_slice(a.as_primitive::<Float64Type>().values());
+            }
+            copied = v;
+            &copied
+        }
+    };
+    let f64s: Vec<f64> = rows.par_iter().map(|&r| raw[r as usize]).collect();
+    let valid = f64s
+        .par_iter()
+        .any(|x| x.is_nan())
+        .then(|| f64s.par_iter().map(|x| !x.is_nan()).collect());
+    Ok(Input {
+        f64s,
+        i64s: Vec::new(),
+        ids: Vec::new(),
+        valid,
+    })
 }
 
 /// Column `col` read as `kind`, in the order of `rows`.
 fn input(col: &Column, kind: Kind, rows: &[u32]) -> Result<Input> {
+    if kind == Kind::F64 && col.null_count() == 0 {
+        return Ok(floats_without_nulls(col, rows)?);
+    }
     let n = col.len();
     let mut valid_raw = vec![true; n];
     let mut any_null = false;
