@@ -5,3 +5,4 @@ pub mod agg;
 pub mod errors;
 pub mod join;
 pub mod online;
+pub mod stats;
