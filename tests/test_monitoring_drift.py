@@ -197,3 +197,34 @@ def test_skew_consistent_then_online_only_write(logged):
         fv.skew(logs=log.drop_columns(["user_id"]))
     with pytest.raises(errors.InvalidArgumentError, match="sample must be a fraction"):
         fv.skew(logs=log, sample=2)
+
+
+def test_cli_stats_drift_skew(logged, tmp_path, capsys):
+    from pitstop import cli
+
+    fs, fv = logged
+    store = str(fs.path)
+    assert cli.main(["--store", store, "stats", "a"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[:4] == ["feature", "kind", "count", "nulls"] and "\nx " in out
+    fv.training_data(pa.table({"user_id": [1], "t": ts(2000)}))
+    serve(fs, list(range(100)))
+    argv = ["--store", store, "drift", "v", "--reference", "logs:1d", "--current", "logs:1d", "--fail-on-drift"]
+    assert cli.main(argv) == 0
+    assert "0 of 4 features drifted" in capsys.readouterr().out
+    # the features move: new rows for every key, x shifted by 5
+    rng = np.random.default_rng(5)
+    fs.get_feature_group("a").insert(pa.table({"user_id": np.arange(100), "ts": ts(*[3000] * 100),
+                                               "x": rng.random(100) + 5, "y": rng.normal(size=100)}))
+    serve(fs, list(range(100)))
+    html = tmp_path / "drift.html"
+    argv = ["--store", store, "drift", "v", "--current", "logs:1d", "--html", str(html), "--fail-on-drift"]
+    assert cli.main(argv) == 1
+    out = capsys.readouterr().out
+    assert "features drifted: x" in out and html.exists() and 'data-feature="x" data-drifted="true"' in html.read_text()
+    assert cli.main(argv[:-1]) == 0  # without --fail-on-drift the report is all
+    capsys.readouterr()
+    assert cli.main(["--store", store, "skew", "v", "--since", "1d", "--fail-on-skew"]) == 0
+    assert "mismatch_rate" in capsys.readouterr().out
+    assert cli.main(["--store", store, "drift", "nope"]) == 1
+    assert "pitstop: error:" in capsys.readouterr().err
