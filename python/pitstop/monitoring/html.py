@@ -16,7 +16,7 @@ h1{font-size:20px;margin:0 0 8px}
 .summary{font-size:16px;padding:8px 12px;border-radius:4px;display:inline-block}
 .passed{background:#e8f5e9;color:#1b5e20}.failed{background:#ffebee;color:#b71c1c}
 table{border-collapse:collapse;margin-top:12px}
-th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right;vertical-align:middle}
+th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right;vertical-align:middle;white-space:nowrap}
 th{background:#f5f5f5;position:sticky;top:0}
 td.name,th.name{text-align:left;font-weight:600}
 tr.s-drift td.st{background:#e53935;color:#fff}tr.s-warn td.st{background:#ffb300}
