@@ -142,6 +142,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--evidently-python", default=os.environ.get("EVIDENTLY_PYTHON"))
     ap.add_argument("--wide", action="store_true", help="also 100k x 100k x 500 numeric columns")
+    ap.add_argument("--only-wide", action="store_true", help="just the wide case")
     ap.add_argument("--engine", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -150,7 +151,9 @@ def main() -> None:
         print(json.dumps(fn(Path(args.data), args.repeat)))
         return
     cases = [("1M ref x 200k cur x 24 columns (20 numeric, 4 categorical)", (1_000_000, 200_000, 20, 4))]
-    if args.wide:
+    if args.only_wide:
+        cases = []
+    if args.wide or args.only_wide:
         cases.append(("wide: 100k ref x 100k cur x 500 numeric columns", (100_000, 100_000, 500, 0)))
     print(f"{harness.today()} · {harness.machine()} · {harness.load_average()} · "
           f"{harness.versions('pitstop', 'pyarrow', 'numpy', 'scipy')}")

@@ -107,6 +107,8 @@ def test_bad_inputs():
 def test_report_json_round_trips_and_empty_columns_are_no_data():
     t = pa.table({"x": [1.0, 2.0, 3.0], "n": pa.array([None, None, None], pa.float64())})
     report = drift(t, t)
+    inf = drift(t, pa.table({"x": [1.0, float("inf"), 3.0], "n": [1.0, 2.0, 3.0]}))
+    assert json.loads(inf.to_json())["features"][0]["wasserstein"] is None  # inf: no JSON number
     d = json.loads(report.to_json())
     assert d["passed"] is True and d["drifted"] == []
     assert [f["feature"] for f in d["features"]] == ["x", "n"]

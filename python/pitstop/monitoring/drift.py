@@ -56,6 +56,17 @@ SCHEMA = pa.schema([
 ])
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float as None (JSON has no NaN or infinity)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def _f(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
@@ -86,7 +97,7 @@ class DriftReport:
                 "features": self.table.to_pylist()}
 
     def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), allow_nan=False, **kwargs)
+        return json.dumps(json_safe(self.to_dict()), allow_nan=False, **kwargs)
 
     def to_html(self, path: str | Path | None = None) -> str:
         """The report as one self-contained HTML file (inline SVG, no scripts, no

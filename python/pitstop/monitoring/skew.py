@@ -67,8 +67,10 @@ class SkewReport:
         return f"SkewReport({self.table.num_rows} features, skewed={self.skewed})"
 
     def to_json(self, **kwargs: Any) -> str:
-        return json.dumps({"passed": self.passed, "skewed": self.skewed, **self.meta,
-                           "features": self.table.to_pylist()}, allow_nan=False, **kwargs)
+        from .drift import json_safe
+
+        return json.dumps(json_safe({"passed": self.passed, "skewed": self.skewed, **self.meta,
+                                     "features": self.table.to_pylist()}), allow_nan=False, **kwargs)
 
     def to_html(self, path: str | Path | None = None) -> str:
         from .html import skew_html
