@@ -10,7 +10,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PIP_CONSTRAINT := $(abspath constraints.txt)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help dev demo test test-rust test-python lint bench bench-store bench-online bench-predict bench-spark bench-agg bench-rust clean
+.PHONY: help dev demo test test-rust test-python lint bench bench-store bench-online bench-predict bench-spark bench-agg bench-monitor bench-rust clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -18,7 +18,7 @@ help: ## list the targets
 $(VENV)/.deps: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q maturin pytest hypothesis pyarrow numpy pandas polars duckdb lmdb \
-		deltalake onnxruntime onnx scikit-learn skl2onnx
+		deltalake onnxruntime onnx scikit-learn skl2onnx scipy
 	$(PIP) install -q pyspark  # the spark extra (pitstop[spark]); needs Java 17+ to run
 	touch $@
 
@@ -55,6 +55,10 @@ bench-spark: dev ## the join on local Spark: kernel vs pandas merge_asof per buc
 
 bench-agg: dev ## window aggregations vs polars and DuckDB: 10M events, 1M labels (minutes, GBs of RAM)
 	$(PY) -m benches.agg --size L --skew --skew-engines pitstop,polars --online
+
+bench-monitor: dev ## drift: pitstop vs a scipy loop and Evidently (own venv, pandas<3); 1M x 200k x 24 and 100k x 100k x 500
+	test -x .venv-evidently/bin/python || ($(PYTHON) -m venv .venv-evidently && PIP_CONSTRAINT= .venv-evidently/bin/pip install -q evidently "pandas<3" pyarrow)
+	$(PY) -m benches.monitor --wide --evidently-python .venv-evidently/bin/python
 
 bench-online: dev ## online store: pitstop vs python-lmdb, SQLite, Redis (if redis-server is installed)
 	$(PIP) install -q redis

@@ -218,6 +218,15 @@ pub enum Error {
     #[error("{0}")]
     InputType(String),
 
+    // --- statistics and drift (rust/stats/) ---
+    #[error("{table} column '{column}' has type {dtype}; {detail}")]
+    StatsColumnType {
+        table: String,
+        column: String,
+        dtype: DataType,
+        detail: String,
+    },
+
     /// A table read was dropped meanwhile; prepared reads resolve their tables again
     /// and retry, so this surfaces only if that keeps happening.
     #[error("the tables read changed during the read (a table was dropped); read again")]
@@ -260,6 +269,7 @@ impl Error {
             Error::AggColumnType { .. } => "ColumnTypeError",
             Error::OutputNameTaken { .. } => "SchemaError",
             Error::InputType(_) => "InputTypeError",
+            Error::StatsColumnType { .. } => "ColumnTypeError",
             Error::StaleCatalog => "StoreError",
         }
     }

@@ -1,6 +1,7 @@
 //! pitstop's Rust core: point-in-time joins over Arrow data ([`join`]), window
-//! aggregations ([`agg`]), the LMDB-backed online store and model-dependent transforms
-//! ([`transform`]). The kernels know nothing of Python; `py/` (built only with
+//! aggregations ([`agg`]), feature statistics and drift ([`stats`]), the LMDB-backed online
+//! store and model-dependent transforms ([`transform`]). The kernels know nothing of
+//! Python; `py/` (built only with
 //! the `python` feature, which maturin turns on) is the one place that touches pyo3, and
 //! the `#[pymodule]` below is the whole Python surface of the extension.
 
@@ -9,6 +10,7 @@ pub mod encode;
 pub mod error;
 pub mod join;
 pub mod online;
+pub mod stats;
 pub mod table;
 pub mod trace;
 pub mod transform;
@@ -26,6 +28,8 @@ fn _core(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
     m.add_function(wrap_pyfunction!(py::agg::agg_merge, m)?)?;
     m.add_function(wrap_pyfunction!(py::agg::agg_serve, m)?)?;
     m.add_function(wrap_pyfunction!(py::agg::agg_matrix, m)?)?;
+    m.add_function(wrap_pyfunction!(py::stats::stats_profile, m)?)?;
+    m.add_function(wrap_pyfunction!(py::stats::stats_drift, m)?)?;
     m.add_class::<py::online::PyOnlineStore>()?;
     m.add_class::<py::online::PyReader>()?;
     m.add_class::<py::online::PyPreparedWrite>()?;

@@ -69,6 +69,29 @@ def agg_matrix(
 ) -> bytearray:
     """Aggregation features of ``keys`` from the states in ``table``, as float32."""
 
+def stats_profile(
+    data: Any,
+    columns: list[tuple[str, str]],
+    *,
+    bins: int,
+    top_k: int,
+) -> list[dict[str, Any]]:
+    """Statistics of ``columns`` ((name, "numeric" | "categorical")) of ``data``: one
+    dict per column (rows, nulls, nan, count, mean, std, min, max, quantiles at p01 p05
+    p25 p50 p75 p95 p99, hist_edges, hist_counts, distinct, top)."""
+
+def stats_drift(
+    reference: Any,
+    current: Any,
+    columns: list[tuple[str, str]],
+    *,
+    bins: int,
+    top_k: int,
+) -> list[dict[str, Any]]:
+    """Drift of ``columns`` from ``reference`` to ``current``: one dict per column
+    (rows_ref, rows_cur, missing_ref, missing_cur, psi, js, ks_d, p_value, wasserstein,
+    edges, labels, counts_ref, counts_cur)."""
+
 class OnlineStore:
     """The LMDB online store of one directory (``pitstop.OnlineStore`` wraps it).
     ``path`` is a store root (the environment is ``<path>/online/``) or the ``online/``

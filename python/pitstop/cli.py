@@ -149,6 +149,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--users", type=int, default=10_000, help="synthetic users (default 10,000)")
     s.add_argument("--dir", help="store directory (default: a temporary one)")
     s.set_defaults(fn=cmd_demo)
+    from .monitoring.cli import add_commands
+
+    add_commands(sub)  # stats, drift, skew
     return p
 
 

@@ -461,6 +461,13 @@ class FeatureStore:
             db.execute("DELETE FROM view_transforms WHERE view_name=? AND view_version=?",
                        (name, version))
 
+    def statistics(self, source: Any, *, version: int | None = None, as_of: Any = None):
+        """Feature statistics (a pyarrow Table, one row per feature) of a feature group
+        (by name), a feature view, or any table; see :mod:`pitstop.monitoring.stats`."""
+        from .monitoring.stats import statistics
+
+        return statistics(self, source, version=version, as_of=as_of)
+
     def _record_snapshot(self, view: FeatureView, tables: dict[str, int]) -> Snapshot:
         if self.readonly:  # not recorded: the result still carries the versions it read
             return Snapshot(None, view.name, view.version, tables)

@@ -328,6 +328,34 @@ class FeatureView:
         out = self.training_data(keys.append_column("_now", t), spine_time="_now")
         return out.drop_columns(["_now"])
 
+    # -- monitoring (pitstop.monitoring) ------------------------------------------
+
+    def logs(self, start: Any = "-7d", end: Any = None) -> pa.Table:
+        """The prediction log of this view between ``start`` and ``end`` (``"-7d"``,
+        a datetime or an ISO string; None for no bound)."""
+        from .monitoring import views
+
+        return views.logs(self, start, end)
+
+    def drift(self, reference: Any = "training", current: Any = None, *,
+              features: list[str] | None = None, method: Any = None, threshold: Any = None):
+        """A :class:`~pitstop.monitoring.DriftReport` of the view's features (and the
+        logged ``prediction``) from ``reference`` (``"training"``: the last training
+        snapshot; a Snapshot, its id, or a table) to ``current`` (default: the last 7
+        days of logs; ``"logs:1d"``, a Snapshot, or a table)."""
+        from .monitoring import views
+
+        return views.drift(self, reference, current, features=features, method=method,
+                           threshold=threshold)
+
+    def skew(self, logs: Any = None, *, rtol: float = 1e-6, sample: float = 1.0):
+        """A :class:`~pitstop.monitoring.SkewReport`: the logged (keys, logged_at) replayed
+        through the training join, compared with what was served (default: the last
+        day of logs)."""
+        from .monitoring.skew import skew
+
+        return skew(self, logs, rtol=rtol, sample=sample)
+
     # -- online ------------------------------------------------------------------
 
     def _online_plan(self, selections: list[Selection] | None = None):

@@ -5,4 +5,5 @@ pub mod agg;
 pub mod errors;
 pub mod join;
 pub mod online;
+pub mod stats;
 pub mod transform;
