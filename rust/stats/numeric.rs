@@ -18,16 +18,20 @@ use arrow_array::types::Float64Type;
 use arrow_array::{Array, ArrayRef};
 use arrow_schema::DataType;
 
+use crate::agg::dd::DD;
 use crate::error::{Error, Result};
 use crate::table::Column;
 
-/// Mergeable moments of a sample: count, mean and the sum of squared deviations.
+/// Mergeable moments of a sample: count, mean and the sum of squared deviations; the
+/// reported mean is the double-double sum over n (Welford's running mean loses digits
+/// when large values cancel: 1e12 and -1e12 + 0.1).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Moments {
     pub n: u64,
     pub mean: f64,
     /// Σ (x - mean)², so the population variance is `m2 / n`.
     pub m2: f64,
+    pub sum: DD,
 }
 
 impl Moments {
@@ -36,6 +40,7 @@ impl Moments {
         let d = x - self.mean;
         self.mean += d / self.n as f64;
         self.m2 += d * (x - self.mean);
+        self.sum = self.sum.add_f64(x);
     }
 
     /// The moments of the union of two samples (Chan, Golub and LeVeque).
@@ -53,6 +58,7 @@ impl Moments {
             n,
             mean: self.mean + d * b / n as f64,
             m2: self.m2 + other.m2 + d * d * a * b / n as f64,
+            sum: self.sum.add(other.sum),
         }
     }
 
@@ -69,7 +75,7 @@ impl Moments {
         if self.n == 0 {
             f64::NAN
         } else {
-            self.mean
+            self.sum.div_f64(self.n as f64).value()
         }
     }
 }
