@@ -460,7 +460,7 @@ fn floats_without_nulls(col: &Column, rows: &[u32]) -> Result<Input> {
 /// Column `col` read as `kind`, in the order of `rows`.
 fn input(col: &Column, kind: Kind, rows: &[u32]) -> Result<Input> {
     if kind == Kind::F64 && col.null_count() == 0 {
-        return Ok(floats_without_nulls(col, rows)?);
+        return floats_without_nulls(col, rows);
     }
     let n = col.len();
     let mut valid_raw = vec![true; n];
