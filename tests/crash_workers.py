@@ -19,6 +19,20 @@ KEYS = 500
 BATCH = 1_500
 
 
+def start(script: str, *args: str):
+    """Starts worker ``script`` with ``args`` and waits for its ``ready`` line (the
+    killer's clock starts there)."""
+    import subprocess
+
+    p = subprocess.Popen([sys.executable, script, *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline().strip()
+    if line != "ready":
+        p.kill()
+        raise AssertionError(f"worker {args} did not start: {line!r} {p.stderr.read()}")
+    return p
+
+
 def batch(seed: int, n: int) -> pa.Table:
     """Batch ``n``: random keys and event times (ties included), ``b`` = the batch,
     ``r`` = the row, so the test can tell whole inserts from partial ones."""

@@ -10,13 +10,12 @@ import os
 import random
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 import agg_crash_workers as W
+import crash_workers
 import pitstop as ps
 from pitstop import agg
 
@@ -26,13 +25,7 @@ SCRIPT = str(Path(W.__file__))
 
 
 def start(*args: str) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, SCRIPT, *args], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    line = p.stdout.readline().strip()
-    if line != "ready":
-        p.kill()
-        raise AssertionError(f"worker {args} did not start: {line!r} {p.stderr.read()}")
-    return p
+    return crash_workers.start(SCRIPT, *args)
 
 
 def check(store: Path, committed: int) -> int:

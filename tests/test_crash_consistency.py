@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pytest
 
 import crash_workers as W
+import crash_workers
 import pitstop as ps
 
 ROUNDS = int(os.environ.get("PITSTOP_CRASH_ROUNDS", "50"))
@@ -30,13 +31,7 @@ SCRIPT = str(Path(W.__file__))
 
 
 def start(*args: str) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, SCRIPT, *args], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    line = p.stdout.readline().strip()
-    if line != "ready":
-        p.kill()
-        raise AssertionError(f"worker {args} did not start: {line!r} {p.stderr.read()}")
-    return p
+    return crash_workers.start(SCRIPT, *args)
 
 
 def newest_per_key(offline: pa.Table) -> dict[int, tuple[float, int]]:

@@ -33,7 +33,7 @@
 use std::collections::HashSet;
 
 use super::dd::DD;
-use super::serve::StateView;
+use super::serve::{Moments, StateView};
 use super::state::{Event, Tag, Val};
 
 pub(super) const MAGIC_V1: &[u8; 4] = b"PSA1";
@@ -289,17 +289,11 @@ fn encode(tags: &[Tag], src: &Sources, picks: &[Pick]) -> Vec<u8> {
     out
 }
 
-/// The summary of one block's stored values (validity bit set) of a column.
+/// The summary of one block's stored values (validity bit set) of a column: the
+/// moments as a lookup accumulates them ([`Moments`]), and min and max.
 pub(super) fn summarize(tag: Tag, words: impl Iterator<Item = u64>) -> Block {
-    let mut b = Block {
-        cnt: 0,
-        pinf: 0,
-        ninf: 0,
-        s: DD::ZERO,
-        q: DD::ZERO,
-        min: 0,
-        max: 0,
-    };
+    let mut m = Moments::default();
+    let (mut min, mut max) = (0u64, 0u64);
     for w in words {
         let x = match tag {
             Tag::F64 => f64::from_bits(w),
@@ -308,24 +302,24 @@ pub(super) fn summarize(tag: Tag, words: impl Iterator<Item = u64>) -> Block {
         if x.is_nan() {
             continue; // NaN is missing, as everywhere
         }
-        if b.cnt == 0 {
-            (b.min, b.max) = (w, w);
+        if m.n == 0 {
+            (min, max) = (w, w);
         } else if tag == Tag::F64 {
-            b.min = f64::from_bits(b.min).min(x).to_bits();
-            b.max = f64::from_bits(b.max).max(x).to_bits();
+            min = f64::from_bits(min).min(x).to_bits();
+            max = f64::from_bits(max).max(x).to_bits();
         } else {
-            b.min = (b.min as i64).min(w as i64) as u64;
-            b.max = (b.max as i64).max(w as i64) as u64;
+            min = (min as i64).min(w as i64) as u64;
+            max = (max as i64).max(w as i64) as u64;
         }
-        b.cnt += 1;
-        if x == f64::INFINITY {
-            b.pinf += 1;
-        } else if x == f64::NEG_INFINITY {
-            b.ninf += 1;
-        } else {
-            b.s = b.s.add_f64(x);
-            b.q = b.q.add(DD::product(x, x));
-        }
+        m.push(x);
     }
-    b
+    Block {
+        cnt: m.n as u32,
+        pinf: m.pinf as u32,
+        ninf: m.ninf as u32,
+        s: m.s,
+        q: m.q,
+        min,
+        max,
+    }
 }

@@ -386,17 +386,17 @@ impl<'a> StateView<'a> {
 /// Count, sum and sum of squares of a window's values, from events and block
 /// summaries (double-double, ±inf counted apart as in the offline sweep).
 #[derive(Default)]
-struct Moments {
-    n: u64,
-    pinf: u64,
-    ninf: u64,
-    s: DD,
-    q: DD,
+pub(super) struct Moments {
+    pub(super) n: u64,
+    pub(super) pinf: u64,
+    pub(super) ninf: u64,
+    pub(super) s: DD,
+    pub(super) q: DD,
 }
 
 impl Moments {
     #[inline]
-    fn push(&mut self, x: f64) {
+    pub(super) fn push(&mut self, x: f64) {
         self.n += 1;
         if x == f64::INFINITY {
             self.pinf += 1;
