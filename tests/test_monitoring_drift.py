@@ -230,3 +230,41 @@ def test_cli_stats_drift_skew(logged, tmp_path, capsys):
     assert "mismatch_rate" in capsys.readouterr().out
     assert cli.main(["--store", store, "drift", "nope"]) == 1
     assert "pitstop: error:" in capsys.readouterr().err
+
+
+def test_drift_per_window_and_segment():
+    rng = np.random.default_rng(5)
+    ref = sample(rng, 4000)
+    ref = ref.append_column("country", pa.array(rng.choice(["de", "fr"], 4000)))
+    n = 3000
+    cur = sample(rng, n)
+    country = rng.choice(["de", "fr"], n)
+    day = rng.integers(0, 3, n)
+    # Day 2 of "fr" is shifted on f03: only that window and segment drift.
+    f03 = cur.column("f03").to_numpy().copy()
+    hit = (country == "fr") & (day == 2)
+    f03[hit] += 0.5 + 3 * 0.25
+    cur = cur.set_column(3, "f03", pa.array(f03)).append_column("country", pa.array(country))
+    cur = cur.append_column("logged_at", pa.array(
+        [dt.datetime(2026, 3, 1, 5, tzinfo=UTC) + dt.timedelta(days=int(d)) for d in day],
+        pa.timestamp("us", "UTC")))
+    from pitstop.monitoring.views import split_drift
+
+    feats = [f"f{j:02d}" for j in range(20)]
+    rep = split_drift(ref, cur, features=feats, method=None, threshold=None, window="1d",
+                      segment_by="country", meta={})
+    rows = rep.table.to_pylist()
+    assert len(rows) == 20 * 2 * 3 and {"window", "segment"} <= set(rep.table.column_names)
+    drifted = {(r["feature"], r["segment"], r["window"]) for r in rows if r["drifted"]}
+    assert drifted == {("f03", "fr", "2026-03-03T00:00:00+00:00")}
+    assert rep.drifted == ["f03"] and not rep.passed
+    assert all(r["n_ref"] < 4000 for r in rows)  # the reference is split by segment too
+    html = rep.to_html()
+    assert html.count('data-drifted="true"') == 1
+    json.loads(rep.to_json())
+    with pytest.raises(errors.InvalidArgumentError, match="segment_by"):
+        split_drift(ref, cur, features=feats, method=None, threshold=None, window=None,
+                    segment_by="nope", meta={})
+    with pytest.raises(errors.InvalidArgumentError, match="window"):
+        split_drift(ref, cur.drop_columns(["logged_at"]), features=feats, method=None,
+                    threshold=None, window="1d", segment_by=None, meta={})

@@ -338,15 +338,17 @@ class FeatureView:
         return views.logs(self, start, end)
 
     def drift(self, reference: Any = "training", current: Any = None, *,
-              features: list[str] | None = None, method: Any = None, threshold: Any = None):
+              features: list[str] | None = None, method: Any = None, threshold: Any = None,
+              window: Any = None, segment_by: str | None = None):
         """A :class:`~pitstop.monitoring.DriftReport` of the view's features (and the
         logged ``prediction``) from ``reference`` (``"training"``: the last training
         snapshot; a Snapshot, its id, or a table) to ``current`` (default: the last 7
-        days of logs; ``"logs:1d"``, a Snapshot, or a table)."""
+        days of logs; ``"logs:1d"``, a Snapshot, or a table); ``window="1d"`` and
+        ``segment_by="country"`` report each time window / segment of the current rows."""
         from .monitoring import views
 
         return views.drift(self, reference, current, features=features, method=method,
-                           threshold=threshold)
+                           threshold=threshold, window=window, segment_by=segment_by)
 
     def skew(self, logs: Any = None, *, rtol: float = 1e-6, sample: float = 1.0):
         """A :class:`~pitstop.monitoring.SkewReport`: the logged (keys, logged_at) replayed

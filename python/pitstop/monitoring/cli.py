@@ -58,10 +58,12 @@ def cmd_drift(args: argparse.Namespace) -> int:
         reference = int(reference)  # a snapshot id
     with FeatureStore(args.store, create=False) as fs:
         view = fs.get_feature_view(args.view, args.version)
-        report = view.drift(reference=reference, current=args.current)
+        report = view.drift(reference=reference, current=args.current, window=args.window,
+                            segment_by=args.segment_by)
     print(f"drift of feature view {view.name} v{view.version}: {report.meta['reference']} -> "
           f"{report.meta['current']}")
-    print_table(report.table.to_pylist(), ["feature", "type", "method", "score", "threshold", "status",
+    split = [c for c in ("window", "segment") if c in report.table.column_names]
+    print_table(report.table.to_pylist(), [*split, "feature", "type", "method", "score", "threshold", "status",
                                            "null_rate_ref", "null_rate_cur", "n_ref", "n_cur", "ks_d",
                                            "wasserstein"])
     if args.html:
@@ -109,6 +111,8 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--html", help="write the report to this HTML file")
     s.add_argument("--json", help="write the report to this JSON file")
     s.add_argument("--fail-on-drift", action="store_true", help="exit 1 when a feature drifted")
+    s.add_argument("--window", help="report each window of the current rows, e.g. 1d")
+    s.add_argument("--segment-by", help="report each value of this column of the current rows")
     s.set_defaults(fn=cmd_drift)
     s = sub.add_parser("skew", help="served features against the training join of the same keys and times")
     s.add_argument("view")

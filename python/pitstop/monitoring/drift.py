@@ -54,6 +54,8 @@ SCHEMA = pa.schema([
     ("psi", pa.float64()), ("js", pa.float64()), ("ks_d", pa.float64()),
     ("wasserstein", pa.float64()), ("p_value", pa.float64()),
 ])
+#: The extra columns of a report split by ``window=`` / ``segment_by=``.
+SPLIT_FIELDS = [pa.field("window", pa.string()), pa.field("segment", pa.string())]
 
 
 def json_safe(obj: Any) -> Any:
@@ -76,14 +78,18 @@ class DriftReport:
     ``passed``, ``to_json()``, ``to_html(path)``."""
 
     def __init__(self, rows: list[dict], details: list[dict], meta: dict[str, Any]):
-        self.table: pa.Table = pa.Table.from_pylist(rows, schema=SCHEMA)
+        schema = SCHEMA
+        for f in SPLIT_FIELDS:
+            if rows and f.name in rows[0]:
+                schema = schema.append(f)
+        self.table: pa.Table = pa.Table.from_pylist(rows, schema=schema)
         self.details = details  # per feature: the histogram bins of both sides, for the report
         self.meta = meta
 
     @property
     def drifted(self) -> list[str]:
-        """The drifted features, in report order."""
-        return [r["feature"] for r in self.table.to_pylist() if r["drifted"]]
+        """The drifted features (in any window or segment), in report order."""
+        return list(dict.fromkeys(r["feature"] for r in self.table.to_pylist() if r["drifted"]))
 
     @property
     def passed(self) -> bool:
