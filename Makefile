@@ -18,7 +18,7 @@ help: ## list the targets
 $(VENV)/.deps: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q maturin pytest hypothesis pyarrow numpy pandas polars duckdb lmdb \
-		deltalake onnxruntime onnx scikit-learn skl2onnx
+		deltalake onnxruntime onnx scikit-learn skl2onnx redis
 	$(PIP) install -q pyspark  # the spark extra (pitstop[spark]); needs Java 17+ to run
 	touch $@
 
