@@ -272,3 +272,22 @@ def test_unreachable_redis_is_a_clear_pitstop_error():
     with pytest.raises(SourceError, match="Redis at redis://127.0.0.1") as e:
         ps.sources.RedisStream(f"redis://127.0.0.1:{port}/0", stream="s")
     assert isinstance(e.value, PitstopError)
+
+
+def test_cli_streams_from_redis(tmp_path, server, capsys):
+    from pitstop.cli import main
+
+    store = tmp_path / "store"
+    make_store(store).close()
+    r = redis.Redis.from_url(server)
+    log: list = []
+    produce(r, "s", random.Random(9), 0, 50, log)
+    assert main(["--store", str(store), "stream", "e", "--redis", server, "--stream", "s",
+                 "--group", "g", "--consumer", "cli", "--seconds", "1.0",
+                 "--offline-flush", "100ms"]) == 0
+    good = [row for _, row in log if row is not None]
+    assert f"streamed {len(good)} rows" in capsys.readouterr().out
+    fs = ps.FeatureStore(store)
+    assert sorted(offline_eids(fs)) == sorted([-1] + [row["eid"] for row in good])
+    assert r.xinfo_groups("s")[0]["pending"] == 0
+    fs.close()

@@ -55,7 +55,10 @@ def _column(values: list[Any], field: pa.Field) -> pa.Array:
     if pa.types.is_binary(t):
         return pa.array([None if v is None else v.encode() if isinstance(v, str) else v
                          for v in values], pa.binary())
-    if all(v is None or isinstance(v, str) for v in values):
+    if any(isinstance(v, str) for v in values):  # text, maybe mixed with JSON scalars
+        values = [v if v is None or isinstance(v, str) else
+                  ("true" if v else "false") if isinstance(v, bool) else repr(v)
+                  for v in values]
         text = pa.array(values, pa.string())
         if pa.types.is_boolean(t):
             low = pc.utf8_lower(text)
@@ -71,9 +74,6 @@ def _column(values: list[Any], field: pa.Field) -> pa.Array:
             isinstance(v, bool) or (v is not None and not isinstance(v, (int, float, str)))
             for v in values):
         raise ValueError("not a number")
-    if any(isinstance(v, str) for v in values):
-        return pc.cast(pa.array([None if v is None else str(v) for v in values], pa.string()),
-                       t, safe=True)
     return pa.array(values, t)
 
 
