@@ -142,7 +142,7 @@ class RedisStream(Source):
         self._redis = redis
         self.url, self.stream, self.group, self.consumer = url, stream, group, consumer
         self.name = name or f"redis:{stream}:{group}:{consumer}"
-        self._r = client or redis.Redis.from_url(url)
+        self._r = client or redis.Redis.from_url(url, decode_responses=True)
         self._pending = True  # first our own pending entries, then new ones
         self._after = "0"
         self._skip: bytes | None = None
@@ -193,13 +193,9 @@ class RedisStream(Source):
                          block=max(1, int(timeout_s * 1000)))
         return [self._message(i, f) for i, f in (got[0][1] if got else [])]
 
-    def _message(self, entry_id: bytes, fields: dict[bytes, bytes]) -> Message:
-        decoded: dict[str, Any] = {}
-        for k, v in (fields or {}).items():
-            k = k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)
-            decoded[k] = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
-        return Message(self.consumer, redis_id(entry_id), decoded,
-                       entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
+    def _message(self, entry_id: str, fields: dict[str, str] | None) -> Message:
+        # The client decodes (decode_responses=True): ids and fields arrive as text.
+        return Message(self.consumer, redis_id(entry_id), fields or {}, entry_id)
 
     def ack(self, acks: list[Any]) -> None:
         for i in range(0, len(acks), 10_000):
