@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -290,4 +291,26 @@ def test_cli_streams_from_redis(tmp_path, server, capsys):
     fs = ps.FeatureStore(store)
     assert sorted(offline_eids(fs)) == sorted([-1] + [row["eid"] for row in good])
     assert r.xinfo_groups("s")[0]["pending"] == 0
+    fs.close()
+
+
+def test_sigterm_stops_after_the_current_batch_and_flushes(tmp_path, server):
+    store = tmp_path / "store"
+    make_store(store).close()
+    r = redis.Redis.from_url(server)
+    log: list = []
+    produce(r, "s", random.Random(4), 0, 300, log)
+    worker = start_worker(store, server, "t")
+    deadline = time.monotonic() + 30
+    while r.xinfo_groups("s")[0]["last-delivered-id"] != r.xinfo_stream("s")["last-generated-id"]:
+        assert time.monotonic() < deadline, "the worker did not read the stream"
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    out, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    assert "stopped" in out
+    assert r.xinfo_groups("s")[0]["pending"] == 0, "everything read was flushed and acknowledged"
+    fs = ps.FeatureStore(store)
+    good = [row for _, row in log if row is not None]
+    assert sorted(offline_eids(fs)) == sorted([-1] + [row["eid"] for row in good])
     fs.close()
