@@ -15,7 +15,7 @@ from pitstop import agg
 from pitstop.errors import InvalidArgumentError, PitstopError, SchemaError
 from pitstop.streaming import FileSource, Message
 from pitstop.streaming.parse import parse
-from pitstop.streaming.writer import Writer
+from pitstop.streaming.writer import decode_batch
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 11, 1, tzinfo=UTC)
@@ -112,9 +112,7 @@ def test_a_batch_online_but_not_offline_is_flushed_once_by_the_next_run(tmp_path
     assert fs.online.positions("file:events.jsonl/buf/")
     # The job dies here. A Delta commit of the flush lands, but not what follows it
     # (the LMDB cleanup): the next run must not append it again.
-    w = Writer(g, "file:events.jsonl")
     blobs = fs.online.positions("file:events.jsonl/buf/")
-    from pitstop.streaming.writer import decode_batch
     table = pa.concat_tables([decode_batch(b)[0] for _, b in sorted(blobs.items())])
     last = int(sorted(blobs)[-1].rsplit("/", 1)[1], 16)
     g.offline.append_txn(table, "pitstop-stream:file:events.jsonl", last)
@@ -137,7 +135,6 @@ def test_a_batch_online_but_not_offline_is_flushed_once_by_the_next_run(tmp_path
     assert [r[fv.features[0]] for r in want] == [11, 10, 10]  # the insert's row + 10 each
     fs.get_aggregation("a").materialize()
     assert fv.get_feature_vectors({"k": [0, 1, 2]}, now=now).select(fv.features).to_pylist() == want
-    del w
     fs.close()
 
 

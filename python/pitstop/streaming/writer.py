@@ -47,14 +47,13 @@ import numpy as np
 import pyarrow as pa
 
 from .. import _schema
-from ..errors import DataError, SchemaError, ColumnTypeError, InvalidArgumentError
+from ..errors import DataError, InvalidArgumentError, SchemaError
 from ..offline import DeltaGroupTable
 
 if TYPE_CHECKING:
     from ..group import FeatureGroup
 
 _STREAM_BIT = 1 << 31
-_BAD = (DataError, SchemaError, ColumnTypeError)
 
 DEAD_SCHEMA = pa.schema([
     ("job", pa.string()), ("partition", pa.string()), ("position", pa.string()),
