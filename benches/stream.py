@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         server.close()
     print(f"# Streaming (Redis Streams on loopback) — {harness.today()}")
-    print(f"machine: {harness.machine()}; load {harness.load_average()}")
+    print(f"machine: {harness.machine()}; {harness.load_average()}")
     print(f"versions: {harness.versions('pitstop', 'redis', 'deltalake', 'pyarrow')}; "
           f"redis-server {subprocess.run(['redis-server', '--version'], capture_output=True, text=True).stdout.split()[2]}")
     print()
