@@ -227,3 +227,35 @@ def test_cli_streams_a_file_into_a_group(tmp_path, capsys):
     assert main(["--store", store, "stream", "e", "--redis", "redis://127.0.0.1:1/0",
                  "--seconds", "0.1"]) == 1
     assert "--stream" in capsys.readouterr().err
+
+
+def test_arrow_directory_source_reads_files_in_order_and_resumes(tmp_path):
+    from pitstop.streaming import ArrowDirSource
+
+    fs, g = group(tmp_path)
+    d = tmp_path / "in"
+    d.mkdir()
+
+    def put(name: str, ks, secs, stream_format: bool) -> None:
+        t = pa.table({"k": pa.array(ks, pa.int64()),
+                      "ts": pa.array([T0 + dt.timedelta(seconds=s) for s in secs],
+                                     pa.timestamp("ms", tz="UTC")),
+                      "x": [float(s) for s in secs], "flag": [True] * len(ks),
+                      "s": [f"{name}{i}" for i in range(len(ks))]})
+        tmp = d / f"{name}.tmp"
+        with pa.OSFile(str(tmp), "wb") as f:
+            opener = pa.ipc.new_stream if stream_format else pa.ipc.new_file
+            with opener(f, t.schema) as w:
+                w.write_table(t)
+        tmp.rename(d / f"{name}.arrow")
+
+    put("a", [1, 2, 1], [5, 5, 9], True)
+    put("b", [1, 2], [7, 1], False)  # late: older than what key 1 and 2 hold
+    job = fs.stream(ArrowDirSource(d), into=g, max_batch=2, max_delay="1ms", offline_flush="0s")
+    assert job.run_for(0.3)["rows"] == 5
+    assert fs.online.read("e.v1", [1, 2], features=["s"]).column("s").to_pylist() == ["a2", "a1"]
+    put("c", [2], [50], True)
+    assert fs.stream(ArrowDirSource(d), into=g, offline_flush="0s").run_for(0.2)["rows"] == 1
+    assert fs.online.read("e.v1", [2], features=["x"]).column("x").to_pylist() == [50.0]
+    assert sorted(g.read().column("s").to_pylist()) == ["a0", "a1", "a2", "b0", "b1", "c0", "init"]
+    fs.close()

@@ -11,6 +11,6 @@ feature group's online and offline store, each event's effect exactly once.
 from __future__ import annotations
 
 from .job import StreamJob
-from .sources import FileSource, Message, RedisStream, Source
+from .sources import ArrowDirSource, FileSource, Message, RedisStream, Source
 
-__all__ = ["FileSource", "Message", "RedisStream", "Source", "StreamJob"]
+__all__ = ["ArrowDirSource", "FileSource", "Message", "RedisStream", "Source", "StreamJob"]

@@ -12,6 +12,7 @@ batch with a bad value is parsed again one message at a time, to find which.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
@@ -57,6 +58,8 @@ def _column(values: list[Any], field: pa.Field) -> pa.Array:
             raise ValueError("a non-text value")
         return pa.array(values, pa.string())
     if pa.types.is_binary(t):
+        if any(v is not None and not isinstance(v, (str, bytes)) for v in values):
+            raise ValueError("not bytes")
         return pa.array([None if v is None else v.encode() if isinstance(v, str) else v
                          for v in values], pa.binary())
     if any(isinstance(v, str) for v in values):  # text, maybe mixed with JSON scalars
@@ -99,6 +102,10 @@ def _times(values: list[Any], t: pa.DataType) -> pa.Array:
             out.append(None)
         elif isinstance(v, bool):
             raise ValueError("a boolean is not a time")
+        elif isinstance(v, dt.datetime):  # from an Arrow source
+            out.append(_us(v if v.tzinfo else v.replace(tzinfo=dt.timezone.utc)))
+        elif isinstance(v, dt.date):
+            out.append(_us(dt.datetime(v.year, v.month, v.day, tzinfo=dt.timezone.utc)))
         elif isinstance(v, (int, float)):
             out.append(int(v * 1000))
         elif isinstance(v, str) and _EPOCH_MS.fullmatch(v.strip()):
@@ -112,14 +119,16 @@ def _times(values: list[Any], t: pa.DataType) -> pa.Array:
 
 
 def _iso(v: str) -> int:
-    import datetime as dt
-
     s = v.strip()
     if s.endswith("Z"):
         s = s[:-1] + "+00:00"
     d = dt.datetime.fromisoformat(s)
     if d.tzinfo is None:
         d = d.replace(tzinfo=dt.timezone.utc)
+    return _us(d)
+
+
+def _us(d: dt.datetime) -> int:
     delta = d - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
