@@ -210,7 +210,26 @@ def start_worker(store: Path, url: str, consumer: str) -> subprocess.Popen:
     return p
 
 
-def test_kill_9_at_random_points_loses_and_repeats_nothing(tmp_path, server):
+def drain_all(fs: ps.FeatureStore, url: str, stream: str, consumers) -> None:
+    """Runs one job per consumer, in turns, until every entry is acknowledged (each
+    consumer must finish its own pending entries)."""
+    r = redis.Redis.from_url(url)
+    jobs = [fs.stream(ps.sources.RedisStream(url, stream=stream, group="g", consumer=c),
+                      into=fs.get_feature_group("e"), max_delay="10ms", offline_flush="50ms")
+            for c in consumers]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for job in jobs:
+            job.run_for(0.2)
+        info = r.xinfo_groups(stream)[0]
+        if info["pending"] == 0 and info["last-delivered-id"] == r.xinfo_stream(stream)[
+                "last-generated-id"]:
+            return
+    raise AssertionError(f"the stream was not drained: {r.xinfo_groups(stream)}")
+
+
+@pytest.mark.parametrize("consumers", [("w",), ("w", "v")], ids=["one-consumer", "two-consumers"])
+def test_kill_9_at_random_points_loses_and_repeats_nothing(tmp_path, server, consumers):
     store = tmp_path / "store"
     make_store(store, aggregation=True).close()
     r = redis.Redis.from_url(server)
@@ -219,18 +238,24 @@ def test_kill_9_at_random_points_loses_and_repeats_nothing(tmp_path, server):
     buffered_at_kill = pending_at_kill = 0  # kills between the online write and the flush/ack
     for round_ in range(ROUNDS):
         produce(r, "s", rng, len(log), 120, log)
-        worker = start_worker(store, server, "w")
-        time.sleep(rng.uniform(0.02, 0.7))
-        worker.kill()  # SIGKILL
-        worker.wait()
-        worker.stdout.close()
-        worker.stderr.close()
+        workers = [start_worker(store, server, c) for c in consumers]
+        for worker in workers:  # each killed at its own random point
+            time.sleep(rng.uniform(0.02, 0.7 / len(workers)))
+            worker.kill()  # SIGKILL
+            worker.wait()
+            worker.stdout.close()
+            worker.stderr.close()
         fs = ps.FeatureStore(store)
         try:
-            pos = fs.online.positions("redis:s:g:w/src/").get("redis:s:g:w/src/w")
-            done = [row for p, row in log if pos is not None and p <= pos]
-            want = {k: eid for k, (_, eid) in newest_per_key(done).items()}
-            assert online_state(fs) == want, f"round {round_}"
+            online = online_state(fs)
+            if len(consumers) == 1:  # one consumer receives every entry, in id order
+                pos = fs.online.positions("redis:s:g:w/src/").get("redis:s:g:w/src/w")
+                done = [row for p, row in log if pos is not None and p <= pos]
+                want = {k: eid for k, (_, eid) in newest_per_key(done).items()}
+                assert online == want, f"round {round_}"
+            else:  # which consumer got which entry is Redis' choice: values are events
+                by_eid = {row["eid"]: row for _, row in log if row is not None}
+                assert all(e == -1 or by_eid[e]["k"] == k for k, e in online.items())
             eids = offline_eids(fs)
             assert len(eids) == len(set(eids)), f"round {round_}: an event twice offline"
             pending = {redis_id(e["message_id"]) for e in
@@ -239,7 +264,7 @@ def test_kill_9_at_random_points_loses_and_repeats_nothing(tmp_path, server):
             acked = [row["eid"] for p, row in log
                      if p <= last and p not in pending and row is not None]
             assert set(acked) <= set(eids), f"round {round_}: an acknowledged event is not offline"
-            buffered_at_kill += bool(fs.online.positions("redis:s:g:w/buf/"))
+            buffered_at_kill += any(fs.online.positions(f"redis:s:g:{c}/buf/") for c in consumers)
             pending_at_kill += bool(pending)
         finally:
             fs.close()
@@ -248,7 +273,7 @@ def test_kill_9_at_random_points_loses_and_repeats_nothing(tmp_path, server):
     print(f"kills with batches online but not offline: {buffered_at_kill}, with entries "
           f"not acknowledged: {pending_at_kill} of {ROUNDS}")
     fs = ps.FeatureStore(store)
-    drain(fs, server, "s", "w", len(log))
+    drain_all(fs, server, "s", consumers)
     good = [row for _, row in log if row is not None]
     assert online_state(fs) == {k: eid for k, (_, eid) in newest_per_key(good).items()}
     assert sorted(offline_eids(fs)) == sorted([-1] + [row["eid"] for row in good])
