@@ -20,7 +20,9 @@ Sources:
   ``XACK``). Position = the entry id (ms, seq) as 16 big-endian bytes; partition =
   the consumer (each consumer of a group receives its own increasing ids). On start
   it first re-reads its own pending entries (delivered, not acknowledged: the job
-  died before its offline flush), then new ones.
+  died before its offline flush), then new ones. A dead consumer's pending entries
+  wait for a consumer of the same name; they are never claimed (``XAUTOCLAIM``) by
+  another, whose stored position may already be past them.
 
 Kafka would follow the same shape: partition = topic/partition, position = the
 offset as 8 big-endian bytes, ``seek`` = ``consumer.assign`` at the stored offset + 1,
