@@ -10,7 +10,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PIP_CONSTRAINT := $(abspath constraints.txt)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help dev demo test test-rust test-python lint bench bench-store bench-online bench-predict bench-spark bench-agg bench-monitor bench-rust clean
+.PHONY: help dev demo test test-rust test-python lint bench bench-store bench-online bench-predict bench-spark bench-agg bench-monitor bench-stream bench-rust clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -18,7 +18,7 @@ help: ## list the targets
 $(VENV)/.deps: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q maturin pytest hypothesis pyarrow numpy pandas polars duckdb lmdb \
-		deltalake onnxruntime onnx scikit-learn skl2onnx scipy
+		deltalake onnxruntime onnx scikit-learn skl2onnx scipy redis hiredis
 	$(PIP) install -q pyspark  # the spark extra (pitstop[spark]); needs Java 17+ to run
 	touch $@
 
@@ -63,6 +63,9 @@ bench-monitor: dev ## drift: pitstop vs a scipy loop and Evidently (own venv, pa
 bench-online: dev ## online store: pitstop vs python-lmdb, SQLite, Redis (if redis-server is installed)
 	$(PIP) install -q redis
 	$(PY) -m benches.online
+
+bench-stream: dev ## streaming from Redis on loopback: freshness at 1k/10k events/s, sustained ingest (needs redis-server)
+	$(PY) -m benches.stream
 
 bench-rust: ## criterion benches of the kernels
 	cargo bench --bench join

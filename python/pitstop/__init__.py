@@ -17,6 +17,7 @@ from .online import OnlineStore, Reader
 from .store import FeatureStore
 from .ondemand import on_demand
 from .view import FeatureView, Snapshot, snapshot_of
+from .streaming import sources
 
 __all__ = [
     "__version__",
@@ -32,6 +33,7 @@ __all__ = [
     "on_demand",
     "pit_join",
     "snapshot_of",
+    "sources",
     "transforms",
     "window_agg",
 ]

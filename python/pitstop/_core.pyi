@@ -135,6 +135,9 @@ class OnlineStore:
         created_time: str | None = None,
     ) -> PreparedWrite:
         """Validates and encodes a write without applying it."""
+    def commit_all(self, prepared: list[PreparedWrite], watermark: int | None = None,
+                   positions: list[tuple[str, bytes | None]] | None = None) -> tuple[int, int, int]: ...
+    def positions(self, prefix: str) -> list[tuple[str, bytes]]: ...
     def watermark(self, table: str) -> int | None:
         """The last offline version ``table`` holds (stored with its rows), or None."""
     def replace(self, table: str, source: str) -> None:
@@ -164,7 +167,8 @@ class OnlineStore:
 class PreparedWrite:
     """A validated, encoded write (``OnlineStore.prepare_write``), applied once."""
 
-    def commit(self, watermark: int | None = None) -> tuple[int, int, int]:
+    def commit(self, watermark: int | None = None,
+               positions: list[tuple[str, bytes | None]] | None = None) -> tuple[int, int, int]:
         """Applies the write in one transaction, storing ``watermark`` with the rows;
         returns (rows, written, unchanged)."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import warnings
 
-from .errors import PitstopError, PitstopWarning
+from .errors import InvalidArgumentError, PitstopError, PitstopWarning
 
 
 def _read_file(path: str):
@@ -107,6 +107,32 @@ def cmd_training_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    import socket
+
+    from .streaming import FileSource, RedisStream
+
+    fs = _store(args)
+    g = fs.get_feature_group(args.group, args.version)
+    if (args.redis is None) == (args.file is None):
+        raise InvalidArgumentError("give one source: --redis URL --stream NAME, or --file PATH")
+    if args.redis is not None:
+        if not args.stream:
+            raise InvalidArgumentError("--redis needs --stream NAME (the Redis stream's key)")
+        src = RedisStream(args.redis, stream=args.stream, group=args.group_name,
+                          consumer=args.consumer or socket.gethostname())
+    else:
+        src = FileSource(args.file)
+    job = fs.stream(src, into=g, max_batch=args.max_batch, max_delay=args.max_delay,
+                    offline_flush=args.offline_flush)
+    print(f"streaming {src.name} into {g.name} v{g.version} (SIGTERM/Ctrl-C stops after the "
+          "current batch)", file=sys.stderr)
+    stats = job.run() if args.seconds is None else job.run_for(args.seconds)
+    print(f"streamed {stats['rows']:,} rows in {stats['batches']:,} batches "
+          f"({stats['dead']:,} dead letters, {stats['offline_rows']:,} rows offline)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run
 
@@ -145,6 +171,21 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--version", type=int)
     s.add_argument("--spine-time")
     s.set_defaults(fn=cmd_training_data)
+    s = sub.add_parser("stream", help="stream events (Redis stream or JSON-lines file) into a "
+                       "feature group, each event's effect exactly once")
+    s.add_argument("group")
+    s.add_argument("--version", type=int)
+    s.add_argument("--redis", help="Redis URL, e.g. redis://127.0.0.1:6379/0")
+    s.add_argument("--stream", help="the Redis stream's key")
+    s.add_argument("--group", dest="group_name", default="pitstop",
+                   help="the Redis consumer group (default: pitstop)")
+    s.add_argument("--consumer", help="this consumer's name (default: the host name)")
+    s.add_argument("--file", help="a JSON-lines file to tail instead of Redis")
+    s.add_argument("--max-batch", type=int, default=5000)
+    s.add_argument("--max-delay", default="100ms")
+    s.add_argument("--offline-flush", default="10s")
+    s.add_argument("--seconds", type=float, help="stop after this many seconds")
+    s.set_defaults(fn=cmd_stream)
     s = sub.add_parser("demo", help="run the end-to-end demo")
     s.add_argument("--users", type=int, default=10_000, help="synthetic users (default 10,000)")
     s.add_argument("--dir", help="store directory (default: a temporary one)")

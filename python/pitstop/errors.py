@@ -96,3 +96,6 @@ __all__ = [
     "NotFoundError",
 ]
 
+
+class SourceError(PitstopError, ConnectionError):
+    """A streaming source (a broker, a file) cannot be read or acknowledged."""

@@ -248,6 +248,17 @@ class FeatureGroup(OnlineTable):
         progress.done(rows)
         return version
 
+    def push(self, data: Any, *, offline_flush: Any = "10s") -> int:
+        """Low-latency write from a service, with a stream batch's rules: ``data`` is
+        online when this returns (rows and a buffered copy in one LMDB transaction;
+        newest event time per key wins; the group's aggregations count each row once)
+        and reaches the offline table at the first push ``offline_flush`` after the
+        oldest unflushed one (``pitstop.streaming.writer``). Returns the rows."""
+        from ._inputs import duration_ns
+        from .streaming.writer import push
+
+        return push(self, data, offline_flush=(duration_ns(offline_flush, "offline_flush") or 0) / 1e9)
+
     def _prepare_online(self, name: str, table: pa.Table):
         # An empty batch still registers the table, so lookups find it (all missing).
         return self._store.online.prepare_write(

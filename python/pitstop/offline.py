@@ -8,8 +8,10 @@ when the check fails), so "the row that came last" means the same thing every ti
 Spark, DuckDB and polars read the same tables.
 
 **One dispatch point for deltalake.** Every deltalake call goes through :func:`_call`
-and is one of three operations: ``version``, ``append`` (write + the new version) and
-``snapshot`` (add actions + schema at a version or time). Parquet data files are read
+and is one of a few operations: ``version``, ``append`` (write + the new version),
+``append_txn`` / ``txn_version`` (an append carrying an application transaction id, which
+makes a replayed streaming flush a no-op) and ``snapshot`` (add actions + schema at a
+version or time). Parquet data files are read
 with pyarrow by the caller, never through deltalake. ``_call`` turns every failure of
 deltalake (including its Rust panics, which are ``BaseException``) into a
 :class:`~pitstop.errors.PitstopError` naming the table.
@@ -102,6 +104,23 @@ class DeltaGroupTable:
             if not self.exists():
                 self._clear_dead_attempt()
             return _call("append", self.path, table)
+
+    def append_txn(self, table: pa.Table, app_id: str, txn: int) -> int:
+        """Appends ``table`` in one commit carrying the application transaction
+        (``app_id``, ``txn``), or nothing if the table records ``txn`` (or a later one)
+        for ``app_id`` already; returns the table's version afterwards."""
+        if self.exists():
+            return _call("append_txn", self.path, table, app_id, txn)
+        with self._create_lock():
+            if not self.exists():
+                self._clear_dead_attempt()
+            return _call("append_txn", self.path, table, app_id, txn)
+
+    def txn_version(self, app_id: str) -> int:
+        """The last application transaction ``app_id`` committed here; -1: none."""
+        if not self.exists():
+            return -1
+        return _call("txn_version", self.path, app_id)
 
     @contextmanager
     def _create_lock(self) -> Iterator[None]:
@@ -239,7 +258,37 @@ def _op_snapshot(path: str, version: int | None, as_of: dt.datetime | None):
     return t.version(), files, pa.schema(t.schema().to_arrow())
 
 
-_OPS = {"version": _op_version, "append": _op_append, "snapshot": _op_snapshot}
+def _op_append_txn(path: str, table: pa.Table, app_id: str, txn: int) -> int:
+    """Appends with an application transaction (``app_id``, ``txn``) unless the table
+    already records ``txn`` or a later one for ``app_id``: a replayed append is a
+    no-op. Returns the table's version afterwards."""
+    import deltalake
+    from deltalake import CommitProperties, Transaction
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        t = deltalake.DeltaTable(path)
+    except TableNotFoundError:  # the first commit
+        t = None
+    if t is not None:
+        done = t.transaction_version(app_id)
+        if done is not None and done >= txn:
+            return t.version()
+    props = CommitProperties(app_transactions=[Transaction(app_id, txn)])
+    deltalake.write_deltalake(path, table, mode="append", commit_properties=props)
+    return deltalake.DeltaTable(path).version()
+
+
+def _op_txn_version(path: str, app_id: str) -> int:
+    """The last application transaction ``app_id`` committed to the table, -1: none."""
+    import deltalake
+
+    v = deltalake.DeltaTable(path).transaction_version(app_id)
+    return -1 if v is None else int(v)
+
+
+_OPS = {"version": _op_version, "append": _op_append, "snapshot": _op_snapshot,
+        "append_txn": _op_append_txn, "txn_version": _op_txn_version}
 
 
 class _ForkedRuntime(StoreError):

@@ -206,8 +206,17 @@ class PreparedWrite:
     def __init__(self, raw: _core.PreparedWrite) -> None:
         self._raw = raw
 
-    def commit(self, watermark: int | None = None) -> WriteResult:
-        return WriteResult(*self._raw.commit(watermark))
+    def commit(self, watermark: int | None = None,
+               positions: Mapping[str, bytes | None] | None = None) -> WriteResult:
+        """Applies the write (once). ``watermark`` and ``positions`` (name -> bytes,
+        stored under ``pos/<name>`` with a checksum; None deletes) are written in the
+        same LMDB transaction as the rows."""
+        pos = None if positions is None else _positions(positions)
+        return WriteResult(*self._raw.commit(watermark, pos))
+
+
+def _positions(positions: Mapping[str, bytes | None]) -> list[tuple[str, bytes | None]]:
+    return [(str(k), None if v is None else bytes(v)) for k, v in positions.items()]
 
 
 class OnlineStore:
@@ -325,6 +334,20 @@ class OnlineStore:
             table, as_arrow(data, "data"), key_list, event_time, created_time
         )
         return PreparedWrite(raw)
+
+    def commit_all(self, prepared: Sequence[PreparedWrite], *, watermark: int | None = None,
+                   positions: Mapping[str, bytes | None] | None = None) -> WriteResult:
+        """Applies several prepared writes and ``positions`` in one LMDB transaction
+        (all or nothing): a stream's micro-batch, its aggregation states and its source
+        positions. At most one of the writes may create a table."""
+        raws = [p._raw for p in prepared]
+        if len({id(r) for r in raws}) != len(raws):
+            raise InvalidArgumentError("the same prepared write is given twice")
+        return WriteResult(*self._core.commit_all(raws, watermark, _positions(positions or {})))
+
+    def positions(self, prefix: str) -> dict[str, bytes]:
+        """The positions stored under ``pos/<prefix>`` (names without ``pos/``)."""
+        return dict(self._core.positions(prefix))
 
     def watermark(self, table: str) -> int | None:
         """The last offline version ``table`` holds (stored with its rows), or None."""

@@ -291,6 +291,19 @@ class FeatureStore:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
+    def stream(self, source: Any, *, into: FeatureGroup, transform: Any = None,
+               max_batch: int = 5000, max_delay: Any = "100ms", offline_flush: Any = "10s",
+               name: str | None = None):
+        """A :class:`~pitstop.streaming.StreamJob` reading ``source`` (e.g.
+        ``pitstop.sources.RedisStream(...)``) into feature group ``into``: micro-batches
+        of up to ``max_batch`` events or ``max_delay``, online in one LMDB transaction
+        with the source positions, offline every ``offline_flush``. ``job.run()``,
+        ``job.run_for("30s")``, ``job.stats()``."""
+        from .streaming import StreamJob
+
+        return StreamJob(source, into, transform=transform, max_batch=max_batch,
+                         max_delay=max_delay, offline_flush=offline_flush, name=name)
+
     # -- aggregations -------------------------------------------------------------
 
     def create_aggregation(

@@ -17,6 +17,9 @@
 //!   Progress lives with the data it describes, so a kill anywhere, or an `online/`
 //!   deleted or restored from a copy, leaves a watermark that tells the truth, and the
 //!   feature store replays exactly the commits the table lacks.
+//! - `pos/<job>/<name>` -> opaque bytes + CRC-32C (u32 LE) of the key and the bytes:
+//!   a streaming job's source positions (and what else it must keep with them),
+//!   written in the same transaction as the rows they produced ([`super::write::commit_all`]).
 //!
 //! A table's id (u32, big-endian at the end of every row key) never changes and is
 //! never reused, so the rows of a table are found from its id alone.
@@ -72,6 +75,30 @@ pub fn mark_of(value: Option<&[u8]>) -> Result<Option<i64>, DamagedMark> {
     Ok(Some(i64::from_le_bytes(
         b[..8].try_into().map_err(|_| DamagedMark)?,
     )))
+}
+
+pub const POS_PREFIX: &[u8] = b"pos/";
+
+/// The `meta` key of position `name` (`<job>/<partition>`).
+pub fn pos_key(name: &str) -> Vec<u8> {
+    let mut k = POS_PREFIX.to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// A position as stored: its bytes and a CRC-32C of key and bytes (u32 LE), so a
+/// damaged position (or one copied under another key) is found rather than believed.
+pub fn pos_value(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(value.len() + 4);
+    v.extend_from_slice(value);
+    v.extend_from_slice(&crate::encode::crc::crc32c_parts(&[key, value]).to_le_bytes());
+    v
+}
+
+/// The bytes of a stored position; None when damaged.
+pub fn pos_of(key: &[u8], stored: &[u8]) -> Option<Vec<u8>> {
+    let (value, crc) = stored.split_at_checked(stored.len().checked_sub(4)?)?;
+    (crate::encode::crc::crc32c_parts(&[key, value]).to_le_bytes() == crc).then(|| value.to_vec())
 }
 
 /// The `meta` key of table `name`.

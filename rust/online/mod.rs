@@ -145,6 +145,22 @@ impl OnlineStore {
         prepared.commit(&*self.env()?, watermark)
     }
 
+    /// Applies prepared writes and source positions in one transaction
+    /// ([`write::commit_all`]).
+    pub fn commit_all(
+        &self,
+        prepared: &mut [&mut write::Prepared],
+        watermark: Option<i64>,
+        positions: &write::Positions,
+    ) -> Result<WriteStats> {
+        write::commit_all(&*self.env()?, prepared, watermark, positions)
+    }
+
+    /// The positions stored under `pos/<prefix>` ([`write::positions`]).
+    pub fn positions(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        write::positions(&*self.env()?, prefix)
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -529,3 +529,87 @@ fn replace_swaps_a_rebuilt_table_in_with_its_watermark() {
     let store = OnlineStore::open(&dir.0, None, false).unwrap();
     assert_eq!(read_x(&store, "t", &[1], None, 0).0, vec![Some(9.0)]);
 }
+
+#[test]
+fn commit_all_writes_tables_and_positions_in_one_transaction() {
+    let dir = TempDir::new();
+    let store = OnlineStore::open(&dir.0, None, false).unwrap();
+    let data = |ids: Vec<i64>, t: Vec<i64>, x: Vec<f32>| {
+        table(vec![
+            ("id", Arc::new(Int64Array::from(ids)) as ArrayRef),
+            ("ts", ts(t)),
+            ("x", Arc::new(Float32Array::from(x))),
+        ])
+    };
+    let prep = |store: &OnlineStore, name: &str, t: Table| {
+        store
+            .prepare_write(name.into(), t, vec!["id".into()], "ts".into(), None)
+            .unwrap()
+    };
+    // Tables must exist before two of them share a transaction.
+    write(&store, "a", &data(vec![], vec![], vec![])).unwrap();
+    let mut a = prep(&store, "a", data(vec![1, 2], vec![10, 10], vec![1.0, 2.0]));
+    let mut b = prep(&store, "b", data(vec![1], vec![10], vec![5.0]));
+    let pos = vec![
+        ("job/p0".to_string(), Some(b"\x00\x01".to_vec())),
+        ("job/p1".to_string(), Some(vec![7u8; 300])),
+        ("jobber/p0".to_string(), Some(b"other".to_vec())),
+    ];
+    let stats = store.commit_all(&mut [&mut a, &mut b], None, &pos).unwrap();
+    assert_eq!((stats.rows, stats.written), (3, 3));
+    assert_eq!(
+        read_x(&store, "a", &[1, 2], None, 0).0,
+        vec![Some(1.0), Some(2.0)]
+    );
+    assert_eq!(read_x(&store, "b", &[1], None, 0).0, vec![Some(5.0)]);
+    let got = store.positions("job/").unwrap();
+    assert_eq!(
+        got,
+        vec![
+            ("job/p0".to_string(), b"\x00\x01".to_vec()),
+            ("job/p1".to_string(), vec![7u8; 300])
+        ]
+    );
+    // Committed once: a second commit is refused and changes nothing.
+    assert!(store.commit_all(&mut [&mut a], None, &[]).is_err());
+    // Positions are overwritten and deleted with the next write; watermarks set.
+    let mut c = prep(&store, "a", data(vec![1], vec![5], vec![9.0]));
+    let pos = vec![
+        ("job/p0".to_string(), Some(b"\x00\x02".to_vec())),
+        ("job/p1".to_string(), None),
+    ];
+    let stats = store.commit_all(&mut [&mut c], Some(4), &pos).unwrap();
+    assert_eq!(
+        stats.written, 0,
+        "an older event does not overwrite a newer one"
+    );
+    assert_eq!(
+        store.positions("job/").unwrap(),
+        vec![("job/p0".to_string(), b"\x00\x02".to_vec())]
+    );
+    assert_eq!(store.watermark("a").unwrap(), Some(4));
+    // Two new tables cannot share one transaction (both would take the same id).
+    let mut d = prep(&store, "d", data(vec![1], vec![1], vec![1.0]));
+    let mut e = prep(&store, "e", data(vec![1], vec![1], vec![1.0]));
+    assert!(store.commit_all(&mut [&mut d, &mut e], None, &[]).is_err());
+    // A reopened environment reads the same positions (their checksums check out).
+    drop(store);
+    let store = OnlineStore::open(&dir.0, None, false).unwrap();
+    assert_eq!(store.positions("jobber/").unwrap().len(), 1);
+}
+
+#[test]
+fn a_damaged_position_is_an_error_not_a_value() {
+    let key = super::catalog::pos_key("job/p0");
+    let mut stored = super::catalog::pos_value(&key, b"12345");
+    assert_eq!(
+        super::catalog::pos_of(&key, &stored),
+        Some(b"12345".to_vec())
+    );
+    stored[2] ^= 1;
+    assert_eq!(super::catalog::pos_of(&key, &stored), None);
+    let other = super::catalog::pos_key("job/p1");
+    let moved = super::catalog::pos_value(&key, b"12345");
+    assert_eq!(super::catalog::pos_of(&other, &moved), None);
+    assert_eq!(super::catalog::pos_of(&key, b"ab"), None);
+}

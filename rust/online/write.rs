@@ -92,6 +92,111 @@ fn commit(
     }
 }
 
+/// Meta entries to set (`Some`) or delete (`None`) with a write, by name under
+/// `pos/` ([`catalog::pos_key`]): a streaming job's source positions.
+pub type Positions = [(String, Option<Vec<u8>>)];
+
+/// Applies several prepared writes and `positions` in one write transaction, setting
+/// each table's watermark to `watermark` when given: a stream's micro-batch (the
+/// group's rows, its aggregations' states, the source positions) is all or nothing.
+/// Each write is applied once; at most one of them may register a new table (commit
+/// the others alone first).
+pub fn commit_all(
+    env: &Env,
+    prepared: &mut [&mut Prepared],
+    watermark: Option<i64>,
+    positions: &Positions,
+) -> Result<WriteStats> {
+    if prepared.iter().any(|p| p.plan.is_none()) {
+        return Err(Error::InvalidArgument(
+            "a prepared write was committed already".into(),
+        ));
+    }
+    let new_tables = prepared
+        .iter()
+        .filter(|p| p.plan.as_ref().is_some_and(|plan| plan.new_table))
+        .count();
+    if new_tables > 1 {
+        return Err(Error::InvalidArgument(
+            "several of these writes register a new table; commit all but one alone first".into(),
+        ));
+    }
+    for (name, _) in positions {
+        check_name(name)?;
+    }
+    loop {
+        let plans: Vec<&Plan> = prepared
+            .iter()
+            .map(|p| p.plan.as_ref().expect("checked"))
+            .collect();
+        let estimate = plans.iter().map(|p| p.estimate()).sum::<usize>()
+            + positions
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 64)
+                .sum::<usize>();
+        let done = env.with_write(estimate, |txn| {
+            let mut total = WriteStats::default();
+            for plan in &plans {
+                let s = plan.apply(env, txn, watermark)?;
+                total.rows += s.rows;
+                total.written += s.written;
+                total.unchanged += s.unchanged;
+            }
+            for (name, value) in positions {
+                let key = catalog::pos_key(name);
+                match value {
+                    Some(v) => txn.put(env.meta, &key, &catalog::pos_value(&key, v))?,
+                    None => {
+                        txn.delete(env.meta, &key)?;
+                    }
+                }
+            }
+            Ok(total)
+        })?;
+        if let Some(stats) = done {
+            for p in prepared.iter_mut() {
+                let plan = p.plan.take().expect("checked");
+                env.cache_table(plan.catalog_version, Arc::clone(&plan.def));
+            }
+            return Ok(stats);
+        }
+        // The catalog moved on meanwhile: plan every write again.
+        for p in prepared.iter_mut() {
+            let plan = Plan::new(env, &p.spec())?;
+            p.plan = Some(plan);
+        }
+    }
+}
+
+/// The positions stored under `pos/<prefix>` (names without `pos/`), in key order.
+pub fn positions(env: &Env, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    let start = catalog::pos_key(prefix);
+    env.with_read(|txn| {
+        let mut out = Vec::new();
+        let mut c = txn
+            .cursor(env.meta)
+            .map_err(|e| env.lmdb_error("read positions", e))?;
+        let mut at = c
+            .seek(&start)
+            .map_err(|e| env.lmdb_error("read positions", e))?;
+        while let Some((k, v)) = at {
+            if !k.starts_with(&start) {
+                break;
+            }
+            let value = catalog::pos_of(k, v).ok_or_else(|| {
+                env.corrupt(format!(
+                    "the stored position '{}' is damaged",
+                    String::from_utf8_lossy(k)
+                ))
+            })?;
+            let name = String::from_utf8_lossy(&k[catalog::POS_PREFIX.len()..]).into_owned();
+            out.push((name, value));
+            at = c.step().map_err(|e| env.lmdb_error("read positions", e))?;
+        }
+        Ok(out)
+    })
+}
+
 /// A write validated and encoded but not yet applied: everything that can reject the
 /// data has run, so a caller can make another durable write first (the offline
 /// commit) and then apply this one, which can then fail only on I/O.

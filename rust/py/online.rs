@@ -140,13 +140,22 @@ pub struct PyPreparedWrite {
 #[pymethods]
 impl PyPreparedWrite {
     /// Applies the write in one transaction (once), setting the table's watermark
-    /// when given; returns (rows, written, unchanged).
-    #[pyo3(signature = (watermark=None))]
-    fn commit(&self, py: Python<'_>, watermark: Option<i64>) -> PyResult<(usize, usize, usize)> {
+    /// when given and `positions` (name -> bytes, None deletes) under `pos/`;
+    /// returns (rows, written, unchanged).
+    #[pyo3(signature = (watermark=None, positions=None))]
+    fn commit(
+        &self,
+        py: Python<'_>,
+        watermark: Option<i64>,
+        positions: Option<Vec<(String, Option<Vec<u8>>)>>,
+    ) -> PyResult<(usize, usize, usize)> {
         let stats = py
             .detach(|| {
                 let mut p = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-                self.store.commit_write(&mut p, watermark)
+                match &positions {
+                    None => self.store.commit_write(&mut p, watermark),
+                    Some(pos) => self.store.commit_all(&mut [&mut *p], watermark, pos),
+                }
             })
             .py()?;
         Ok((stats.rows, stats.written, stats.unchanged))
@@ -266,6 +275,37 @@ impl PyOnlineStore {
             store: Arc::clone(&self.inner),
             inner: std::sync::Mutex::new(prepared),
         })
+    }
+
+    /// Applies several prepared writes and `positions` in one transaction
+    /// (`online::write::commit_all`); returns (rows, written, unchanged) summed.
+    #[pyo3(signature = (prepared, watermark=None, positions=None))]
+    fn commit_all(
+        &self,
+        py: Python<'_>,
+        prepared: Vec<Py<PyPreparedWrite>>,
+        watermark: Option<i64>,
+        positions: Option<Vec<(String, Option<Vec<u8>>)>>,
+    ) -> PyResult<(usize, usize, usize)> {
+        let refs: Vec<&PyPreparedWrite> = prepared.iter().map(|p| p.get()).collect();
+        let positions = positions.unwrap_or_default();
+        let stats = py
+            .detach(|| {
+                let mut guards: Vec<_> = refs
+                    .iter()
+                    .map(|p| p.inner.lock().unwrap_or_else(|e| e.into_inner()))
+                    .collect();
+                let mut writes: Vec<&mut online::write::Prepared> =
+                    guards.iter_mut().map(|g| &mut **g).collect();
+                self.inner.commit_all(&mut writes, watermark, &positions)
+            })
+            .py()?;
+        Ok((stats.rows, stats.written, stats.unchanged))
+    }
+
+    /// The positions stored under `pos/<prefix>`: (name without `pos/`, bytes) pairs.
+    fn positions(&self, py: Python<'_>, prefix: String) -> PyResult<Vec<(String, Vec<u8>)>> {
+        py.detach(|| self.inner.positions(&prefix)).py()
     }
 
     /// The last offline version `table` holds, None when unknown.
