@@ -14,7 +14,7 @@ use super::{AggSpec, Closed, Op, WindowAggSpec};
 use crate::error::{Error, Result};
 use crate::join::keys::{KeyDict, NO_KEY};
 use crate::join::plan::no_nulls;
-use crate::join::time::{self, nanos_per, Times};
+use crate::join::time::{self, nanos_per};
 use crate::table::Column;
 
 /// How the sweep reads a value column.
@@ -70,13 +70,13 @@ impl Input {
 
 pub struct Prepared {
     pub n_keys: usize,
-    /// Spine row -> its time, None when null.
-    pub spine_t: Times,
     /// Spine row -> key id or NO_KEY.
     pub spine_ids: Vec<u32>,
     /// Key `k`'s labels are `label_rows[label_off[k]..label_off[k + 1]]`, by time.
     pub label_off: Vec<usize>,
     pub label_rows: Vec<u32>,
+    /// The time of each label in `label_rows` (same positions).
+    pub label_t: Vec<i64>,
     /// Key `k`'s events are positions `event_off[k]..event_off[k + 1]` of the
     /// following, ordered by (event time, created time, row).
     pub event_off: Vec<usize>,
@@ -239,10 +239,10 @@ impl<'s> Plan<'s> {
         })?;
         Ok(Prepared {
             n_keys,
-            spine_t,
             spine_ids: dict.ids,
             label_off,
             label_rows,
+            label_t,
             event_off,
             event_rows,
             e,

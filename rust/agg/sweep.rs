@@ -96,25 +96,21 @@ fn new_out(op: Op, n: usize, int_input: bool) -> Out {
 }
 
 /// Computes every aggregation for every spine row.
+///
+/// The sweep writes each label's results at its position in key order (`label_rows`
+/// order: one key's labels are adjacent, so each task writes one contiguous range of
+/// every output), and one pass per output then moves them to spine order: sequential
+/// writes while sweeping instead of a random write per label and aggregation.
 pub fn run(plan: &Plan, p: &Prepared) -> Vec<Out> {
     let n = p.spine_ids.len();
+    let m = p.label_rows.len();
+    let int_input = |a: &Resolved| a.input.is_some_and(|i| plan.inputs[i].1 == Kind::I64);
     let mut outs: Vec<Out> = plan
         .aggs
         .iter()
-        .map(|a| {
-            let int = a.input.is_some_and(|i| plan.inputs[i].1 == Kind::I64);
-            new_out(a.op, n, int)
-        })
+        .map(|a| new_out(a.op, m, int_input(a)))
         .collect();
-    // Every label has a count: 0 when its window is empty, which is also the case of
-    // a label whose key no event has, a null key or a null time (no events match).
-    for (a, out) in plan.aggs.iter().zip(outs.iter_mut()) {
-        if matches!(a.op, Op::Count | Op::Distinct) {
-            if let Out::I64 { valid, .. } = out {
-                valid.fill(true);
-            }
-        }
-    }
+    let positions: Vec<u32> = (0..m as u32).collect();
     let sinks: Vec<Sink> = outs
         .iter_mut()
         .map(|o| match o {
@@ -137,7 +133,7 @@ pub fn run(plan: &Plan, p: &Prepared) -> Vec<Out> {
         .into_par_iter()
         .with_min_len(16)
         .for_each(|k| {
-            let labels = &p.label_rows[p.label_off[k]..p.label_off[k + 1]];
+            let labels = &positions[p.label_off[k]..p.label_off[k + 1]];
             if labels.is_empty() {
                 return;
             }
@@ -161,7 +157,46 @@ pub fn run(plan: &Plan, p: &Prepared) -> Vec<Out> {
             }
         });
     drop(sinks);
-    outs
+    outs.into_par_iter()
+        .zip(plan.aggs.par_iter())
+        .map(|(out, a)| to_spine_order(out, a, &p.label_rows, n, int_input(a)))
+        .collect()
+}
+
+/// `out` (by label position) in spine order. Every spine row has a count: 0 when its
+/// window is empty, which is also the case of a label whose key no event has, a null
+/// key or a null time (no events match, no position).
+fn to_spine_order(out: Out, a: &Resolved, rows: &[u32], n: usize, int_input: bool) -> Out {
+    let mut spine = new_out(a.op, n, int_input);
+    match (&mut spine, out) {
+        (Out::I64 { vals, valid }, Out::I64 { vals: v, valid: ok }) => {
+            if matches!(a.op, Op::Count | Op::Distinct) {
+                valid.fill(true);
+            }
+            for ((&r, x), b) in rows.iter().zip(v).zip(ok) {
+                vals[r as usize] = x;
+                valid[r as usize] = b;
+            }
+        }
+        (Out::F64 { vals, valid }, Out::F64 { vals: v, valid: ok }) => {
+            for ((&r, x), b) in rows.iter().zip(v).zip(ok) {
+                vals[r as usize] = x;
+                valid[r as usize] = b;
+            }
+        }
+        (Out::Rows(dst), Out::Rows(src)) => {
+            for (&r, x) in rows.iter().zip(src) {
+                dst[r as usize] = x;
+            }
+        }
+        (Out::Lists(dst), Out::Lists(src)) => {
+            for (&r, x) in rows.iter().zip(src) {
+                dst[r as usize] = x;
+            }
+        }
+        _ => unreachable!("an output keeps its kind"),
+    }
+    spine
 }
 
 /// A window's inclusive lag range.
@@ -227,7 +262,7 @@ impl Key<'_> {
         let w = match cache.windows.iter().position(|(l, _)| *l == a.lags) {
             Some(i) => i,
             None => {
-                let t_of = |r: u32| self.p.spine_t.values[r as usize];
+                let t_of = |r: u32| self.p.label_t[r as usize];
                 let wins = labels
                     .iter()
                     .map(|&r| self.window(t_of(r), a.lags))
@@ -404,7 +439,7 @@ impl Key<'_> {
             .as_ref()
             .expect("checked: knowledge time has created times");
         for &r in labels {
-            let t = self.p.spine_t.values[r as usize];
+            let t = self.p.label_t[r as usize];
             let (tail, head) = self.window(t, a.lags);
             let known: Vec<usize> = (tail..head)
                 .filter(|&i| c[self.lo + i] <= t && self.valid(input, i))
@@ -499,6 +534,14 @@ impl Sums {
     fn new(x: &Input, lo: usize, m: usize, squares: bool) -> Sums {
         let mut s = Sums::empty();
         s.squares = squares;
+        for v in [&mut s.cnt, &mut s.pinf, &mut s.ninf] {
+            v.reserve_exact(m);
+        }
+        s.s.reserve_exact(m);
+        if squares {
+            s.vals.reserve_exact(m);
+            s.q.reserve_exact(m);
+        }
         for i in 0..m {
             if x.is_valid(lo + i) {
                 s.push(x.f64s[lo + i]);
