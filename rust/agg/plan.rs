@@ -359,6 +359,9 @@ fn group(ids: &[u32], n_keys: usize, keep: impl Fn(usize) -> bool) -> (Vec<usize
     (off, rows)
 }
 
+/// A run this long is sorted in parallel.
+const HOT_RUN: usize = 1 << 16;
+
 /// Sorts each key's run of `rows` by (time, created time, row) — the input order
 /// breaks full ties, as a stable sort would — and fills `t` with the sorted times;
 /// returns the sorted created times when given. The sort runs on packed (time,
@@ -406,7 +409,12 @@ fn sort_runs(
                 })
                 .collect();
             if !packed.windows(2).all(|w| w[0] < w[1]) {
-                packed.sort_unstable();
+                // A hot key (skewed data) is sorted on every thread, not on one.
+                if packed.len() >= HOT_RUN {
+                    packed.par_sort_unstable();
+                } else {
+                    packed.sort_unstable();
+                }
             }
             for ((slot, t), p) in r.iter_mut().zip(tt.iter_mut()).zip(&packed) {
                 *slot = p.2;

@@ -237,6 +237,38 @@ impl Key<'_> {
         (tail.min(head), head)
     }
 
+    /// The windows of `labels` (in time order). On a large key both ends move forward
+    /// with two pointers, O(events + labels), reading the events once in order (a
+    /// binary search per label would miss the cache at every step on a key with
+    /// millions of events).
+    fn windows(&self, labels: &[u32], (min_lag, max_lag): (i64, i64)) -> Vec<(usize, usize)> {
+        let e = self.e();
+        if e.len() < 4096 {
+            // A small key's events are in cache: a binary search per label is cheaper.
+            return (labels.iter())
+                .map(|&r| self.window(self.p.label_t[r as usize], (min_lag, max_lag)))
+                .collect();
+        }
+        let (mut head, mut tail) = (0, 0);
+        labels
+            .iter()
+            .map(|&r| {
+                let t = self.p.label_t[r as usize];
+                let newest = t.saturating_sub(min_lag);
+                while head < e.len() && e[head] <= newest {
+                    head += 1;
+                }
+                if max_lag != i64::MAX {
+                    let oldest = t.saturating_sub(max_lag);
+                    while tail < head && e[tail] < oldest {
+                        tail += 1;
+                    }
+                }
+                (tail.min(head), head)
+            })
+            .collect()
+    }
+
     fn input(&self, a: &Resolved) -> Option<&Input> {
         a.input.map(|i| &self.p.inputs[i])
     }
@@ -262,12 +294,7 @@ impl Key<'_> {
         let w = match cache.windows.iter().position(|(l, _)| *l == a.lags) {
             Some(i) => i,
             None => {
-                let t_of = |r: u32| self.p.label_t[r as usize];
-                let wins = labels
-                    .iter()
-                    .map(|&r| self.window(t_of(r), a.lags))
-                    .collect();
-                cache.windows.push((a.lags, wins));
+                cache.windows.push((a.lags, self.windows(labels, a.lags)));
                 cache.windows.len() - 1
             }
         };
