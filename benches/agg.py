@@ -511,6 +511,26 @@ def _create_online_aggregation(fs, group, name: str):
     return group.select([f for f in feature_names()])
 
 
+def _ingest(fs, name: str, events, step: int):
+    """Inserts ``events`` in ``step``-event batches into a group with an online
+    aggregation and into the same group without one: (what a view selects, events/s with
+    the aggregation, events/s without). Raw events are an offline group (nothing to serve
+    per row); the aggregation is what is online."""
+    fg = fs.create_feature_group(name, primary_key="user_id", event_time="ts")
+    plain = fs.create_feature_group(f"{name}_plain", primary_key="user_id", event_time="ts")
+    fg.insert(events.slice(0, 1))  # the schema, before the aggregation is declared
+    selection = _create_online_aggregation(fs, fg, f"{name}_aggs")
+    batches = [events.slice(i, step) for i in range(1, events.num_rows, step)]
+    t0 = time.perf_counter()
+    for b in batches:
+        fg.insert(b)
+    agg_rate = (events.num_rows - 1) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for b in [events.slice(0, 1), *batches]:
+        plain.insert(b)
+    return selection, agg_rate, events.num_rows / (time.perf_counter() - t0)
+
+
 def _latencies(fn, calls: list, warm: int = 50) -> list[float]:
     for c in calls[:warm]:
         fn(c)
@@ -575,37 +595,10 @@ def online(args: argparse.Namespace, log) -> str | None:
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="agg-online-") as tmp:
         fs = ps.FeatureStore(Path(tmp) / "store")
-        # Raw events are an offline group (nothing to serve per row); the aggregation is
-        # what is online. The baseline group is the same without the aggregation.
-        fg = fs.create_feature_group("txn", primary_key="user_id", event_time="ts")
-        plain = fs.create_feature_group("txn_plain", primary_key="user_id", event_time="ts")
-        fg.insert(events.slice(0, 1))  # the schema, before the aggregation is declared
-        selection = _create_online_aggregation(fs, fg, "txn_aggs")
-        batches = [events.slice(i, ONLINE_BATCH) for i in range(1, events.num_rows, ONLINE_BATCH)]
-        t0 = time.perf_counter()
-        for b in batches:
-            fg.insert(b)
-        agg_rate = (events.num_rows - 1) / (time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for b in [events.slice(0, 1), *batches]:
-            plain.insert(b)
-        plain_rate = events.num_rows / (time.perf_counter() - t0)
+        selection, agg_rate, plain_rate = _ingest(fs, "txn", events, ONLINE_BATCH)
         log(f"  ingest: {agg_rate:,.0f} events/s with the aggregation, {plain_rate:,.0f} plain")
-        # The same events in larger batches, into a second pair of groups.
-        big = fs.create_feature_group("txn_big", primary_key="user_id", event_time="ts")
-        big_plain = fs.create_feature_group("txn_big_plain", primary_key="user_id", event_time="ts")
-        big.insert(events.slice(0, 1))
-        _create_online_aggregation(fs, big, "txn_big_aggs")
-        step = ONLINE_BIG_BATCH
-        big_batches = [events.slice(i, step) for i in range(1, events.num_rows, step)]
-        t0 = time.perf_counter()
-        for b in big_batches:
-            big.insert(b)
-        big_rate = (events.num_rows - 1) / (time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        for b in [events.slice(0, 1), *big_batches]:
-            big_plain.insert(b)
-        big_plain_rate = events.num_rows / (time.perf_counter() - t0)
+        step = ONLINE_BIG_BATCH  # the same events in larger batches, into other groups
+        _, big_rate, big_plain_rate = _ingest(fs, "txn_big", events, step)
         log(f"  ingest ({step:,}-event batches): {big_rate:,.0f} events/s with the aggregation, "
             f"{big_plain_rate:,.0f} plain")
         fv = fs.create_feature_view("txn_view", features=[selection])
