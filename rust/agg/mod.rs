@@ -121,6 +121,7 @@ pub fn window_agg(spec: &WindowAggSpec) -> Result<(SchemaRef, Vec<RecordBatch>)>
     let schema = output::schema(spec, &plan)?;
     let prepared = crate::trace::phase("agg prepare", || plan.prepare())?;
     let outs = crate::trace::phase("agg sweep", || sweep::run(&plan, &prepared));
+    drop(prepared); // the sorted events and inputs, before the output is built
     let batches = crate::trace::phase("agg output", || {
         output::assemble(spec, &plan, &schema, outs)
     })?;

@@ -217,10 +217,12 @@ impl<'s> Plan<'s> {
             &spine_t.values,
             None,
         );
+        drop(spine_t);
         // Events: counting sort by key (stable: rows in input order), then by
         // (event time, created time, row) within each key.
         let (event_off, mut event_rows) =
             phase("agg   group", || group(&event_ids, n_keys, |_| true));
+        drop(event_ids); // the buffers no later phase reads go before the next is made
         let mut e = vec![0i64; event_rows.len()];
         let c = phase("agg   sort", || {
             sort_runs(
@@ -231,6 +233,7 @@ impl<'s> Plan<'s> {
                 c_raw.as_deref(),
             )
         });
+        drop((e_raw, c_raw));
         let inputs = phase("agg   inputs", || {
             self.inputs
                 .par_iter()
