@@ -39,10 +39,12 @@
 
 pub mod dd;
 pub mod layout;
+mod order;
 mod output;
 mod plan;
 pub mod serve;
 pub mod state;
+mod sums;
 mod sweep;
 
 use arrow_array::RecordBatch;

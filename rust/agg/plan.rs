@@ -10,9 +10,10 @@ use arrow_schema::{DataType, TimeUnit};
 use hashbrown::HashMap;
 use rayon::prelude::*;
 
+use super::order::{group, sort_runs};
 use super::{AggSpec, Closed, Op, WindowAggSpec};
 use crate::error::{Error, Result};
-use crate::join::keys::{KeyDict, NO_KEY};
+use crate::join::keys::KeyDict;
 use crate::join::plan::no_nulls;
 use crate::join::time::{self, nanos_per};
 use crate::table::Column;
@@ -337,99 +338,6 @@ fn not_numeric(col: &Column) -> Error {
         column: col.name().to_string(),
         dtype: col.data_type.clone(),
     }
-}
-
-/// Rows grouped by key id (stable counting sort); rows with NO_KEY or failing `keep`
-/// are left out. Returns (offsets by key, rows).
-fn group(ids: &[u32], n_keys: usize, keep: impl Fn(usize) -> bool) -> (Vec<usize>, Vec<u32>) {
-    let mut off = vec![0usize; n_keys + 1];
-    for (i, &k) in ids.iter().enumerate() {
-        if k != NO_KEY && keep(i) {
-            off[k as usize + 1] += 1;
-        }
-    }
-    for k in 0..n_keys {
-        off[k + 1] += off[k];
-    }
-    let mut next = off[..n_keys].to_vec();
-    let mut rows = vec![0u32; off[n_keys]];
-    for (i, &k) in ids.iter().enumerate() {
-        if k != NO_KEY && keep(i) {
-            rows[next[k as usize]] = i as u32;
-            next[k as usize] += 1;
-        }
-    }
-    (off, rows)
-}
-
-/// A run this long is sorted in parallel.
-const HOT_RUN: usize = 1 << 16;
-
-/// Sorts each key's run of `rows` by (time, created time, row) — the input order
-/// breaks full ties, as a stable sort would — and fills `t` with the sorted times;
-/// returns the sorted created times when given. The sort runs on packed (time,
-/// created, row) values, not on row indices (no random access per comparison), runs
-/// in parallel, and a run already in order (input sorted by time) costs one pass.
-fn sort_runs(
-    off: &[usize],
-    rows: &mut [u32],
-    t: &mut [i64],
-    t_raw: &[i64],
-    c_raw: Option<&[i64]>,
-) -> Option<Vec<i64>> {
-    let mut c_out = c_raw.map(|_| vec![0i64; rows.len()]);
-    let mut runs = Vec::with_capacity(off.len().saturating_sub(1));
-    let (mut rest_r, mut rest_t) = (rows, t);
-    let mut rest_c = c_out.as_deref_mut();
-    for w in off.windows(2) {
-        let len = w[1] - w[0];
-        let (r, tr) = rest_r.split_at_mut(len);
-        let (tt, ttail) = rest_t.split_at_mut(len);
-        let (cc, ctail) = match rest_c {
-            Some(c) => {
-                let (a, b) = c.split_at_mut(len);
-                (Some(a), Some(b))
-            }
-            None => (None, None),
-        };
-        runs.push((r, tt, cc));
-        rest_r = tr;
-        rest_t = ttail;
-        rest_c = ctail;
-    }
-    runs.into_par_iter()
-        .with_min_len(64)
-        .for_each(|(r, tt, cc)| {
-            // One read of each row's times (the only random access), then all in the run.
-            let mut packed: Vec<(i64, i64, u32)> = r
-                .iter()
-                .map(|&row| {
-                    (
-                        t_raw[row as usize],
-                        c_raw.map_or(0, |c| c[row as usize]),
-                        row,
-                    )
-                })
-                .collect();
-            if !packed.windows(2).all(|w| w[0] < w[1]) {
-                // A hot key (skewed data) is sorted on every thread, not on one.
-                if packed.len() >= HOT_RUN {
-                    packed.par_sort_unstable();
-                } else {
-                    packed.sort_unstable();
-                }
-            }
-            for ((slot, t), p) in r.iter_mut().zip(tt.iter_mut()).zip(&packed) {
-                *slot = p.2;
-                *t = p.0;
-            }
-            if let Some(cc) = cc {
-                for (slot, p) in cc.iter_mut().zip(&packed) {
-                    *slot = p.1;
-                }
-            }
-        });
-    c_out
 }
 
 /// A numeric column without nulls read as f64 in the order of `rows`: one parallel

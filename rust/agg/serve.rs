@@ -325,7 +325,7 @@ impl<'a> StateView<'a> {
                     acc.merge(&self.block(j, b));
                 }
                 acc.get(op, || {
-                    super::sweep::two_pass_std(|| {
+                    super::sums::two_pass_std(|| {
                         (tail..head)
                             .filter(move |&i| valid(i))
                             .map(move |i| self.number(j, i))
