@@ -87,6 +87,7 @@ class FeatureView:
         self._plan = None
         self._od_names: tuple | None = None
         self._cat_plan: tuple | None = None
+        self._fits: dict[int, tuple[str, T.Fitted]] = {}
 
     def __repr__(self) -> str:
         return f"FeatureView({self.name!r}, version={self.version}, features={self.features})"
@@ -295,8 +296,13 @@ class FeatureView:
             which = f"snapshot {sid}" if sid is not None else f"feature view '{self.name}' v{self.version}"
             raise NotFoundError(
                 f"no fitted transforms for {which}: fit them with fv.train_test_split(...) first")
+        cached = self._fits.get(sid)
+        if cached is not None and cached[0] == text:
+            return cached[1]  # the same object for the same fit: prepared plans are reused
         with registry_row(f"the fitted transforms of snapshot {sid}"):
-            return T.Fitted.from_json(text, self.features)
+            fitted = T.Fitted.from_json(text, self.features)
+        self._fits[sid] = (text, fitted)
+        return fitted
 
     def transform_statistics(self, snapshot: Any = None) -> pa.Table:
         """What was fitted (see :meth:`fitted_transforms`): one row per feature and step."""
@@ -469,8 +475,7 @@ class FeatureView:
         if fitted is None or set(fitted.categorical) != set(cat):
             raise NotFoundError(f"feature view '{self.name}' encodes {sorted(cat)}: fit its "
                                 "transforms with train_test_split first")
-        key = id(fitted)
-        if self._cat_plan is not None and self._cat_plan[0] == key:
+        if self._cat_plan is not None and self._cat_plan[0] is fitted:
             return self._cat_plan[1]
 
         def part(keep) -> list[Selection]:
@@ -497,7 +502,7 @@ class FeatureView:
                 out[:, at:at + fit["width"]] = T.encode(fit, raw.column(f), f)
             return out
 
-        self._cat_plan = (key, lookup)
+        self._cat_plan = (fitted, lookup)  # holds `fitted`: an identity check is exact
         return lookup
 
     def _lookup_table(self, keys: Any, now: Any, selections: list[Selection] | None = None) -> pa.Table:
