@@ -340,29 +340,32 @@ fn not_numeric(col: &Column) -> Error {
     }
 }
 
-/// A numeric column without nulls read as f64 in the order of `rows`: one parallel
-/// gather (straight from the Arrow buffer when it is one float64 chunk), NaN found in
-/// the gathered values (a validity vector only when there is one).
-fn floats_without_nulls(col: &Column, rows: &[u32]) -> Result<Input> {
-    let copied;
-    let raw: &[f64] = match col.chunks.as_slice() {
-        [one] if *one.data_type() == DataType::Float64 => {
-            one.as_primitive::<Float64Type>().values()
+/// A numeric column's values as f64 (null slots as stored): borrowed from the Arrow
+/// buffer when it is one float64 chunk, else cast chunk by chunk into one vector.
+fn f64_values(col: &Column) -> Result<std::borrow::Cow<'_, [f64]>> {
+    use std::borrow::Cow;
+
+    if let [one] = col.chunks.as_slice() {
+        if *one.data_type() == DataType::Float64 {
+            return Ok(Cow::Borrowed(one.as_primitive::<Float64Type>().values()));
         }
-        chunks => {
-            let strict = CastOptions {
-                safe: false,
-                ..Default::default()
-            };
-            let mut v = Vec::with_capacity(col.len());
-            for chunk in chunks {
-                let a = cast_with_options(chunk, &DataType::Float64, &strict)?;
-                v.extend_from_slice(a.as_primitive::<Float64Type>().values());
-            }
-            copied = v;
-            &copied
-        }
+    }
+    let strict = CastOptions {
+        safe: false,
+        ..Default::default()
     };
+    let mut v = Vec::with_capacity(col.len());
+    for chunk in &col.chunks {
+        let a = cast_with_options(chunk, &DataType::Float64, &strict)?;
+        v.extend_from_slice(a.as_primitive::<Float64Type>().values());
+    }
+    Ok(Cow::Owned(v))
+}
+
+/// A numeric column without nulls read as f64 in the order of `rows`: one parallel
+/// gather, NaN found in the gathered values (a validity vector only when there is one).
+fn floats_without_nulls(col: &Column, rows: &[u32]) -> Result<Input> {
+    let raw = f64_values(col)?;
     let f64s: Vec<f64> = rows.par_iter().map(|&r| raw[r as usize]).collect();
     let valid = f64s
         .par_iter()
@@ -423,11 +426,7 @@ fn input(col: &Column, kind: Kind, rows: &[u32]) -> Result<Input> {
     match kind {
         Kind::Validity => {}
         Kind::F64 => {
-            let mut raw = Vec::with_capacity(n);
-            for chunk in &col.chunks {
-                let a = cast_with_options(chunk, &DataType::Float64, &strict)?;
-                raw.extend_from_slice(a.as_primitive::<Float64Type>().values());
-            }
+            let raw = f64_values(col)?;
             for (i, x) in raw.iter().enumerate() {
                 if x.is_nan() {
                     valid_raw[i] = false;

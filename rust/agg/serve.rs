@@ -1,14 +1,17 @@
 //! Serving aggregations from stored states ([`super::state`]): a state is read in
 //! place ([`StateView`]: the header parsed, the columns sliced, every slice
 //! bounds-checked once), the window of a lookup found by two binary searches, and each
-//! op computed over the window's events straight from the bytes, by the rules of the
-//! offline sweep. [`matrix`] goes from keys to a float32 model input in one call.
+//! op computed from the block summaries inside the window and the events at its two
+//! ends, straight from the bytes, by the rules of the offline sweep
+//! ([`super::sums::window_value`]). [`matrix`] goes from keys to a float32 model input
+//! in one call.
 
 use std::collections::HashSet;
 
 use super::dd::DD;
 use super::layout::{Block, BLOCK_BYTES, HEADER, HEADER_V1, MAGIC, MAGIC_V1};
 use super::state::{Event, Rd, Tag, Val};
+use super::sums::window_value;
 use super::{Closed, Op};
 
 /// One op's value at a lookup.
@@ -420,32 +423,15 @@ impl Moments {
     /// Sum, mean or std; `two_pass` computes the std from the window's values when
     /// the one-pass formula would lose digits (a spread far below the mean).
     fn get(&self, op: Op, two_pass: impl FnOnce() -> f64) -> Served {
-        if self.n == 0 || (op == Op::Std && self.n < 2) {
-            return Served::Null;
-        }
-        if self.pinf > 0 || self.ninf > 0 {
-            return Served::Float(match (op, self.pinf > 0, self.ninf > 0) {
-                (Op::Std, ..) | (_, true, true) => f64::NAN,
-                (_, true, false) => f64::INFINITY,
-                _ => f64::NEG_INFINITY,
-            });
-        }
-        let nf = self.n as f64;
-        Served::Float(match op {
-            Op::Sum => self.s.value(),
-            Op::Mean => self.s.div_f64(nf).value(),
-            _ => {
-                // Σx² - (Σx)²/n in double-double: each sum is within ~n·2^-104 of
-                // Σx² (all terms of the second are bounded by it too), so the result
-                // keeps ten digits unless it is below 1e10 times that noise.
-                let ss = self.q.sub(self.s.mul(self.s).div_f64(nf));
-                let noise = self.q.hi.abs() * f64::EPSILON.powi(2) * (nf + 2.0);
-                if ss.value() <= noise * 1e10 {
-                    return Served::Float(two_pass());
-                }
-                ss.div_f64(nf - 1.0).value().max(0.0).sqrt()
-            }
-        })
+        let squares = || {
+            // Σx² - (Σx)²/n in double-double: each sum is within ~n·2^-104 of Σx² (all
+            // terms of the second are bounded by it too), so the result keeps ten
+            // digits unless it is below 1e10 times that noise.
+            let noise = self.q.hi.abs() * f64::EPSILON.powi(2) * (self.n as f64 + 2.0);
+            (self.q, noise * 1e10)
+        };
+        window_value(op, self.n, self.pinf, self.ninf, self.s, squares, two_pass)
+            .map_or(Served::Null, Served::Float)
     }
 }
 

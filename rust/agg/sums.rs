@@ -91,36 +91,20 @@ impl Sums {
 
     /// Sum, mean or std of the values at `[tail, head)`.
     pub(super) fn get(&self, op: Op, tail: usize, head: usize) -> Option<f64> {
-        let n = (self.cnt[head] - self.cnt[tail]) as f64;
-        let pinf = self.pinf[head] - self.pinf[tail];
-        let ninf = self.ninf[head] - self.ninf[tail];
-        if n == 0.0 || (op == Op::Std && n < 2.0) {
-            return None;
-        }
-        if pinf > 0 || ninf > 0 {
-            return Some(match (op, pinf > 0, ninf > 0) {
-                (Op::Std, ..) | (_, true, true) => f64::NAN,
-                (_, true, false) => f64::INFINITY,
-                _ => f64::NEG_INFINITY,
-            });
-        }
+        let n = u64::from(self.cnt[head] - self.cnt[tail]);
+        let pinf = u64::from(self.pinf[head] - self.pinf[tail]);
+        let ninf = u64::from(self.ninf[head] - self.ninf[tail]);
         let sum = self.s[head].sub(self.s[tail]);
-        Some(match op {
-            Op::Sum => sum.value(),
-            Op::Mean => sum.div_f64(n).value(),
-            _ => {
-                let q = self.q[head].sub(self.q[tail]);
-                let ss = q.sub(sum.mul(sum).div_f64(n));
-                // The difference of prefix sums of squares is exact to ~2^-104 of the
-                // prefixes; when the window's spread is not far above that (values
-                // tiny next to the key's history, or a mean far above the spread),
-                // recompute it from the window's values in two passes.
-                let noise = (self.q[head].hi.abs() + self.q[tail].hi.abs()) * f64::EPSILON.powi(2);
-                if ss.value() <= noise * 1e12 {
-                    return Some(self.two_pass(tail, head));
-                }
-                (ss.div_f64(n - 1.0).value()).max(0.0).sqrt()
-            }
+        let squares = || {
+            // The difference of prefix sums of squares is exact to ~2^-104 of the
+            // prefixes; when the window's spread is not far above that (values tiny
+            // next to the key's history, or a mean far above the spread), recompute it
+            // from the window's values in two passes.
+            let noise = (self.q[head].hi.abs() + self.q[tail].hi.abs()) * f64::EPSILON.powi(2);
+            (self.q[head].sub(self.q[tail]), noise * 1e12)
+        };
+        window_value(op, n, pinf, ninf, sum, squares, || {
+            self.two_pass(tail, head)
         })
     }
 
@@ -134,6 +118,47 @@ impl Sums {
         };
         two_pass_std(values)
     }
+}
+
+/// Sum, mean or sample std of a window's values from its moments — `n` values, of
+/// which `pinf` are +inf and `ninf` -inf, `sum` the double-double sum of the finite
+/// ones — the same rules offline (prefix differences) and online (block summaries).
+/// For std, `squares()` gives the sum of their squares and the level of
+/// Σx² - (Σx)²/n under which that formula has lost digits, and `two_pass()` the std
+/// recomputed from the values then. One infinity makes the window infinite (NaN for
+/// std, or when both signs are present). None when empty, or one value for std.
+pub(super) fn window_value(
+    op: Op,
+    n: u64,
+    pinf: u64,
+    ninf: u64,
+    sum: DD,
+    squares: impl FnOnce() -> (DD, f64),
+    two_pass: impl FnOnce() -> f64,
+) -> Option<f64> {
+    if n == 0 || (op == Op::Std && n < 2) {
+        return None;
+    }
+    if pinf > 0 || ninf > 0 {
+        return Some(match (op, pinf > 0, ninf > 0) {
+            (Op::Std, ..) | (_, true, true) => f64::NAN,
+            (_, true, false) => f64::INFINITY,
+            _ => f64::NEG_INFINITY,
+        });
+    }
+    let nf = n as f64;
+    Some(match op {
+        Op::Sum => sum.value(),
+        Op::Mean => sum.div_f64(nf).value(),
+        _ => {
+            let (q, limit) = squares();
+            let ss = q.sub(sum.mul(sum).div_f64(nf));
+            if ss.value() <= limit {
+                return Some(two_pass());
+            }
+            ss.div_f64(nf - 1.0).value().max(0.0).sqrt()
+        }
+    })
 }
 
 /// Sample std of `values()` (iterated twice), at least two values, all finite.
