@@ -449,15 +449,15 @@ class FeatureView:
         if self.on_demand or request is not None:
             if not self.on_demand:
                 _no_request(self)
-            req = keys_table(request, "request") if request is not None else None
-            if req is None or req.num_rows != out.num_rows:
+            if request is None:
                 raise InvalidArgumentError(
-                    f"feature view '{self.name}' needs request fields {list(self.request_fields)}, "
-                    "one row per key")
+                    f"feature view '{self.name}' needs request fields {list(self.request_fields)}")
+            # The request converted as the matrix path converts it, then computed as in
+            # training (from columns).
             with_req = out
-            for r in self.request_fields:
-                if r in req.column_names:
-                    with_req = with_req.append_column(r, req.column(r))
+            for r, a in OD.request_columns(request, self.request_fields, out.num_rows,
+                                           self.name).items():
+                with_req = with_req.append_column(r, pa.array(a))
             out = OD.add_on_demand(self, with_req, "request")
         if fitted is not None:
             out = fitted.apply_table(out)
