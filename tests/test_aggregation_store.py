@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import shutil
 
 import numpy as np
@@ -127,6 +128,47 @@ def test_aggregation_keyed_by_another_column_and_views_mixing_groups(tmp_path):
     assert online.column("sum_amount_1d").to_pylist() == out.column("sum_amount_1d").to_pylist()
     m = fv.get_feature_vectors({"user_id": [0, 1], "merchant": ["m1", "m2"]}, as_matrix=True)
     assert m.shape == (2, 2) and m.dtype == np.float32
+
+
+def test_a_busy_entity_s_large_state_serves_exactly_and_reports_damage(tmp_path):
+    """A state past 64 KiB is stored as a segmented row whose segments the matrix read
+    checks as it touches them: the values still equal training, and damage to bytes it
+    reads is a CorruptStoreError, not a wrong value."""
+    fs, purchases = store(tmp_path)
+    numeric = [a for a in AGGS if "merchant" not in repr(a)]
+    spend = fs.create_aggregation("spend", source=purchases, aggregations=numeric, online=True)
+    rng = np.random.default_rng(5)
+    purchases.insert(events(rng, 12_000, keys=2))  # ~3,000 events a key in 1d: ~120 KB states
+    fv = fs.create_feature_view("busy", features=[spend.select_all()])
+    newest = max(purchases.read().column("ts").cast(pa.int64()).to_pylist())
+    for at in (newest + 1, newest + HOUR // 2, newest + 30 * HOUR):
+        check_parity(fs, fv, [0, 1, 7], at)
+        now = dt.datetime.fromtimestamp(at / 1e6, dt.timezone.utc)
+        table = fv.get_feature_vectors({"user_id": [0, 1, 7]}, now=now)
+        matrix = fv.get_feature_vectors({"user_id": [0, 1, 7]}, now=now, as_matrix=True)
+        want = np.array([[np.nan if v is None else v for v in table.column(f).to_pylist()]
+                         for f in fv.features], dtype=np.float32).T
+        np.testing.assert_array_equal(matrix, want)
+    # Damage each state's newest event time (e[n - 1] of "PSA2", n: u32, columns:
+    # u16, shift: u8, e[n]): every read's binary search ends on it.
+    data = os.path.join(fs.online.path, "data.mdb")
+    with open(data, "rb") as f:
+        raw = bytearray(f.read())
+    states, at = [], raw.find(b"PSA2")
+    while at >= 0:
+        states.append(at + 11 + (int.from_bytes(raw[at + 4:at + 8], "little") - 1) * 8)
+        at = raw.find(b"PSA2", at + 1)
+    assert len(states) >= 2
+    with open(data, "r+b") as f:
+        for at in states:
+            f.seek(at + 2)
+            f.write(bytes([raw[at + 2] ^ 0x10]))
+    now = dt.datetime.fromtimestamp((newest + 1) / 1e6, dt.timezone.utc)
+    with pytest.raises(errors.CorruptStoreError, match="aggregation state of table"):
+        fv.get_feature_vectors({"user_id": [0, 1]}, now=now, as_matrix=True)
+    with pytest.raises(errors.CorruptStoreError, match="unreadable"):
+        fv.get_feature_vectors({"user_id": [0, 1]}, now=now)
+    fs.close()
 
 
 def test_snapshots_reproduce_aggregations(tmp_path):

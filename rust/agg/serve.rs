@@ -13,6 +13,7 @@ use super::layout::{Block, BLOCK_BYTES, HEADER, HEADER_V1, MAGIC, MAGIC_V1};
 use super::state::{Event, Rd, Tag, Val};
 use super::sums::window_value;
 use super::{Closed, Op};
+use crate::encode::segments::Lazy;
 
 /// One op's value at a lookup.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,6 +47,10 @@ pub struct StateView<'a> {
     /// log2 of the events per summarized block; 0 when the state has no summaries
     /// (format PSA1).
     shift: u32,
+    /// The segment checks of a state read from a segmented row without checking its
+    /// data first: every accessor touches the bytes it reads, and [`Self::damaged`]
+    /// says whether any of them failed (None: the bytes were checked whole).
+    lazy: Option<Lazy<'a>>,
 }
 
 struct ColView<'a> {
@@ -69,7 +74,18 @@ impl<'a> StateView<'a> {
     /// fail later. (The row's checksum, checked by the online store before, is what
     /// catches damaged values.)
     pub fn parse(bytes: &'a [u8]) -> Option<StateView<'a>> {
+        Self::parse_lazy(bytes, None)
+    }
+
+    /// [`StateView::parse`] of bytes whose segments are checked as they are read
+    /// (`lazy`, from the row they were read from): the header and the column
+    /// directory here, the rest by the accessors. The caller checks
+    /// [`StateView::damaged`] after its reads and discards them if it says so.
+    pub fn parse_lazy(bytes: &'a [u8], lazy: Option<Lazy<'a>>) -> Option<StateView<'a>> {
         let mut r = Rd(bytes);
+        // Read, then checked (the bytes of the header and directory): all reads are
+        // bounds-checked, and a damaged directory only leads to a discarded result.
+        let mut read: Vec<(&'a [u8], usize, usize)> = Vec::new();
         let magic = r.take(4)?;
         let v2 = magic == MAGIC;
         if !v2 && magic != MAGIC_V1 {
@@ -82,11 +98,14 @@ impl<'a> StateView<'a> {
             return None;
         }
         debug_assert_eq!(bytes.len() - r.0.len(), if v2 { HEADER } else { HEADER_V1 });
+        read.push((bytes, 0, bytes.len() - r.0.len()));
         let e = r.take(n.checked_mul(8)?)?;
         let c = r.take(n.checked_mul(8)?)?;
         let seq = r.take(n.checked_mul(8)?)?;
         let mut cols = Vec::with_capacity(ncols);
         for _ in 0..ncols {
+            let at = bytes.len() - r.0.len();
+            read.push((bytes, at, at + 1));
             let tag = Tag::from_code(r.take(1)?[0])?;
             let bits = r.take(n.div_ceil(8))?;
             let (vals, data) = match tag {
@@ -95,6 +114,7 @@ impl<'a> StateView<'a> {
                     let off =
                         |i: usize| u32::from_le_bytes(offs[i * 4..i * 4 + 4].try_into().unwrap());
                     let total = off(n) as usize;
+                    read.push((offs, 0, offs.len()));
                     if (0..n).any(|i| off(i) > off(i + 1)) {
                         return None;
                     }
@@ -119,6 +139,10 @@ impl<'a> StateView<'a> {
         if !r.0.is_empty() {
             return None;
         }
+        if let Some(l) = &lazy {
+            read.iter()
+                .for_each(|&(part, from, to)| l.touch(part, from, to));
+        }
         let view = StateView {
             n,
             e,
@@ -126,6 +150,7 @@ impl<'a> StateView<'a> {
             seq,
             cols,
             shift,
+            lazy,
         };
         // A PSA1 state is checked for order here (its reads scan); a PSA2 one is
         // sorted by construction and covered by the row checksum, so a lookup reads
@@ -136,47 +161,91 @@ impl<'a> StateView<'a> {
         Some(view)
     }
 
+    /// Whether bytes read from this view failed their segment check: every value
+    /// read from it must then be discarded (the state is damaged).
+    pub fn damaged(&self) -> bool {
+        self.lazy.as_ref().is_some_and(Lazy::damaged)
+    }
+
+    /// Segments checked so far by a lazily checked view (0 otherwise).
+    pub fn lazy_checked(&self) -> usize {
+        self.lazy.as_ref().map_or(0, Lazy::checked)
+    }
+
+    /// Checks `part[from..to]` before it is read, when the view is lazily checked.
+    #[inline]
+    fn touch(&self, part: &[u8], from: usize, to: usize) {
+        if let Some(l) = &self.lazy {
+            l.touch(part, from, to);
+        }
+    }
+
+    /// Word `i` of a column of 8-byte values.
+    #[inline]
+    fn word_at(&self, part: &[u8], i: usize) -> i64 {
+        self.touch(part, i * 8, i * 8 + 8);
+        word(part, i)
+    }
+
+    /// Validity bit `i` of column `j`.
+    #[inline]
+    fn bit(&self, j: usize, i: usize) -> bool {
+        let bits = self.cols[j].bits;
+        self.touch(bits, i / 8, i / 8 + 1);
+        bits[i / 8] & (1 << (i % 8)) != 0
+    }
+
+    /// The bytes of event `i` of bytes column `j`.
+    #[inline]
+    fn bytes_at(&self, j: usize, i: usize) -> &'a [u8] {
+        let c = &self.cols[j];
+        self.touch(c.vals, i * 4, i * 4 + 8);
+        let off =
+            |k: usize| u32::from_le_bytes(c.vals[k * 4..k * 4 + 4].try_into().unwrap()) as usize;
+        let (from, to) = (off(i), off(i + 1));
+        self.touch(c.data, from, to);
+        &c.data[from..to]
+    }
+
     #[inline]
     pub(super) fn e_at(&self, i: usize) -> i64 {
-        word(self.e, i)
+        self.word_at(self.e, i)
     }
 
     #[inline]
     pub(super) fn c_at(&self, i: usize) -> i64 {
-        word(self.c, i)
+        self.word_at(self.c, i)
     }
 
     #[inline]
     pub(super) fn seq_at(&self, i: usize) -> i64 {
-        word(self.seq, i)
+        self.word_at(self.seq, i)
     }
 
     /// Column `j` of event `i` as stored (numbers), None where the validity bit is off.
     #[inline]
     pub(super) fn stored_word(&self, j: usize, i: usize) -> Option<u64> {
-        let c = &self.cols[j];
-        if c.tag == Tag::Bytes || c.bits[i / 8] & (1 << (i % 8)) == 0 {
+        if self.cols[j].tag == Tag::Bytes || !self.bit(j, i) {
             return None;
         }
-        Some(word(c.vals, i) as u64)
+        Some(self.word_at(self.cols[j].vals, i) as u64)
     }
 
     /// Column `j` of event `i` as stored (bytes), None where the validity bit is off.
     #[inline]
     pub(super) fn stored_bytes(&self, j: usize, i: usize) -> Option<&'a [u8]> {
-        let c = &self.cols[j];
-        if c.tag != Tag::Bytes || c.bits[i / 8] & (1 << (i % 8)) == 0 {
+        if self.cols[j].tag != Tag::Bytes || !self.bit(j, i) {
             return None;
         }
-        let off =
-            |k: usize| u32::from_le_bytes(c.vals[k * 4..k * 4 + 4].try_into().unwrap()) as usize;
-        Some(&c.data[off(i)..off(i + 1)])
+        Some(self.bytes_at(j, i))
     }
 
     /// The summary of full block `b` of numeric column `j`.
     #[inline]
     fn block(&self, j: usize, b: usize) -> Block {
-        Block::read(&self.cols[j].blocks[b * BLOCK_BYTES..(b + 1) * BLOCK_BYTES])
+        let blocks = self.cols[j].blocks;
+        self.touch(blocks, b * BLOCK_BYTES, (b + 1) * BLOCK_BYTES);
+        Block::read(&blocks[b * BLOCK_BYTES..(b + 1) * BLOCK_BYTES])
     }
 
     /// `[tail, head)` as (events to scan, blocks to read): the blocks inside the range
@@ -220,9 +289,9 @@ impl<'a> StateView<'a> {
     /// Event `i` as stored (a NaN stays a value, as it was written).
     pub fn event(&self, i: usize) -> Event {
         Event {
-            e: word(self.e, i),
-            c: word(self.c, i),
-            seq: word(self.seq, i),
+            e: self.e_at(i),
+            c: self.c_at(i),
+            seq: self.seq_at(i),
             vals: (0..self.cols.len()).map(|j| self.stored(j, i)).collect(),
         }
     }
@@ -230,16 +299,16 @@ impl<'a> StateView<'a> {
     #[inline]
     fn valid(&self, j: usize, i: usize) -> bool {
         let c = &self.cols[j];
-        c.bits[i / 8] & (1 << (i % 8)) != 0
-            && (c.tag != Tag::F64 || !f64::from_bits(word(c.vals, i) as u64).is_nan())
+        self.bit(j, i)
+            && (c.tag != Tag::F64 || !f64::from_bits(self.word_at(c.vals, i) as u64).is_nan())
     }
 
     #[inline]
     fn number(&self, j: usize, i: usize) -> f64 {
         let c = &self.cols[j];
         match c.tag {
-            Tag::F64 => f64::from_bits(word(c.vals, i) as u64),
-            _ => word(c.vals, i) as f64,
+            Tag::F64 => f64::from_bits(self.word_at(c.vals, i) as u64),
+            _ => self.word_at(c.vals, i) as f64,
         }
     }
 
@@ -254,18 +323,13 @@ impl<'a> StateView<'a> {
     /// Event `i`'s value of column `j` as stored: Null only where the validity bit is off.
     fn stored(&self, j: usize, i: usize) -> Val {
         let c = &self.cols[j];
-        if c.bits[i / 8] & (1 << (i % 8)) == 0 {
+        if !self.bit(j, i) {
             return Val::Null;
         }
         match c.tag {
-            Tag::F64 => Val::F(f64::from_bits(word(c.vals, i) as u64)),
-            Tag::I64 => Val::I(word(c.vals, i)),
-            Tag::Bytes => {
-                let off = |k: usize| {
-                    u32::from_le_bytes(c.vals[k * 4..k * 4 + 4].try_into().unwrap()) as usize
-                };
-                Val::B(c.data[off(i)..off(i + 1)].to_vec())
-            }
+            Tag::F64 => Val::F(f64::from_bits(self.word_at(c.vals, i) as u64)),
+            Tag::I64 => Val::I(self.word_at(c.vals, i)),
+            Tag::Bytes => Val::B(self.bytes_at(j, i).to_vec()),
         }
     }
 
@@ -341,7 +405,7 @@ impl<'a> StateView<'a> {
                 let (scan, blocks) = self.split(j, tail, head);
                 let words = scan
                     .filter(|&i| valid(i))
-                    .map(|i| word(self.cols[j].vals, i) as u64)
+                    .map(|i| self.word_at(self.cols[j].vals, i) as u64)
                     .chain(blocks.filter_map(|b| {
                         let blk = self.block(j, b);
                         (blk.cnt > 0).then_some(if op == Op::Min { blk.min } else { blk.max })
@@ -484,11 +548,15 @@ pub fn matrix(
         let one = |(row, found): (&mut [f32], &Option<crate::encode::row::RowView>)| {
             let view = match found {
                 Some(r) if !r.is_null(state) => {
-                    Some(StateView::parse(r.value(state)).ok_or_else(unreadable)?)
+                    let lazy = r.segments().map(Lazy::new);
+                    Some(StateView::parse_lazy(r.value(state), lazy).ok_or_else(unreadable)?)
                 }
                 _ => None,
             };
             fill(row, view.as_ref());
+            if view.as_ref().is_some_and(StateView::damaged) {
+                return Err(unreadable());
+            }
             Ok(())
         };
         if rows.len() >= 8 {

@@ -19,7 +19,7 @@ use arrow_data::ArrayData;
 use arrow_schema::{DataType, TimeUnit};
 
 use super::key;
-use super::row::{seal, RowLayout, RowView, Slot, Stamp, ValueType, CHECKSUM_LEN};
+use super::row::{RowLayout, RowView, Slot, Stamp, ValueType};
 use crate::table::Column;
 
 /// Encoded items (keys or rows) back to back: item `i` is `bytes[ends[i]..ends[i+1]]`.
@@ -207,15 +207,16 @@ pub fn encode_rows(
 ) -> Encoded {
     assert_eq!(cols.len(), layout.n_columns());
     assert_eq!(keys.len(), len, "one key per row");
-    let mut sizes = vec![layout.data_start + CHECKSUM_LEN; len];
+    let mut var_len = vec![0usize; len];
     for (col, slot) in cols.iter().zip(&layout.slots) {
         if let Slot::Var { .. } = slot {
             for (piece_start, chunk) in col.pieces(start, len) {
                 let base = piece_start - start;
-                for_each_var(chunk.as_ref(), |i, v| sizes[base + i] += v.len());
+                for_each_var(chunk.as_ref(), |i, v| var_len[base + i] += v.len());
             }
         }
     }
+    let sizes: Vec<usize> = var_len.iter().map(|&v| layout.row_len(v)).collect();
     let mut out = Encoded::with_sizes(&sizes);
     for r in 0..len {
         let (s, e) = (out.ends[r], out.ends[r + 1]);
@@ -265,7 +266,7 @@ pub fn encode_rows(
     }
     for r in 0..len {
         let (s, e) = (out.ends[r], out.ends[r + 1]);
-        seal(&[keys.get(r)], &mut out.bytes[s..e]);
+        layout.seal(&[keys.get(r)], &mut out.bytes[s..e]);
     }
     out
 }

@@ -13,6 +13,9 @@
 //!            checksum u32 LE: CRC-32C of the row's LMDB key, then of every row byte
 //!                     before this one
 //! ```
+//! A row with 64 KiB or more of variable-width data (an aggregation state of a busy
+//! entity) is written in format 3 instead: the same layout with its data checksummed
+//! in 4 KiB segments, so a reader checks only the part it reads ([`super::segments`]).
 //!
 //! Every fixed-width value sits at an offset known from the schema alone, so reading
 //! column j of a row is one bounds-checked load, whatever else the row holds; a
@@ -38,6 +41,7 @@ use std::ops::Range;
 use arrow_schema::{DataType, TimeUnit};
 
 use super::crc::{crc32c_append, crc32c_parts};
+use super::segments::{self, Segments, ROW_FORMAT_SEGMENTED};
 
 /// The row format byte: bump it when the layout above changes.
 pub const ROW_FORMAT: u8 = 2;
@@ -225,24 +229,41 @@ pub fn seal(key: &[&[u8]], row: &mut [u8]) {
 /// every stored row).
 #[inline]
 pub fn check(key: &[&[u8]], bytes: &[u8]) -> Result<(), RowDecodeError> {
+    check_with(key, bytes, true)
+}
+
+/// [`check`] except that the data of a segmented row (format 3) is left to be
+/// checked segment by segment as it is read ([`super::segments::Lazy`]); every other
+/// byte of the row is checked. The same as [`check`] for a format-2 row.
+#[inline]
+pub fn check_lazy(key: &[&[u8]], bytes: &[u8]) -> Result<(), RowDecodeError> {
+    check_with(key, bytes, false)
+}
+
+#[inline]
+fn check_with(key: &[&[u8]], bytes: &[u8], whole: bool) -> Result<(), RowDecodeError> {
     if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
         return Err(RowDecodeError::Truncated(bytes.len()));
     }
-    if bytes[0] != ROW_FORMAT {
-        return Err(RowDecodeError::Format(bytes[0]));
+    match bytes[0] {
+        ROW_FORMAT => {
+            let at = bytes.len() - CHECKSUM_LEN;
+            if checksum(key, &bytes[..at]) != u32_at(bytes, at) {
+                return Err(RowDecodeError::Checksum);
+            }
+            Ok(())
+        }
+        ROW_FORMAT_SEGMENTED if whole => segments::check(key, bytes),
+        ROW_FORMAT_SEGMENTED => segments::check_lazy(key, bytes).map(|_| ()),
+        b => Err(RowDecodeError::Format(b)),
     }
-    let at = bytes.len() - CHECKSUM_LEN;
-    if checksum(key, &bytes[..at]) != u32_at(bytes, at) {
-        return Err(RowDecodeError::Checksum);
-    }
-    Ok(())
 }
 
 /// The stamp of a row stored under `key`, checking the header and the checksum only
-/// (what the writer needs to compare).
+/// (what the writer needs to compare; the data of a segmented row is not read).
 #[inline]
 pub fn stamp(key: &[&[u8]], bytes: &[u8]) -> Result<Stamp, RowDecodeError> {
-    check(key, bytes)?;
+    check_lazy(key, bytes)?;
     Ok(Stamp {
         event: i64_at(bytes, 5),
         created: i64_at(bytes, 13),
@@ -283,6 +304,27 @@ impl RowLayout {
         self.types.len()
     }
 
+    /// The length of a row holding `var_len` bytes of variable-width values.
+    #[inline]
+    pub fn row_len(&self, var_len: usize) -> usize {
+        self.data_start + var_len + segments::trailer_len(var_len) + CHECKSUM_LEN
+    }
+
+    /// Seals a row of [`RowLayout::row_len`] bytes whose header, values and ends are
+    /// written: format 2 with one checksum, or format 3 (segmented) for large data.
+    #[inline]
+    pub fn seal(&self, key: &[&[u8]], row: &mut [u8]) {
+        let data_len = match self.n_var {
+            0 => 0,
+            n => u32_at(row, self.ends_start + 4 * (n - 1)) as usize,
+        };
+        if segments::trailer_len(data_len) > 0 {
+            segments::seal(key, row, self.data_start, data_len);
+        } else {
+            seal(key, row);
+        }
+    }
+
     /// Writes the header into the first [`HEADER_LEN`] bytes of `row` and clears the
     /// bitmap; `row` must be at least `data_start` long.
     #[inline]
@@ -316,7 +358,7 @@ impl RowLayout {
             .filter(|(_, s)| matches!(s, Slot::Var { .. }))
             .map(|(v, _)| v.map_or(0, <[u8]>::len))
             .sum();
-        let mut row = vec![0u8; self.data_start + var_len + CHECKSUM_LEN];
+        let mut row = vec![0u8; self.row_len(var_len)];
         self.write_header(&mut row, stamp);
         let mut end = 0usize;
         for (col, (v, slot)) in values.iter().zip(&self.slots).enumerate() {
@@ -338,7 +380,7 @@ impl RowLayout {
                 }
             }
         }
-        seal(key, &mut row);
+        self.seal(key, &mut row);
         row
     }
 }
@@ -372,9 +414,11 @@ impl<'a> RowView<'a> {
         if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
             return Err(RowDecodeError::Truncated(bytes.len()));
         }
-        if bytes[0] != ROW_FORMAT {
-            return Err(RowDecodeError::Format(bytes[0]));
-        }
+        let segmented = match bytes[0] {
+            ROW_FORMAT => false,
+            ROW_FORMAT_SEGMENTED => true,
+            b => return Err(RowDecodeError::Format(b)),
+        };
         let version = u32_at(bytes, 1);
         if version != layout.schema_version {
             return Err(RowDecodeError::SchemaVersion {
@@ -396,7 +440,16 @@ impl<'a> RowView<'a> {
             }
             prev = end;
         }
-        let expected = layout.data_start + prev as usize + CHECKSUM_LEN;
+        let data_len = prev as usize;
+        let trailer = if segmented {
+            if segments::lengths(bytes)? != (layout.data_start, data_len) {
+                return Err(RowDecodeError::VarEnds);
+            }
+            segments::segmented_trailer_len(data_len)
+        } else {
+            0
+        };
+        let expected = layout.data_start + data_len + trailer + CHECKSUM_LEN;
         if bytes.len() != expected {
             return Err(RowDecodeError::Length {
                 found: bytes.len(),
@@ -411,6 +464,15 @@ impl<'a> RowView<'a> {
             event: i64_at(self.bytes, 5),
             created: i64_at(self.bytes, 13),
         }
+    }
+
+    /// The segments of a segmented row's variable-width data (None in format 2): what
+    /// a reader of a row accepted by [`check_lazy`] checks before using its bytes.
+    pub fn segments(&self) -> Option<Segments<'a>> {
+        if self.bytes[0] != ROW_FORMAT_SEGMENTED {
+            return None;
+        }
+        segments::parsed(self.bytes, self.layout.data_start)
     }
 
     #[inline]

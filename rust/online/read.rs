@@ -123,6 +123,9 @@ pub struct ReadPlan {
     /// Per table: rows older than `now - ttl` are expired.
     pub ttl_ns: Vec<Option<i64>>,
     groups: Vec<Group>,
+    /// Rows are checked with [`row::check_lazy`]: the data of a segmented row is left
+    /// to its reader ([`with_rows`]).
+    lazy: bool,
 }
 
 impl ReadPlan {
@@ -182,6 +185,7 @@ impl ReadPlan {
             catalog_version: catalog_version.unwrap_or(0),
             ttl_ns,
             groups,
+            lazy: false,
         })
     }
 }
@@ -347,8 +351,13 @@ fn lookup_run<'a>(
     enc: &Encoded,
     order: &[u32],
     group: &Group,
-    tables: &[Arc<TableDef>],
+    plan: &ReadPlan,
 ) -> Result<Vec<Option<&'a [u8]>>> {
+    let check = if plan.lazy {
+        row::check_lazy
+    } else {
+        row::check
+    };
     let ids = &group.ids;
     let g = ids.len();
     let mut out: Vec<Option<&'a [u8]>> = vec![None; order.len() * g];
@@ -376,10 +385,10 @@ fn lookup_run<'a>(
         .map_err(|e| env.lmdb_error("read", e))?;
         for (j, found) in out[p * g..(p + 1) * g].iter().enumerate() {
             if let Some(bytes) = found {
-                row::check(&[entity, &group.id_bytes[j]], bytes).map_err(|e| {
+                check(&[entity, &group.id_bytes[j]], bytes).map_err(|e| {
                     env.corrupt(format!(
                         "a stored row of table '{}' is unreadable ({e})",
-                        tables[group.members[j]].name
+                        plan.tables[group.members[j]].name
                     ))
                 })?;
             }
@@ -423,7 +432,7 @@ fn lookup<'a>(
                 let per = order.len().div_ceil(k);
                 let lo = (i * per).min(order.len());
                 let hi = ((i + 1) * per).min(order.len());
-                lookup_run(env, txn, enc, &order[lo..hi], group, &plan.tables)
+                lookup_run(env, txn, enc, &order[lo..hi], group, plan)
             })
             .collect()
     };
@@ -592,7 +601,10 @@ fn read_table_once(
 /// Calls `f` with the rows of table `table` for `keys` (in key order, None where
 /// missing), read in place on one snapshot, each checked against its checksum: for
 /// readers that interpret a column's bytes themselves (aggregation states) without
-/// a copy. `f` may run more than once (when the table is re-created meanwhile).
+/// a copy. The data of a segmented row (format 3) is not checked here: `f` checks
+/// the segments it reads ([`crate::encode::segments::Lazy`], from
+/// [`RowView::segments`]). `f` may run more than once (when the table is re-created
+/// meanwhile).
 pub fn with_rows<R>(
     env: &Env,
     table: &str,
@@ -603,7 +615,8 @@ pub fn with_rows<R>(
     let mut attempts = 0;
     loop {
         let mut once = || {
-            let plan = ReadPlan::new(env, &[table.to_string()], vec![None])?;
+            let mut plan = ReadPlan::new(env, &[table.to_string()], vec![None])?;
+            plan.lazy = true;
             env.with_reads(1, |txns| {
                 let found = lookup(env, txns, &plan, keys, now_ns)?;
                 f(&found.rows, &plan.tables[0])
