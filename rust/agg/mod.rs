@@ -122,8 +122,8 @@ pub fn window_agg(spec: &WindowAggSpec) -> Result<(SchemaRef, Vec<RecordBatch>)>
     let plan = plan::Plan::new(spec)?;
     let schema = output::schema(spec, &plan)?;
     let prepared = crate::trace::phase("agg prepare", || plan.prepare())?;
-    let outs = crate::trace::phase("agg sweep", || sweep::run(&plan, &prepared));
-    drop(prepared); // the sorted events and inputs, before the output is built
+    // The sweep drops the sorted events and inputs before it copies its outputs.
+    let outs = crate::trace::phase("agg sweep", || sweep::run(&plan, prepared));
     let batches = crate::trace::phase("agg output", || {
         output::assemble(spec, &plan, &schema, outs)
     })?;

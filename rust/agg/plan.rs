@@ -241,6 +241,13 @@ impl<'s> Plan<'s> {
                 .map(|(col, kind)| input(col, *kind, &event_rows))
                 .collect::<Result<Vec<_>>>()
         })?;
+        // Only `last` and `last_k` name events by input row: without them the rows go
+        // now, before the sweep allocates its outputs (10M events: 40 MB off the peak).
+        let event_rows = if (self.aggs.iter()).any(|a| matches!(a.op, Op::Last | Op::LastK(_))) {
+            event_rows
+        } else {
+            Vec::new()
+        };
         Ok(Prepared {
             n_keys,
             spine_ids: dict.ids,
