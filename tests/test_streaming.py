@@ -14,6 +14,7 @@ import pitstop as ps
 from pitstop import agg
 from pitstop.errors import InvalidArgumentError, PitstopError, SchemaError
 from pitstop.streaming import FileSource, Message
+from pitstop.streaming.sources import RedisBatch
 from pitstop.streaming.parse import parse
 from pitstop.streaming.writer import decode_batch
 
@@ -66,6 +67,52 @@ def test_parse_text_json_times_and_bad_values():
     assert "'x'" in reasons[4] and "lacks field(s) ['ts']" in reasons[5]
     assert "'ts'" in reasons[6] and "not JSON" in reasons[7]
     assert "null" in reasons[8] and "'flag'" in reasons[9] and "extra" in reasons[10]
+
+
+def redis_batch(rows: list[list[tuple[str, str]]]) -> RedisBatch:
+    """A RedisBatch as an XREADGROUP reply holds it: [[id, [field, value, ...]], ...]."""
+    return RedisBatch("c", [[f"1700000000000-{i}", [x for kv in r for x in kv]]
+                            for i, r in enumerate(rows)])
+
+
+def same_parse(batch: RedisBatch) -> tuple[pa.Table, list, list]:
+    """Parses ``batch`` by its columns and as a list of messages; both must agree."""
+    fast = parse(batch, SCHEMA, {"k", "ts"})
+    slow = parse(list(batch), SCHEMA, {"k", "ts"})
+    assert fast[0].equals(slow[0])
+    assert list(fast[1]) == list(slow[1])
+    assert [(m, r) for m, r in fast[2]] == [(m, r) for m, r in slow[2]]
+    return fast
+
+
+def test_a_redis_batch_parses_by_columns_as_it_does_message_by_message():
+    good = [[("k", str(i)), ("ts", f"2026-11-01T00:00:0{i}Z"), ("x", f"{i}.5"),
+             ("flag", "true" if i % 2 else "0"), ("s", f"s{i}")] for i in range(5)]
+    table, msgs, bad = same_parse(redis_batch(good))
+    assert table.column("k").to_pylist() == list(range(5)) and not bad
+    assert [m.position for m in msgs] == [((1700000000000 << 64) | i).to_bytes(16, "big")
+                                          for i in range(5)]
+    assert redis_batch(good).positions() == {"c": msgs[-1].position}
+    assert redis_batch(good).acks() == [f"1700000000000-{i}" for i in range(5)]
+    # Another field order, the same in every entry; epoch milliseconds.
+    table, _, _ = same_parse(redis_batch([[r[4], r[2], r[0], ("ts", "1790000000000"), r[3]]
+                                          for r in good]))
+    assert table.column("ts").to_pylist() == [dt.datetime(2026, 9, 21, 14, 13, 20,
+                                                          tzinfo=UTC)] * 5
+    # Each kind of irregular batch falls back to message by message, which names the bad.
+    cases = [
+        [good[0], good[1][:4]],                                    # a missing field
+        [good[0], [*good[1], ("extra", "1")]],                     # an unknown field
+        [good[0], [good[1][1], good[1][0], *good[1][2:]]],         # another order
+        [good[0], [("k", ""), *good[1][1:]]],                      # an empty key
+        [good[0], [*good[1][:2], ("x", "abc"), *good[1][3:]]],     # a bad number
+        [good[0], [*good[1][:3], ("flag", "maybe"), good[1][4]]],  # a bad boolean
+        [good[0], [good[1][0], ("ts", "2026-11-01T00:00:01"), *good[1][2:]]],  # naive time
+        [[("json", '{"k": 1}')], good[0]],                         # a JSON entry
+        [[("k", "1"), ("k", "2"), *good[0][2:], ("ts", "0")]],     # a repeated field
+    ]
+    for rows in cases:
+        same_parse(redis_batch(rows))
 
 
 def write_lines(path, rows):

@@ -90,6 +90,15 @@ def produce(r, stream: str, rng: random.Random, start: int, n: int, log: list) -
         log.append((redis_id(entry), row))
 
 
+def feed(r, stream: str, rng: random.Random, log: list, seconds: float) -> None:
+    """XADDs a few events every 10 ms for ``seconds``, so that a worker killed at the end
+    is busy reading, writing or flushing (not idle after draining the stream)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        produce(r, stream, rng, len(log), 3, log)
+        time.sleep(0.01)
+
+
 def newest_per_key(rows) -> dict[int, tuple]:
     out: dict[int, tuple] = {0: (BASE, -1)}
     for row in rows:
@@ -239,8 +248,8 @@ def test_kill_9_at_random_points_loses_and_repeats_nothing(tmp_path, server, con
     for round_ in range(ROUNDS):
         produce(r, "s", rng, len(log), 120, log)
         workers = [start_worker(store, server, c) for c in consumers]
-        for worker in workers:  # each killed at its own random point
-            time.sleep(rng.uniform(0.02, 0.7 / len(workers)))
+        for worker in workers:  # each killed at its own random point, while it works
+            feed(r, "s", rng, log, rng.uniform(0.02, 0.7 / len(workers)))
             worker.kill()  # SIGKILL
             worker.wait()
             worker.stdout.close()

@@ -36,6 +36,7 @@ import json
 import os
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from ..errors import InvalidArgumentError, SourceError
@@ -51,6 +52,33 @@ class Message(NamedTuple):
     ack: Any = None
 
 
+class RedisBatch(Sequence[Message]):
+    """New entries of one ``XREADGROUP`` reply, as the reply holds them: ``entries`` =
+    ``[[id, [field, value, field, value, ...]], ...]`` in id order. It is a sequence of
+    :class:`Message` s (made on demand, for the rare batch with a bad event), and
+    :mod:`.parse` reads its fields column by column without making them."""
+
+    def __init__(self, consumer: str, entries: list[list[Any]]) -> None:
+        self.consumer, self.entries = consumer, entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        entry_id, flat = self.entries[i]
+        return Message(self.consumer, redis_id(entry_id),
+                       dict(zip(flat[0::2], flat[1::2])), entry_id)
+
+    def positions(self) -> dict[str, bytes]:
+        """The greatest position: the last entry's (a reply is in id order)."""
+        return {self.consumer: redis_id(self.entries[-1][0])}
+
+    def acks(self) -> list[Any]:
+        return [e[0] for e in self.entries]
+
+
 class Source:
     """The interface a streaming job reads from (see the module doc)."""
 
@@ -60,8 +88,10 @@ class Source:
     def seek(self, positions: dict[str, bytes]) -> None:
         """Resumes after ``positions`` (partition -> last position written online)."""
 
-    def poll(self, max_messages: int, timeout_s: float) -> list[Message]:
-        """Up to ``max_messages`` messages, waiting at most ``timeout_s`` for the first."""
+    def poll(self, max_messages: int, timeout_s: float) -> Sequence[Message]:
+        """Up to ``max_messages`` messages, waiting at most ``timeout_s`` for the first
+        (a list, or a sequence that also knows its ``positions()`` and ``acks()``, such
+        as :class:`RedisBatch`)."""
         raise NotImplementedError
 
     def ack(self, acks: list[Any]) -> None:
@@ -229,7 +259,7 @@ class RedisStream(Source):
         self._skip = positions.get(self.consumer)
         self._pending, self._after = True, "0"
 
-    def poll(self, max_messages: int, timeout_s: float) -> list[Message]:
+    def poll(self, max_messages: int, timeout_s: float) -> Sequence[Message]:
         out: list[Message] = []
         stale: list[bytes] = []
         while self._pending:
@@ -251,10 +281,36 @@ class RedisStream(Source):
             self.ack(stale)
         if out:
             return out
-        got = self._call("read new entries", self._r.xreadgroup, self.group, self.consumer,
-                         {self.stream: ">"}, count=max_messages,
-                         block=max(1, int(timeout_s * 1000)))
-        return [self._message(i, f) for i, f in (got[0][1] if got else [])]
+        entries = self._call("read new entries", self._read_new, max_messages,
+                             max(1, int(timeout_s * 1000)))
+        return RedisBatch(self.consumer, entries) if entries else []
+
+    def _read_new(self, count: int, block_ms: int) -> list[list[Any]]:
+        """``XREADGROUP ... STREAMS <stream> >`` on a pooled connection, the reply as
+        the parser (hiredis) made it: ``[[id, [field, value, ...]], ...]``. redis-py's
+        own reply callback would build a dict per entry; a batch reads the flat
+        lists column by column instead (:mod:`.parse`)."""
+        pool = getattr(self._r, "connection_pool", None)
+        if pool is None:  # not a plain redis.Redis: its own reply, made flat again
+            got = self._r.xreadgroup(self.group, self.consumer, {self.stream: ">"},
+                                     count=count, block=block_ms)
+            got = got.values() if isinstance(got, dict) else [g[1] for g in got or []]
+            return [[i, [x for kv in f.items() for x in kv]] for e in got for i, f in e]
+        conn = pool.get_connection()
+        try:
+            conn.send_command("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
+                              "BLOCK", block_ms, "STREAMS", self.stream, ">")
+            reply = conn.read_response()
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+        if not reply:
+            return []
+        if isinstance(reply, dict):  # RESP3: {stream: entries}
+            return next(iter(reply.values()))
+        return reply[0][1]  # RESP2: [[stream, entries]]
 
     def _message(self, entry_id: str, fields: dict[str, str] | None) -> Message:
         # The client decodes (decode_responses=True): ids and fields arrive as text.

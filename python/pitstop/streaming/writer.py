@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +90,7 @@ class Writer:
                                     / f"v{group.version}")
         self.buffered_rows = 0
         self.oldest = None  # monotonic time of the oldest unflushed batch
+        self._version: tuple[tuple[int, int], int] | None = None  # see _offline_version
 
     # -- state -----------------------------------------------------------------
 
@@ -135,6 +137,24 @@ class Writer:
             if t.online_table not in have:  # register it alone (a multi-write cannot)
                 t._prepare_online(t.online_table, empty).commit()
 
+    def _offline_version(self) -> int:
+        """The offline table's version, opened (its log read: milliseconds) only when
+        its ``_delta_log`` directory changed since the last call. A commit adds a file
+        there, which moves the directory's mtime; the remembered version is trusted only
+        if that mtime was already 50 ms old when it was read, so that a commit in the
+        same clock tick cannot hide behind an unchanged mtime."""
+        try:
+            st = os.stat(self.group.offline.path / "_delta_log")
+        except OSError:
+            return self.group.offline.version()
+        stamp = (st.st_ino, st.st_mtime_ns)
+        if self._version is not None and self._version[0] == stamp:
+            return self._version[1]
+        now = time.time_ns()
+        v = self.group.offline.version()
+        self._version = (stamp, v) if now - st.st_mtime_ns > 50_000_000 else None
+        return v
+
     # -- writing ---------------------------------------------------------------
 
     def write(self, table: pa.Table, *, positions: dict[str, bytes] | None = None,
@@ -150,7 +170,7 @@ class Writer:
             table = _schema.conform(table, self._schema(), g.name)
             online = self.store.online
             seq_key = f"_seq/{g.online_table}"
-            base = g.offline.version() + 1
+            base = self._offline_version() + 1
             stored = online.positions(seq_key).get(seq_key)
             nxt = _STREAM_BIT
             if stored is not None and int.from_bytes(stored[:8], "big") == base:
