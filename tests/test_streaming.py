@@ -69,19 +69,25 @@ def test_parse_text_json_times_and_bad_values():
     assert "null" in reasons[8] and "'flag'" in reasons[9] and "extra" in reasons[10]
 
 
-def redis_batch(rows: list[list[tuple[str, str]]]) -> RedisBatch:
-    """A RedisBatch as an XREADGROUP reply holds it: [[id, [field, value, ...]], ...]."""
-    return RedisBatch("c", [[f"1700000000000-{i}", [x for kv in r for x in kv]]
+def redis_batch(rows: list[list[tuple[str, str]]], raw: bool = True) -> RedisBatch:
+    """A RedisBatch as an XREADGROUP reply holds it: [[id, [field, value, ...]], ...],
+    bytes (``raw``, as the job reads it) or text (a client that decodes)."""
+    enc = (lambda x: x.encode()) if raw else (lambda x: x)
+    return RedisBatch("c", [[enc(f"1700000000000-{i}"), [enc(x) for kv in r for x in kv]]
                             for i, r in enumerate(rows)])
 
 
 def same_parse(batch: RedisBatch) -> tuple[pa.Table, list, list]:
-    """Parses ``batch`` by its columns and as a list of messages; both must agree."""
+    """Parses ``batch`` by its columns and as a list of messages; both must agree, and
+    with the same batch as text."""
     fast = parse(batch, SCHEMA, {"k", "ts"})
     slow = parse(list(batch), SCHEMA, {"k", "ts"})
-    assert fast[0].equals(slow[0])
-    assert list(fast[1]) == list(slow[1])
-    assert [(m, r) for m, r in fast[2]] == [(m, r) for m, r in slow[2]]
+    text = RedisBatch("c", [[m.ack, [x for kv in m.fields.items() for x in kv]]
+                            for m in batch if "_error" not in m.fields])
+    for other in (slow, parse(text, SCHEMA, {"k", "ts"}) if len(text) == len(batch) else slow):
+        assert fast[0].equals(other[0])
+        assert list(fast[1]) == list(other[1])
+        assert [(m, r) for m, r in fast[2]] == [(m, r) for m, r in other[2]]
     return fast
 
 
@@ -93,7 +99,7 @@ def test_a_redis_batch_parses_by_columns_as_it_does_message_by_message():
     assert [m.position for m in msgs] == [((1700000000000 << 64) | i).to_bytes(16, "big")
                                           for i in range(5)]
     assert redis_batch(good).positions() == {"c": msgs[-1].position}
-    assert redis_batch(good).acks() == [f"1700000000000-{i}" for i in range(5)]
+    assert redis_batch(good).acks() == [" ".join(f"1700000000000-{i}" for i in range(5))]
     # Another field order, the same in every entry; epoch milliseconds.
     table, _, _ = same_parse(redis_batch([[r[4], r[2], r[0], ("ts", "1790000000000"), r[3]]
                                           for r in good]))
@@ -113,6 +119,12 @@ def test_a_redis_batch_parses_by_columns_as_it_does_message_by_message():
     ]
     for rows in cases:
         same_parse(redis_batch(rows))
+    # Bytes that are not UTF-8: a dead letter saying so; the rest of the batch is read.
+    batch = redis_batch(good[:3])
+    batch.entries[1][1][9] = b"\xff\xfe"
+    table, msgs, bad = same_parse(batch)
+    assert table.column("k").to_pylist() == [0, 2] and len(bad) == 1
+    assert "not UTF-8" in bad[0][1] and bad[0][0].ack == "1700000000000-1"
 
 
 def write_lines(path, rows):

@@ -302,6 +302,48 @@ def test_kill_9_at_random_points_loses_and_repeats_nothing(tmp_path, server, con
     fs.close()
 
 
+class ClientAPI:
+    """A redis client seen only through its command methods (no connection pool): the
+    source then reads through the client's own reply parsing, without reading ahead."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str):
+        if name == "connection_pool":
+            raise AttributeError(name)
+        return getattr(self._client, name)
+
+
+@pytest.mark.parametrize("client", ["resp2", "resp3", "client-api"])
+def test_full_batches_are_read_ahead_and_a_stop_writes_what_was_read(tmp_path, server, client):
+    store = tmp_path / "store"
+    fs = make_store(store)
+    r = redis.Redis.from_url(server)
+    rng, log = random.Random(11), []
+    produce(r, "s", rng, 0, 230, log)
+    c = redis.Redis.from_url(server, protocol=3 if client == "resp3" else 2,
+                             decode_responses=True)
+    src = ps.sources.RedisStream(server, stream="s", group="g", consumer="c",
+                                 client=ClientAPI(c) if client == "client-api" else c)
+    ahead = client != "client-api"
+    job = fs.stream(src, into=fs.get_feature_group("e"), max_batch=50, offline_flush="1h")
+    job.start()
+    assert len(src.poll(50, 0.01)) == 50 and (src._ahead is not None) == ahead  # full batch
+    src.seek({})  # a reply read ahead is dropped: its entries wait in the pending list
+    assert r.xinfo_groups("s")[0]["pending"] == (100 if ahead else 50)
+    for n in (50, 100, 150):  # the pending ones first (not read ahead), then new ones
+        job.step(0.01)
+        assert job.stats()["rows"] + job.stats()["dead"] == n
+        assert (src._ahead is not None) == (ahead and n == 150)
+    job.run_for(0.3)  # stops after a batch; what it read ahead is written too
+    assert r.xinfo_groups("s")[0]["pending"] == 0
+    good = [row for _, row in log if row is not None]
+    assert online_state(fs) == {k: eid for k, (_, eid) in newest_per_key(good).items()}
+    assert sorted(offline_eids(fs)) == sorted([-1] + [row["eid"] for row in good])
+    fs.close()
+
+
 def test_unreachable_redis_is_a_clear_pitstop_error():
     port = __import__("redis_server").free_port()
     with pytest.raises(SourceError, match="Redis at redis://127.0.0.1") as e:

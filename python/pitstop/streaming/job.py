@@ -11,7 +11,8 @@
                                   batch buffered for the offline table
             every offline_flush: Delta append with app transaction (job, batch no.)
                                  -> drop the buffered batches -> ack the source
-    stop:   (SIGTERM/SIGINT, run_for's end) after the current batch: flush, ack
+    stop:   (SIGTERM/SIGINT, run_for's end) after the current batch (and the one
+            the source read ahead, if any): flush, ack
 
 Guarantees (``writer.py`` says how): after any crash the online store holds the
 newest row per key of exactly the events whose positions it stored, each counted once
@@ -124,6 +125,10 @@ class StreamJob:
                 if deadline is not None:
                     wait = max(0.0, min(wait, deadline - time.monotonic()))
                 self.step(wait)
+            rest = self.source.drain()  # received already: written before stopping
+            if rest:
+                with _no_cyclic_gc():
+                    self._write(rest)
             self.flush()
         finally:
             for sig, handler in previous.items():

@@ -208,27 +208,31 @@ def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
 
 def _flat_table(entries: list[list[Any]], schema: pa.Schema, required: set[str]
                 ) -> pa.Table | None:
-    """The rows of Redis entries ``[[id, [field, value, ...]], ...]`` read column by
-    column: every value of the batch goes into one Arrow string array (one pass over
-    the reply's lists), each column is a strided ``take`` of it, cast as a whole.
-    Returns None unless every entry has exactly the group's columns, in the first
-    entry's order, with no empty required value (then the batch is parsed message by
-    message, which names the bad ones); raises when a value does not parse."""
+    """The rows of Redis entries ``[[id, [field, value, ...]], ...]`` (bytes or text)
+    read column by column: every field of the batch goes into one Arrow array (one
+    pass over the reply's lists, no Python object made), each column is a strided
+    ``take`` of it, checked as UTF-8 and cast as a whole. Returns None unless every
+    entry has exactly the group's columns, in the first entry's order, with no empty
+    required value (then the batch is parsed message by message, which names the bad
+    ones); raises when a value does not parse."""
     width = 2 * len(schema)
-    order = entries[0][1][0::2]
-    if len(entries[0][1]) != width or sorted(order) != sorted(schema.names):
+    first = entries[0][1]
+    kind = pa.binary() if isinstance(first[0], bytes) else pa.string()
+    order = [x.decode() if isinstance(x, bytes) else x for x in first[0::2]]
+    if len(first) != width or sorted(order) != sorted(schema.names):
         return None
     fields = [e[1] for e in entries]
     if set(map(len, fields)) != {width}:
         return None
-    flat = pa.array(list(chain.from_iterable(fields)), pa.string())
+    flat = pa.array(list(chain.from_iterable(fields)), kind)
     at = np.arange(0, len(flat), width, dtype=np.int64)  # each entry's first field name
     for j, name in enumerate(order):
-        if not pc.all(pc.equal(flat.take(at + 2 * j), name)).as_py():
+        want = pa.scalar(name.encode() if kind == pa.binary() else name, kind)
+        if not pc.all(pc.equal(flat.take(at + 2 * j), want)).as_py():
             return None
     cols = []
     for field in schema:
-        text = flat.take(at + 2 * order.index(field.name) + 1)
+        text = flat.take(at + 2 * order.index(field.name) + 1).cast(pa.string())
         if field.name in required and pc.any(pc.equal(text, "")).as_py():
             return None
         cols.append(_text(text, field.type))
