@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from ..group import FeatureGroup
 
 _STREAM_BIT = 1 << 31
+_VERSIONS: dict[str, tuple[tuple[int, int], int]] = {}  # Writer._offline_version's memory
 
 DEAD_SCHEMA = pa.schema([
     ("job", pa.string()), ("partition", pa.string()), ("position", pa.string()),
@@ -90,7 +91,6 @@ class Writer:
                                     / f"v{group.version}")
         self.buffered_rows = 0
         self.oldest = None  # monotonic time of the oldest unflushed batch
-        self._version: tuple[tuple[int, int], int] | None = None  # see _offline_version
 
     # -- state -----------------------------------------------------------------
 
@@ -139,20 +139,24 @@ class Writer:
 
     def _offline_version(self) -> int:
         """The offline table's version, opened (its log read: milliseconds) only when
-        its ``_delta_log`` directory changed since the last call. A commit adds a file
+        its ``_delta_log`` directory changed since the last call (of any writer in this
+        process: ``push`` makes one per call). A commit adds a file
         there, which moves the directory's mtime; the remembered version is trusted only
         if that mtime was already 50 ms old when it was read, so that a commit in the
         same clock tick cannot hide behind an unchanged mtime."""
+        log = str(self.group.offline.path / "_delta_log")
         try:
-            st = os.stat(self.group.offline.path / "_delta_log")
+            st = os.stat(log)
         except OSError:
             return self.group.offline.version()
         stamp = (st.st_ino, st.st_mtime_ns)
-        if self._version is not None and self._version[0] == stamp:
-            return self._version[1]
+        known = _VERSIONS.get(log)
+        if known is not None and known[0] == stamp:
+            return known[1]
         now = time.time_ns()
         v = self.group.offline.version()
-        self._version = (stamp, v) if now - st.st_mtime_ns > 50_000_000 else None
+        if now - st.st_mtime_ns > 50_000_000:
+            _VERSIONS[log] = (stamp, v)
         return v
 
     # -- writing ---------------------------------------------------------------
