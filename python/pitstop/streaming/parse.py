@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from itertools import chain
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -209,30 +208,32 @@ def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
 def _flat_table(entries: list[list[Any]], schema: pa.Schema, required: set[str]
                 ) -> pa.Table | None:
     """The rows of Redis entries ``[[id, [field, value, ...]], ...]`` (bytes or text)
-    read column by column: every field of the batch goes into one Arrow array (one
-    pass over the reply's lists, no Python object made), each column is a strided
-    ``take`` of it, checked as UTF-8 and cast as a whole. Returns None unless every
-    entry has exactly the group's columns, in the first entry's order, with no empty
-    required value (then the batch is parsed message by message, which names the bad
-    ones); raises when a value does not parse."""
+    read column by column: the batch's fields are chained into one list, a strided
+    slice of it is a column (C loops, no object made per value), checked (field names
+    by ``list.count``), made an Arrow array, checked as UTF-8 and cast as a whole.
+    Returns None unless every entry has exactly the group's columns, in the first
+    entry's order, with no empty required value (then the batch is parsed message by
+    message, which names the bad ones); raises when a value does not parse."""
     width = 2 * len(schema)
     first = entries[0][1]
-    kind = pa.binary() if isinstance(first[0], bytes) else pa.string()
-    order = [x.decode() if isinstance(x, bytes) else x for x in first[0::2]]
+    raw_names = first[0::2]
+    kind = pa.binary() if isinstance(raw_names[0], bytes) else pa.string()
+    order = [x.decode() if isinstance(x, bytes) else x for x in raw_names]
     if len(first) != width or sorted(order) != sorted(schema.names):
         return None
     fields = [e[1] for e in entries]
     if set(map(len, fields)) != {width}:
         return None
-    flat = pa.array(list(chain.from_iterable(fields)), kind)
-    at = np.arange(0, len(flat), width, dtype=np.int64)  # each entry's first field name
-    for j, name in enumerate(order):
-        want = pa.scalar(name.encode() if kind == pa.binary() else name, kind)
-        if not pc.all(pc.equal(flat.take(at + 2 * j), want)).as_py():
+    flat = list(chain.from_iterable(fields))
+    n = len(fields)
+    for j, name in enumerate(raw_names):
+        if flat[2 * j::width].count(name) != n:
             return None
     cols = []
     for field in schema:
-        text = flat.take(at + 2 * order.index(field.name) + 1).cast(pa.string())
+        text = pa.array(flat[2 * order.index(field.name) + 1::width], kind)
+        if kind == pa.binary():
+            text = text.cast(pa.string())  # checks UTF-8
         if field.name in required and pc.any(pc.equal(text, "")).as_py():
             return None
         cols.append(_text(text, field.type))
