@@ -65,11 +65,12 @@ DEAD_SCHEMA = pa.schema([
 
 
 def encode_batch(table: pa.Table, header: dict[str, Any]) -> bytes:
+    h = json.dumps(header).encode()
     sink = io.BytesIO()
+    sink.write(len(h).to_bytes(4, "big") + h)
     with pa.ipc.new_stream(sink, table.schema) as w:
         w.write_table(table)
-    h = json.dumps(header).encode()
-    return len(h).to_bytes(4, "big") + h + sink.getvalue()
+    return sink.getvalue()
 
 
 def decode_batch(blob: bytes) -> tuple[pa.Table, dict[str, Any]]:
@@ -91,6 +92,7 @@ class Writer:
                                     / f"v{group.version}")
         self.buffered_rows = 0
         self.oldest = None  # monotonic time of the oldest unflushed batch
+        self._known_schema: pa.Schema | None = None
 
     # -- state -----------------------------------------------------------------
 
@@ -104,9 +106,13 @@ class Writer:
         return {k[len(prefix):]: v for k, v in self.store.online.positions(prefix).items()}
 
     def _schema(self) -> pa.Schema:
+        """The group's registered schema: read from the registry until it exists, then
+        remembered (a group version's schema is registered once and never changes)."""
+        if self._known_schema is not None:
+            return self._known_schema
         g = self.group
         g._refresh()
-        schema = g._stored_schema()
+        schema = self._known_schema = g._stored_schema()
         if schema is None:
             raise SchemaError(
                 f"feature group '{g.name}' v{g.version} has no schema yet; a stream parses "
