@@ -344,6 +344,38 @@ def test_full_batches_are_read_ahead_and_a_stop_writes_what_was_read(tmp_path, s
     fs.close()
 
 
+def test_a_lost_reply_is_read_again_from_the_pending_list(tmp_path, server):
+    """The reply to a read sent ahead is lost (its connection drops): its entries are
+    pending in Redis, unseen by the job, while later entries would move the stored
+    position past them. The step fails with a SourceError; the next one starts again
+    (flush, ack, seek) and reads them from the pending list: each event once."""
+    store = tmp_path / "store"
+    fs = make_store(store)
+    r = redis.Redis.from_url(server)
+    rng, log = random.Random(13), []
+    produce(r, "s", rng, 0, 230, log)
+    src = ps.sources.RedisStream(server, stream="s", group="g", consumer="c")
+    job = fs.stream(src, into=fs.get_feature_group("e"), max_batch=50, offline_flush="1h")
+    job.step(0.01)
+    assert src._ahead is not None
+    deadline = time.monotonic() + 10
+    while r.xinfo_groups("s")[0]["pending"] < 100:  # Redis has delivered the next 50
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    src._ahead.disconnect()  # ... and their reply is lost
+    with pytest.raises(SourceError, match="read new entries"):
+        job.step(0.01)
+    for _ in range(10):
+        job.step(0.01)
+    job.run_for(0.2)
+    assert r.xinfo_groups("s")[0]["pending"] == 0
+    good = [row for _, row in log if row is not None]
+    assert online_state(fs) == {k: eid for k, (_, eid) in newest_per_key(good).items()}
+    assert sorted(offline_eids(fs)) == sorted([-1] + [row["eid"] for row in good])
+    assert len(dead_letters(store)) == len(log) - len(good)
+    fs.close()
+
+
 def test_unreachable_redis_is_a_clear_pitstop_error():
     port = __import__("redis_server").free_port()
     with pytest.raises(SourceError, match="Redis at redis://127.0.0.1") as e:

@@ -28,15 +28,16 @@ import gc
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 import pyarrow as pa
 
 from .._inputs import duration_ns
-from ..errors import ColumnTypeError, DataError, InvalidArgumentError, SchemaError
+from ..errors import (ColumnTypeError, DataError, InvalidArgumentError, SchemaError,
+                      SourceError)
 from .parse import parse
 from .sources import Message, Source, check_batching
 from .writer import Writer, dead_letter
@@ -118,14 +119,16 @@ class StreamJob:
         try:
             if not self._started:
                 self.start()
+            polled = False  # a bounded run polls once even if starting took its time
             while not self._stop.is_set():
-                if deadline is not None and time.monotonic() >= deadline:
+                if deadline is not None and time.monotonic() >= deadline and polled:
                     break
+                polled = True
                 wait = self.max_delay_s
                 if deadline is not None:
                     wait = max(0.0, min(wait, deadline - time.monotonic()))
                 self.step(wait)
-            rest = self.source.drain()  # received already: written before stopping
+            rest = self._read(self.source.drain)  # received already: written before stopping
             if rest:
                 with _no_cyclic_gc():
                     self._write(rest)
@@ -149,7 +152,7 @@ class StreamJob:
         if not self._started:
             self.start()
         with _no_cyclic_gc():
-            messages = self.source.poll(self.max_batch, wait_s)
+            messages = self._read(self.source.poll, self.max_batch, wait_s)
             if messages:
                 self._write(messages)
             n = len(messages)
@@ -157,6 +160,18 @@ class StreamJob:
         if self.writer.buffered_rows and (time.monotonic() - self._last_flush >= self.flush_s):
             self.flush()
         return n
+
+    def _read(self, fn: Callable[..., Sequence[Message]], *args: Any) -> Sequence[Message]:
+        """``fn(*args)`` (the source's poll or drain). A read that fails may have had
+        entries delivered (a broker's pending list) that the job never saw, while later
+        ones would move its stored position past them: so after a failure the next step
+        starts again (flush, acknowledge, seek to the stored positions), and reads those
+        entries from where the broker keeps them."""
+        try:
+            return fn(*args)
+        except SourceError:
+            self._started = False
+            raise
 
     def flush(self) -> int:
         """Moves buffered batches to the offline tables and acknowledges the source."""
