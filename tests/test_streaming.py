@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 
 import pyarrow as pa
 import pytest
@@ -16,7 +17,7 @@ from pitstop.errors import InvalidArgumentError, PitstopError, SchemaError
 from pitstop.streaming import FileSource, Message
 from pitstop.streaming.sources import RedisBatch
 from pitstop.streaming.parse import parse
-from pitstop.streaming.writer import decode_batch
+from pitstop.streaming.writer import Writer, decode_batch
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 11, 1, tzinfo=UTC)
@@ -231,6 +232,31 @@ def test_positions_commit_with_the_rows_and_a_prepared_write_commits_once(tmp_pa
     with pytest.raises(InvalidArgumentError, match="twice"):
         store.commit_all([r, r])
     store.close()
+
+
+def test_a_batch_after_an_insert_numbers_its_rows_after_that_insert(tmp_path):
+    """The writer remembers the offline version while ``_delta_log`` is unchanged; an
+    insert between two batches changes it, and the next batch's sequence numbers
+    follow the insert's version."""
+    fs, g = group(tmp_path)  # version 0
+    log = g.offline.path / "_delta_log"
+    old = log.stat().st_mtime_ns - 2_000_000_000
+    os.utime(log, ns=(old, old))  # old enough to be remembered
+    w = Writer(g, "j")
+
+    def batch(k: int) -> pa.Table:
+        return pa.table({"k": [k], "ts": pa.array([T0], SCHEMA.field("ts").type), "x": [1.0],
+                         "flag": [True], "s": ["b"]})
+
+    w.write(batch(1))  # rows of version 1 (the next)
+    g.insert(batch(2))  # version 1
+    w.write(batch(3))  # rows of version 2
+    w.flush()
+    _, t = g.offline.read(columns=["k", "_pitstop_seq"])
+    got = dict(zip(t.column("k").to_pylist(),
+                   [s >> 32 for s in t.column("_pitstop_seq").to_pylist()]))
+    assert got == {0: 0, 2: 1, 1: 1, 3: 2}
+    fs.close()
 
 
 def test_errors_name_the_problem(tmp_path):

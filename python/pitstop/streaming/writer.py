@@ -148,8 +148,9 @@ class Writer:
         its ``_delta_log`` directory changed since the last call (of any writer in this
         process: ``push`` makes one per call). A commit adds a file
         there, which moves the directory's mtime; the remembered version is trusted only
-        if that mtime was already 50 ms old when it was read, so that a commit in the
-        same clock tick cannot hide behind an unchanged mtime."""
+        if that mtime was already 50 ms old when it was read (3 s on a file system that
+        keeps whole seconds), so that a commit in the same clock tick cannot hide behind
+        an unchanged mtime."""
         log = str(self.group.offline.path / "_delta_log")
         try:
             st = os.stat(log)
@@ -161,7 +162,8 @@ class Writer:
             return known[1]
         now = time.time_ns()
         v = self.group.offline.version()
-        if now - st.st_mtime_ns > 50_000_000:
+        coarse = st.st_mtime_ns % 1_000_000_000 == 0  # a file system keeping whole seconds
+        if now - st.st_mtime_ns > (3_000_000_000 if coarse else 50_000_000):
             _VERSIONS[log] = (stamp, v)
         return v
 
