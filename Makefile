@@ -64,8 +64,9 @@ bench-online: dev ## online store: pitstop vs python-lmdb, SQLite, Redis (if red
 	$(PIP) install -q redis
 	$(PY) -m benches.online
 
-bench-stream: dev ## streaming from Redis on loopback: freshness at 1k/10k events/s, sustained ingest (needs redis-server)
-	$(PY) -m benches.stream
+bench-stream: dev ## streaming from Redis on loopback: freshness, sustained ingest, push vs Feast (own venv; needs redis-server)
+	test -x .venv-feast/bin/python || ($(PYTHON) -m venv .venv-feast && PIP_CONSTRAINT= .venv-feast/bin/pip install -q "feast[duckdb]")
+	$(PY) -m benches.stream --feast-python .venv-feast/bin/python
 
 bench-rust: ## criterion benches of the kernels
 	cargo bench --bench join

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 
 import pyarrow as pa
 import pytest
@@ -14,8 +15,9 @@ import pitstop as ps
 from pitstop import agg
 from pitstop.errors import InvalidArgumentError, PitstopError, SchemaError
 from pitstop.streaming import FileSource, Message
+from pitstop.streaming.sources import RedisBatch
 from pitstop.streaming.parse import parse
-from pitstop.streaming.writer import decode_batch
+from pitstop.streaming.writer import Writer, decode_batch
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 11, 1, tzinfo=UTC)
@@ -66,6 +68,64 @@ def test_parse_text_json_times_and_bad_values():
     assert "'x'" in reasons[4] and "lacks field(s) ['ts']" in reasons[5]
     assert "'ts'" in reasons[6] and "not JSON" in reasons[7]
     assert "null" in reasons[8] and "'flag'" in reasons[9] and "extra" in reasons[10]
+
+
+def redis_batch(rows: list[list[tuple[str, str]]], raw: bool = True) -> RedisBatch:
+    """A RedisBatch as an XREADGROUP reply holds it: [[id, [field, value, ...]], ...],
+    bytes (``raw``, as the job reads it) or text (a client that decodes)."""
+    enc = (lambda x: x.encode()) if raw else (lambda x: x)
+    return RedisBatch("c", [[enc(f"1700000000000-{i}"), [enc(x) for kv in r for x in kv]]
+                            for i, r in enumerate(rows)])
+
+
+def same_parse(batch: RedisBatch) -> tuple[pa.Table, list, list]:
+    """Parses ``batch`` by its columns and as a list of messages; both must agree, and
+    with the same batch as text."""
+    fast = parse(batch, SCHEMA, {"k", "ts"})
+    slow = parse(list(batch), SCHEMA, {"k", "ts"})
+    text = RedisBatch("c", [[m.ack, [x for kv in m.fields.items() for x in kv]]
+                            for m in batch if "_error" not in m.fields])
+    for other in (slow, parse(text, SCHEMA, {"k", "ts"}) if len(text) == len(batch) else slow):
+        assert fast[0].equals(other[0])
+        assert list(fast[1]) == list(other[1])
+        assert [(m, r) for m, r in fast[2]] == [(m, r) for m, r in other[2]]
+    return fast
+
+
+def test_a_redis_batch_parses_by_columns_as_it_does_message_by_message():
+    good = [[("k", str(i)), ("ts", f"2026-11-01T00:00:0{i}Z"), ("x", f"{i}.5"),
+             ("flag", "true" if i % 2 else "0"), ("s", f"s{i}")] for i in range(5)]
+    table, msgs, bad = same_parse(redis_batch(good))
+    assert table.column("k").to_pylist() == list(range(5)) and not bad
+    assert [m.position for m in msgs] == [((1700000000000 << 64) | i).to_bytes(16, "big")
+                                          for i in range(5)]
+    assert redis_batch(good).positions() == {"c": msgs[-1].position}
+    assert redis_batch(good).acks() == [" ".join(f"1700000000000-{i}" for i in range(5))]
+    # Another field order, the same in every entry; epoch milliseconds.
+    table, _, _ = same_parse(redis_batch([[r[4], r[2], r[0], ("ts", "1790000000000"), r[3]]
+                                          for r in good]))
+    assert table.column("ts").to_pylist() == [dt.datetime(2026, 9, 21, 14, 13, 20,
+                                                          tzinfo=UTC)] * 5
+    # Each kind of irregular batch falls back to message by message, which names the bad.
+    cases = [
+        [good[0], good[1][:4]],                                    # a missing field
+        [good[0], [*good[1], ("extra", "1")]],                     # an unknown field
+        [good[0], [good[1][1], good[1][0], *good[1][2:]]],         # another order
+        [good[0], [("k", ""), *good[1][1:]]],                      # an empty key
+        [good[0], [*good[1][:2], ("x", "abc"), *good[1][3:]]],     # a bad number
+        [good[0], [*good[1][:3], ("flag", "maybe"), good[1][4]]],  # a bad boolean
+        [good[0], [good[1][0], ("ts", "2026-11-01T00:00:01"), *good[1][2:]]],  # naive time
+        [[("json", '{"k": 1}')], good[0]],                         # a JSON entry
+        [[("k", "1"), ("k", "2"), *good[0][2:], ("ts", "0")]],     # a repeated field
+    ]
+    for rows in cases:
+        same_parse(redis_batch(rows))
+    # Bytes that are not UTF-8: a dead letter saying so; the rest of the batch is read.
+    batch = redis_batch(good[:3])
+    batch.entries[1][1][9] = b"\xff\xfe"
+    table, msgs, bad = same_parse(batch)
+    assert table.column("k").to_pylist() == [0, 2] and len(bad) == 1
+    assert "not UTF-8" in bad[0][1] and bad[0][0].ack == "1700000000000-1"
 
 
 def write_lines(path, rows):
@@ -172,6 +232,31 @@ def test_positions_commit_with_the_rows_and_a_prepared_write_commits_once(tmp_pa
     with pytest.raises(InvalidArgumentError, match="twice"):
         store.commit_all([r, r])
     store.close()
+
+
+def test_a_batch_after_an_insert_numbers_its_rows_after_that_insert(tmp_path):
+    """The writer remembers the offline version while ``_delta_log`` is unchanged; an
+    insert between two batches changes it, and the next batch's sequence numbers
+    follow the insert's version."""
+    fs, g = group(tmp_path)  # version 0
+    log = g.offline.path / "_delta_log"
+    old = log.stat().st_mtime_ns - 2_000_000_000
+    os.utime(log, ns=(old, old))  # old enough to be remembered
+    w = Writer(g, "j")
+
+    def batch(k: int) -> pa.Table:
+        return pa.table({"k": [k], "ts": pa.array([T0], SCHEMA.field("ts").type), "x": [1.0],
+                         "flag": [True], "s": ["b"]})
+
+    w.write(batch(1))  # rows of version 1 (the next)
+    g.insert(batch(2))  # version 1
+    w.write(batch(3))  # rows of version 2
+    w.flush()
+    _, t = g.offline.read(columns=["k", "_pitstop_seq"])
+    got = dict(zip(t.column("k").to_pylist(),
+                   [s >> 32 for s in t.column("_pitstop_seq").to_pylist()]))
+    assert got == {0: 0, 2: 1, 1: 1, 3: 2}
+    fs.close()
 
 
 def test_errors_name_the_problem(tmp_path):

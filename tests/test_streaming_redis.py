@@ -90,6 +90,15 @@ def produce(r, stream: str, rng: random.Random, start: int, n: int, log: list) -
         log.append((redis_id(entry), row))
 
 
+def feed(r, stream: str, rng: random.Random, log: list, seconds: float) -> None:
+    """XADDs a few events every 10 ms for ``seconds``, so that a worker killed at the end
+    is busy reading, writing or flushing (not idle after draining the stream)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        produce(r, stream, rng, len(log), 3, log)
+        time.sleep(0.01)
+
+
 def newest_per_key(rows) -> dict[int, tuple]:
     out: dict[int, tuple] = {0: (BASE, -1)}
     for row in rows:
@@ -239,8 +248,8 @@ def test_kill_9_at_random_points_loses_and_repeats_nothing(tmp_path, server, con
     for round_ in range(ROUNDS):
         produce(r, "s", rng, len(log), 120, log)
         workers = [start_worker(store, server, c) for c in consumers]
-        for worker in workers:  # each killed at its own random point
-            time.sleep(rng.uniform(0.02, 0.7 / len(workers)))
+        for worker in workers:  # each killed at its own random point, while it works
+            feed(r, "s", rng, log, rng.uniform(0.02, 0.7 / len(workers)))
             worker.kill()  # SIGKILL
             worker.wait()
             worker.stdout.close()
@@ -290,6 +299,80 @@ def test_kill_9_at_random_points_loses_and_repeats_nothing(tmp_path, server, con
     for f in fv.features:
         for x, y in zip(want.column(f).to_pylist(), got.column(f).to_pylist()):
             assert x == pytest.approx(y), f
+    fs.close()
+
+
+class ClientAPI:
+    """A redis client seen only through its command methods (no connection pool): the
+    source then reads through the client's own reply parsing, without reading ahead."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str):
+        if name == "connection_pool":
+            raise AttributeError(name)
+        return getattr(self._client, name)
+
+
+@pytest.mark.parametrize("client", ["resp2", "resp3", "client-api"])
+def test_full_batches_are_read_ahead_and_a_stop_writes_what_was_read(tmp_path, server, client):
+    store = tmp_path / "store"
+    fs = make_store(store)
+    r = redis.Redis.from_url(server)
+    rng, log = random.Random(11), []
+    produce(r, "s", rng, 0, 230, log)
+    c = redis.Redis.from_url(server, protocol=3 if client == "resp3" else 2,
+                             decode_responses=True)
+    src = ps.sources.RedisStream(server, stream="s", group="g", consumer="c",
+                                 client=ClientAPI(c) if client == "client-api" else c)
+    ahead = client != "client-api"
+    job = fs.stream(src, into=fs.get_feature_group("e"), max_batch=50, offline_flush="1h")
+    job.start()
+    assert len(src.poll(50, 0.01)) == 50 and (src._ahead is not None) == ahead  # full batch
+    src.seek({})  # a reply read ahead is dropped: its entries wait in the pending list
+    assert r.xinfo_groups("s")[0]["pending"] == (100 if ahead else 50)
+    for n in (50, 100, 150):  # the pending ones first (not read ahead), then new ones
+        job.step(0.01)
+        assert job.stats()["rows"] + job.stats()["dead"] == n
+        assert (src._ahead is not None) == (ahead and n == 150)
+    job.run_for(0.3)  # stops after a batch; what it read ahead is written too
+    assert r.xinfo_groups("s")[0]["pending"] == 0
+    good = [row for _, row in log if row is not None]
+    assert online_state(fs) == {k: eid for k, (_, eid) in newest_per_key(good).items()}
+    assert sorted(offline_eids(fs)) == sorted([-1] + [row["eid"] for row in good])
+    fs.close()
+
+
+def test_a_lost_reply_is_read_again_from_the_pending_list(tmp_path, server):
+    """The reply to a read sent ahead is lost (its connection drops): its entries are
+    pending in Redis, unseen by the job, while later entries would move the stored
+    position past them. The step fails with a SourceError; the next one starts again
+    (flush, ack, seek) and reads them from the pending list: each event once."""
+    store = tmp_path / "store"
+    fs = make_store(store)
+    r = redis.Redis.from_url(server)
+    rng, log = random.Random(13), []
+    produce(r, "s", rng, 0, 230, log)
+    src = ps.sources.RedisStream(server, stream="s", group="g", consumer="c")
+    job = fs.stream(src, into=fs.get_feature_group("e"), max_batch=50, offline_flush="1h")
+    job.step(0.01)
+    assert src._ahead is not None
+    deadline = time.monotonic() + 10
+    while r.xinfo_groups("s")[0]["pending"] < 100:  # Redis has delivered the next 50
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    src._ahead.disconnect()  # ... and their reply is lost
+    with pytest.raises(SourceError, match="read new entries"):
+        job.step(0.01)
+    for _ in range(10):
+        job.step(0.01)
+    job.run_for(0.2)
+    assert r.xinfo_groups("s")[0]["pending"] == 0
+    good = [row for _, row in log if row is not None]
+    assert online_state(fs) == {k: eid for k, (_, eid) in newest_per_key(good).items()}
+    assert sorted(offline_eids(fs)) == sorted([-1] + [row["eid"] for row in good])
+    assert len(dead_letters(store)) == len(log) - len(good)
     fs.close()
 
 

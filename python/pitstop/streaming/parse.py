@@ -15,12 +15,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .sources import Message
+from .sources import Message, RedisBatch
 
 _EPOCH_MS = re.compile(r"-?\d+")
 
@@ -46,9 +48,8 @@ def _column(values: list[Any], field: pa.Field) -> pa.Array:
     """``values`` (text or JSON values) as ``field.type``; raises on any bad value."""
     t = field.type
     kinds = {type(v) for v in values}
-    if kinds == {str} and not (pa.types.is_timestamp(t) or pa.types.is_date(t)
-                               or pa.types.is_boolean(t) or pa.types.is_binary(t)):
-        return pc.cast(pa.array(values, pa.string()), t, safe=True)  # text: the common case
+    if kinds == {str}:  # text: the common case
+        return _text(pa.array(values, pa.string()), t)
     if dict in kinds or list in kinds:
         raise ValueError("a nested JSON value")
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
@@ -66,15 +67,7 @@ def _column(values: list[Any], field: pa.Field) -> pa.Array:
         values = [v if v is None or isinstance(v, str) else
                   ("true" if v else "false") if isinstance(v, bool) else repr(v)
                   for v in values]
-        text = pa.array(values, pa.string())
-        if pa.types.is_boolean(t):
-            low = pc.utf8_lower(text)
-            ok = pc.is_in(low, pa.array(["true", "false", "1", "0"]))
-            if not pc.all(pc.or_kleene(ok, pc.is_null(low))).as_py() in (True, None):
-                raise ValueError("not a boolean")
-            return pc.if_else(pc.is_null(low), pa.scalar(None, pa.bool_()),
-                              pc.is_in(low, pa.array(["true", "1"])))
-        return pc.cast(text, t, safe=True)
+        return _text(pa.array(values, pa.string()), t)
     if pa.types.is_boolean(t) and any(v is not None and not isinstance(v, bool) for v in values):
         raise ValueError("not a boolean")
     if (pa.types.is_integer(t) or pa.types.is_floating(t)) and any(
@@ -84,18 +77,30 @@ def _column(values: list[Any], field: pa.Field) -> pa.Array:
     return pa.array(values, t)
 
 
-def _times(values: list[Any], t: pa.DataType) -> pa.Array:
-    us = pa.timestamp("us", tz="UTC")
-    if values and all(isinstance(v, str) for v in values):  # vectorized when it can be
-        text = pa.array(values, pa.string())
-        try:
-            if pc.all(pc.match_substring_regex(text, r"^-?\d+$")).as_py():
+def _text(text: pa.Array, t: pa.DataType) -> pa.Array:
+    """A text column (Arrow strings, nulls allowed) as ``t``; raises on a bad value."""
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        us = pa.timestamp("us", tz="UTC")
+        try:  # vectorized when it can be
+            if pc.all(pc.match_substring_regex(text, r"^-?\d+$")).as_py() and not text.null_count:
                 arr = pc.multiply_checked(pc.cast(text, pa.int64()), 1000).cast(us)
             else:
                 arr = pc.cast(text, us)  # ISO 8601 with a zone offset or Z
             return arr if t == us else pc.cast(arr, t, safe=True)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass  # naive times, or a bad one: value by value
+            return _times(text.to_pylist(), t)  # naive times, or a bad one: value by value
+    if pa.types.is_boolean(t):
+        low = pc.utf8_lower(text)
+        ok = pc.is_in(low, pa.array(["true", "false", "1", "0"]))
+        if not pc.all(pc.or_kleene(ok, pc.is_null(low))).as_py() in (True, None):
+            raise ValueError("not a boolean")
+        return pc.if_else(pc.is_null(low), pa.scalar(None, pa.bool_()),
+                          pc.is_in(low, pa.array(["true", "1"])))
+    return pc.cast(text, t, safe=True)  # numbers, text, bytes (UTF-8)
+
+
+def _times(values: list[Any], t: pa.DataType) -> pa.Array:
+    us = pa.timestamp("us", tz="UTC")
     out: list[Any] = []
     for v in values:
         if v is None:
@@ -133,10 +138,17 @@ def _us(d: dt.datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def parse(messages: list[Message], schema: pa.Schema, required: set[str]
-          ) -> tuple[pa.Table, list[Message], list[tuple[Message, str]]]:
+def parse(messages: Sequence[Message], schema: pa.Schema, required: set[str]
+          ) -> tuple[pa.Table, Sequence[Message], list[tuple[Message, str]]]:
     """(rows, the messages they came from, bad messages with reasons). ``schema`` is
     the group's columns; ``required`` the columns that may not be null."""
+    if isinstance(messages, RedisBatch) and len(messages):
+        try:
+            table = _flat_table(messages.entries, schema, required)
+        except (ValueError, TypeError, OverflowError, pa.ArrowException):
+            table = None  # some value does not parse: find which below
+        if table is not None:
+            return table, messages, []
     names = schema.names
     want = set(names)
     must = sorted(required)
@@ -190,4 +202,39 @@ def _table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
             cols.append(_column([r[field.name] for r in rows], field))
         except (ValueError, TypeError, OverflowError, pa.ArrowException) as e:
             raise ValueError(f"column '{field.name}' ({field.type}): {e}") from None
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _flat_table(entries: list[list[Any]], schema: pa.Schema, required: set[str]
+                ) -> pa.Table | None:
+    """The rows of Redis entries ``[[id, [field, value, ...]], ...]`` (bytes or text)
+    read column by column: the batch's fields are chained into one list, a strided
+    slice of it is a column (C loops, no object made per value), checked (field names
+    by ``list.count``), made an Arrow array, checked as UTF-8 and cast as a whole.
+    Returns None unless every entry has exactly the group's columns, in the first
+    entry's order, with no empty required value (then the batch is parsed message by
+    message, which names the bad ones); raises when a value does not parse."""
+    width = 2 * len(schema)
+    first = entries[0][1]
+    raw_names = first[0::2]
+    kind = pa.binary() if isinstance(raw_names[0], bytes) else pa.string()
+    order = [x.decode() if isinstance(x, bytes) else x for x in raw_names]
+    if len(first) != width or sorted(order) != sorted(schema.names):
+        return None
+    fields = [e[1] for e in entries]
+    if set(map(len, fields)) != {width}:
+        return None
+    flat = list(chain.from_iterable(fields))
+    n = len(fields)
+    for j, name in enumerate(raw_names):
+        if flat[2 * j::width].count(name) != n:
+            return None
+    cols = []
+    for field in schema:
+        text = pa.array(flat[2 * order.index(field.name) + 1::width], kind)
+        if kind == pa.binary():
+            text = text.cast(pa.string())  # checks UTF-8
+        if field.name in required and pc.any(pc.equal(text, "")).as_py():
+            return None
+        cols.append(_text(text, field.type))
     return pa.Table.from_arrays(cols, schema=schema)

@@ -22,7 +22,11 @@ Sources:
   it first re-reads its own pending entries (delivered, not acknowledged: the job
   died before its offline flush), then new ones. A dead consumer's pending entries
   wait for a consumer of the same name; they are never claimed (``XAUTOCLAIM``) by
-  another, whose stored position may already be past them.
+  another, whose stored position may already be past them. Replies are read as the
+  parser (hiredis) makes them, undecoded, and handed on as a :class:`RedisBatch`,
+  which :mod:`.parse` reads column by column (no object per event); after a full
+  batch (a backlog) the next ``XREADGROUP`` is sent at once, so that Redis prepares
+  it while the job writes (its entries are pending until acknowledged, like any).
 
 Kafka would follow the same shape: partition = topic/partition, position = the
 offset as 8 big-endian bytes, ``seek`` = ``consumer.assign`` at the stored offset + 1,
@@ -36,6 +40,8 @@ import json
 import os
 import time
 from pathlib import Path
+from collections.abc import Sequence
+from itertools import chain
 from typing import Any, NamedTuple
 
 from ..errors import InvalidArgumentError, SourceError
@@ -51,6 +57,47 @@ class Message(NamedTuple):
     ack: Any = None
 
 
+class RedisBatch(Sequence[Message]):
+    """New entries of one ``XREADGROUP`` reply, as the reply holds them: ``entries`` =
+    ``[[id, [field, value, field, value, ...]], ...]`` in id order, as bytes (or text).
+    It is a sequence of :class:`Message` s (made on demand, for the rare batch with a
+    bad event), and :mod:`.parse` reads its fields column by column without making
+    them."""
+
+    def __init__(self, consumer: str, entries: list[list[Any]]) -> None:
+        self.consumer, self.entries = consumer, entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        entry_id, flat = self.entries[i]
+        entry_id = _text(entry_id)
+        try:
+            flat = [_text(x) for x in flat or ()]  # None: an entry deleted while pending
+            fields = dict(zip(flat[0::2], flat[1::2]))
+        except UnicodeDecodeError as e:
+            fields = {"_raw": repr(flat)[:300], "_error": f"a field is not UTF-8 text: {e}"}
+        return Message(self.consumer, redis_id(entry_id), fields, entry_id)
+
+    def positions(self) -> dict[str, bytes]:
+        """The greatest position: the last entry's (a reply is in id order)."""
+        return {self.consumer: redis_id(self.entries[-1][0])}
+
+    def acks(self) -> list[str]:
+        """One ack token for the batch: its entry ids joined by spaces (see
+        :meth:`RedisStream.ack`), so the batch's acks are one string, not one per
+        entry, in the buffered batch the job stores."""
+        ids = [e[0] for e in self.entries]
+        return [b" ".join(ids).decode() if isinstance(ids[0], bytes) else " ".join(ids)]
+
+
+def _text(x: str | bytes) -> str:
+    return x.decode() if isinstance(x, bytes) else x
+
+
 class Source:
     """The interface a streaming job reads from (see the module doc)."""
 
@@ -60,12 +107,20 @@ class Source:
     def seek(self, positions: dict[str, bytes]) -> None:
         """Resumes after ``positions`` (partition -> last position written online)."""
 
-    def poll(self, max_messages: int, timeout_s: float) -> list[Message]:
-        """Up to ``max_messages`` messages, waiting at most ``timeout_s`` for the first."""
+    def poll(self, max_messages: int, timeout_s: float) -> Sequence[Message]:
+        """Up to ``max_messages`` messages, waiting at most ``timeout_s`` for the first
+        (a list, or a sequence that also knows its ``positions()`` and ``acks()``, such
+        as :class:`RedisBatch`)."""
         raise NotImplementedError
 
     def ack(self, acks: list[Any]) -> None:
         """Acknowledges delivered messages (their ``ack`` tokens) as durably stored."""
+
+    def drain(self) -> Sequence[Message]:
+        """The messages received that no :meth:`poll` returned yet (a read sent
+        ahead), without reading more: a stopping job writes them, so that a clean stop
+        leaves nothing delivered but unacknowledged."""
+        return []
 
     def close(self) -> None:
         """Releases connections and files."""
@@ -209,6 +264,8 @@ class RedisStream(Source):
         self._pending = True  # first our own pending entries, then new ones
         self._after = "0"
         self._skip: bytes | None = None
+        self._pool = getattr(self._r, "connection_pool", None)
+        self._ahead: Any = None  # a connection whose XREADGROUP reply is not read yet
         self._call("create the consumer group", self._create_group)
 
     def _create_group(self) -> None:
@@ -226,50 +283,137 @@ class RedisStream(Source):
                               f"group '{self.group}'): {e}") from e
 
     def seek(self, positions: dict[str, bytes]) -> None:
+        self._drop_ahead()
         self._skip = positions.get(self.consumer)
         self._pending, self._after = True, "0"
 
-    def poll(self, max_messages: int, timeout_s: float) -> list[Message]:
+    def drain(self) -> Sequence[Message]:
+        if self._ahead is None:
+            return []
+        entries = self._call("read new entries", self._receive, *self._take_ahead())
+        return RedisBatch(self.consumer, entries) if entries else []
+
+    def poll(self, max_messages: int, timeout_s: float) -> Sequence[Message]:
         out: list[Message] = []
         stale: list[bytes] = []
         while self._pending:
-            got = self._call("read pending entries", self._r.xreadgroup, self.group,
-                             self.consumer, {self.stream: self._after}, count=max_messages)
-            entries = got[0][1] if got else []
-            if not entries:
+            batch = RedisBatch(self.consumer, self._call(
+                "read pending entries", self._read, self._after, max_messages, None))
+            if not batch:
                 self._pending = False
                 break
-            for entry_id, fields in entries:
-                self._after = entry_id
-                if self._skip is not None and redis_id(entry_id) <= self._skip:
-                    stale.append(entry_id)  # written already (and flushed: see StreamJob)
+            for m in batch:
+                self._after = m.ack
+                if self._skip is not None and m.position <= self._skip:
+                    stale.append(m.ack)  # written already (and flushed: see StreamJob)
                 else:
-                    out.append(self._message(entry_id, fields))
+                    out.append(m)
             if out:
                 break
         if stale:
             self.ack(stale)
         if out:
             return out
-        got = self._call("read new entries", self._r.xreadgroup, self.group, self.consumer,
-                         {self.stream: ">"}, count=max_messages,
-                         block=max(1, int(timeout_s * 1000)))
-        return [self._message(i, f) for i, f in (got[0][1] if got else [])]
+        entries = []
+        if self._ahead is not None:
+            entries = self._call("read new entries", self._receive, *self._take_ahead())
+        if not entries:
+            entries = self._call("read new entries", self._read, ">", max_messages,
+                                 max(1, int(timeout_s * 1000)))
+        if len(entries) == max_messages and self._pool is not None:
+            self._call("read new entries", self._send_ahead, max_messages)
+        return RedisBatch(self.consumer, entries) if entries else []
 
-    def _message(self, entry_id: str, fields: dict[str, str] | None) -> Message:
-        # The client decodes (decode_responses=True): ids and fields arrive as text.
-        return Message(self.consumer, redis_id(entry_id), fields or {}, entry_id)
+    # A full batch means a backlog: the next XREADGROUP (no BLOCK) is sent at once and
+    # its reply read by the next poll, so Redis gathers it while the job writes this
+    # one. Its entries are delivered (pending) as soon as Redis answers: a job that
+    # dies before reading them re-reads them from the pending list on restart.
+
+    def _send_ahead(self, count: int) -> None:
+        conn = self._pool.get_connection()
+        try:
+            conn.send_command("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
+                              "STREAMS", self.stream, ">")
+        except BaseException:
+            conn.disconnect()
+            self._pool.release(conn)
+            raise
+        self._ahead = conn
+
+    def _take_ahead(self) -> tuple[Any]:
+        conn, self._ahead = self._ahead, None
+        return (conn,)
+
+    def _drop_ahead(self) -> None:
+        """Reads away a reply sent ahead (its entries stay pending for this consumer,
+        to be read again from the pending list)."""
+        if self._ahead is not None:
+            try:
+                self._receive(*self._take_ahead())
+            except self._redis.RedisError:
+                pass
+
+    def _read(self, after: str, count: int, block_ms: int | None) -> list[list[Any]]:
+        """``XREADGROUP ... STREAMS <stream> <after>`` on a pooled connection, the reply
+        as the parser (hiredis) made it, undecoded: ``[[id, [field, value, ...]], ...]``
+        of bytes. redis-py's own reply callback would decode every value and build a
+        dict per entry; a batch reads the flat lists column by column instead
+        (:mod:`.parse`)."""
+        block = () if block_ms is None else ("BLOCK", block_ms)
+        if self._pool is None:  # not a plain redis.Redis: its own reply, made flat again
+            got = self._r.xreadgroup(self.group, self.consumer, {self.stream: after},
+                                     count=count, block=block_ms)
+            return _flat_entries(got)
+        conn = self._pool.get_connection()
+        try:
+            conn.send_command("XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count,
+                              *block, "STREAMS", self.stream, after)
+        except BaseException:
+            conn.disconnect()
+            self._pool.release(conn)
+            raise
+        return self._receive(conn)
+
+    def _receive(self, conn: Any) -> list[list[Any]]:
+        """The entries of the XREADGROUP reply waiting on ``conn``; releases it."""
+        try:
+            reply = conn.read_response(disable_decoding=True)  # bytes: no str per value
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            self._pool.release(conn)
+        if not reply:
+            return []
+        if isinstance(reply, dict):  # RESP3: {stream: entries}
+            return next(iter(reply.values()))
+        return reply[0][1]  # RESP2: [[stream, entries]]
 
     def ack(self, acks: list[Any]) -> None:
-        for i in range(0, len(acks), 10_000):
+        """``XACK`` the entries; a token is an entry id or several joined by spaces."""
+        ids = list(chain.from_iterable(a.split(" ") for a in acks))
+        for i in range(0, len(ids), 10_000):
             self._call("acknowledge entries", self._r.xack, self.stream, self.group,
-                       *acks[i:i + 10_000])
+                       *ids[i:i + 10_000])
 
     def close(self) -> None:
+        self._drop_ahead()
         try:
             self._r.close()
         except Exception:  # noqa: BLE001 - closing is best effort
             pass
+
+
+def _flat_entries(got: Any) -> list[list[Any]]:
+    """A reply parsed by a redis client's own XREADGROUP callback (its shape depends on
+    the client's version and protocol) as ``[[id, [field, value, ...]], ...]``."""
+    if not got:
+        return []
+    streams = list(got.values()) if isinstance(got, dict) else [g[1] for g in got]
+    entries = streams[0]
+    if len(entries) == 1 and entries[0] and isinstance(entries[0][0], (list, tuple)):
+        entries = entries[0]  # {stream: [entries]}
+    return [[i, [x for kv in (f or {}).items() for x in kv]] for i, f in entries]
 
 
 def check_batching(max_batch: int) -> int:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from ..group import FeatureGroup
 
 _STREAM_BIT = 1 << 31
+_VERSIONS: dict[str, tuple[tuple[int, int], int]] = {}  # Writer._offline_version's memory
 
 DEAD_SCHEMA = pa.schema([
     ("job", pa.string()), ("partition", pa.string()), ("position", pa.string()),
@@ -63,11 +65,12 @@ DEAD_SCHEMA = pa.schema([
 
 
 def encode_batch(table: pa.Table, header: dict[str, Any]) -> bytes:
+    h = json.dumps(header).encode()
     sink = io.BytesIO()
+    sink.write(len(h).to_bytes(4, "big") + h)
     with pa.ipc.new_stream(sink, table.schema) as w:
         w.write_table(table)
-    h = json.dumps(header).encode()
-    return len(h).to_bytes(4, "big") + h + sink.getvalue()
+    return sink.getvalue()
 
 
 def decode_batch(blob: bytes) -> tuple[pa.Table, dict[str, Any]]:
@@ -89,6 +92,7 @@ class Writer:
                                     / f"v{group.version}")
         self.buffered_rows = 0
         self.oldest = None  # monotonic time of the oldest unflushed batch
+        self._known_schema: pa.Schema | None = None
 
     # -- state -----------------------------------------------------------------
 
@@ -102,9 +106,13 @@ class Writer:
         return {k[len(prefix):]: v for k, v in self.store.online.positions(prefix).items()}
 
     def _schema(self) -> pa.Schema:
+        """The group's registered schema: read from the registry until it exists, then
+        remembered (a group version's schema is registered once and never changes)."""
+        if self._known_schema is not None:
+            return self._known_schema
         g = self.group
         g._refresh()
-        schema = g._stored_schema()
+        schema = self._known_schema = g._stored_schema()
         if schema is None:
             raise SchemaError(
                 f"feature group '{g.name}' v{g.version} has no schema yet; a stream parses "
@@ -135,6 +143,30 @@ class Writer:
             if t.online_table not in have:  # register it alone (a multi-write cannot)
                 t._prepare_online(t.online_table, empty).commit()
 
+    def _offline_version(self) -> int:
+        """The offline table's version, opened (its log read: milliseconds) only when
+        its ``_delta_log`` directory changed since the last call (of any writer in this
+        process: ``push`` makes one per call). A commit adds a file
+        there, which moves the directory's mtime; the remembered version is trusted only
+        if that mtime was already 50 ms old when it was read (3 s on a file system that
+        keeps whole seconds), so that a commit in the same clock tick cannot hide behind
+        an unchanged mtime."""
+        log = str(self.group.offline.path / "_delta_log")
+        try:
+            st = os.stat(log)
+        except OSError:
+            return self.group.offline.version()
+        stamp = (st.st_ino, st.st_mtime_ns)
+        known = _VERSIONS.get(log)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        now = time.time_ns()
+        v = self.group.offline.version()
+        coarse = st.st_mtime_ns % 1_000_000_000 == 0  # a file system keeping whole seconds
+        if now - st.st_mtime_ns > (3_000_000_000 if coarse else 50_000_000):
+            _VERSIONS[log] = (stamp, v)
+        return v
+
     # -- writing ---------------------------------------------------------------
 
     def write(self, table: pa.Table, *, positions: dict[str, bytes] | None = None,
@@ -150,7 +182,7 @@ class Writer:
             table = _schema.conform(table, self._schema(), g.name)
             online = self.store.online
             seq_key = f"_seq/{g.online_table}"
-            base = g.offline.version() + 1
+            base = self._offline_version() + 1
             stored = online.positions(seq_key).get(seq_key)
             nxt = _STREAM_BIT
             if stored is not None and int.from_bytes(stored[:8], "big") == base:
