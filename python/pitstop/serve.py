@@ -302,7 +302,9 @@ def _cmd_serve(args: Any) -> int:
             raise InvalidArgumentError(f"cannot read --token-file {args.token_file}: {e}") from None
         if not token:
             raise InvalidArgumentError(f"--token-file {args.token_file} is empty")
-    fs = FeatureStore(args.store, create=False)
+    # Read-only: a server never writes (and a snapshot has no offline tables to catch
+    # up from).
+    fs = FeatureStore(args.store, create=False, readonly=True)
     srv = Server(fs, host=args.host, port=args.port, token=token, workers=args.workers,
                  max_batch=args.max_batch, max_inflight=args.max_inflight, timeout=args.timeout)
     print(f"pitstop: serving {fs.path} on {srv.url} (auth: {'bearer token' if token else 'none'}); "

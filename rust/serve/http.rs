@@ -246,15 +246,20 @@ fn ready(state: &State) -> Result<Resp, Reject> {
     }
 }
 
-/// `{view}` or `{view}/v{n}`.
-fn view_ref<'a>(state_plan: &'a super::plan::Plan, tail: &str) -> Result<&'a View, Reject> {
-    let (name, version) = match tail.rsplit_once("/v") {
+/// `{name}` or `{name}/v{n}` as (name, version).
+pub fn name_version(tail: &str) -> (&str, Option<i64>) {
+    match tail.rsplit_once("/v") {
         Some((n, v)) => match v.parse::<i64>() {
             Ok(v) => (n, Some(v)),
             Err(_) => (tail, None),
         },
         None => (tail, None),
-    };
+    }
+}
+
+/// `{view}` or `{view}/v{n}`.
+fn view_ref<'a>(state_plan: &'a super::plan::Plan, tail: &str) -> Result<&'a View, Reject> {
+    let (name, version) = name_version(tail);
     state_plan
         .view(name, version)
         .filter(|v| !v.hidden())

@@ -110,13 +110,7 @@ fn session(loaded: &Loaded, m: &Model) -> Result<Arc<Mutex<Session>>, Reject> {
 
 /// `{model}` or `{model}/v{n}`.
 fn model_ref<'a>(loaded: &'a Loaded, tail: &str) -> Result<&'a Model, Reject> {
-    let (name, version) = match tail.rsplit_once("/v") {
-        Some((n, v)) => match v.parse::<i64>() {
-            Ok(v) => (n, Some(v)),
-            Err(_) => (tail, None),
-        },
-        None => (tail, None),
-    };
+    let (name, version) = super::http::name_version(tail);
     loaded.plan.model(name, version).ok_or_else(|| {
         let mut known: Vec<String> = loaded
             .plan
