@@ -53,11 +53,12 @@ fn feast_status(s: Status) -> &'static str {
     }
 }
 
+/// A view and its requested features (None: all, for a feature service).
+type ViewRefs = (String, Option<Vec<String>>);
+
 /// `view:feature` references grouped by view, in first-seen order.
-fn refs(
-    body: &serde_json::Map<String, Value>,
-) -> Result<Vec<(String, Option<Vec<String>>)>, Reject> {
-    let mut out: Vec<(String, Option<Vec<String>>)> = Vec::new();
+fn refs(body: &serde_json::Map<String, Value>) -> Result<Vec<ViewRefs>, Reject> {
+    let mut out: Vec<ViewRefs> = Vec::new();
     match (body.get("features"), body.get("feature_service")) {
         (Some(Value::Array(items)), None) => {
             for it in items {

@@ -238,7 +238,19 @@ enum Prep {
 
 /// Prepared matrix reads by (view, version, requested features), per plan.
 #[derive(Default)]
-pub struct MatrixCache(Mutex<HashMap<(String, i64, Vec<usize>), Arc<Prepared>>>);
+pub struct MatrixCache(Mutex<HashMap<MatrixKey, Arc<Prepared>>>);
+
+/// (view, version, requested features).
+type MatrixKey = (String, i64, Vec<usize>);
+
+/// Selections keyed by the same request columns: (those columns, tables, features,
+/// response positions).
+struct KeySet {
+    spine: Vec<String>,
+    tables: Vec<String>,
+    refs: Vec<FeatureRef>,
+    positions: Vec<usize>,
+}
 
 impl MatrixCache {
     fn get(&self, store: &OnlineStore, view: &View, features: &[usize]) -> Result<Arc<Prepared>> {
@@ -270,28 +282,33 @@ fn spine_for_env(env: &crate::online::Env, sel: &Selection) -> Result<Vec<String
 fn prepare(store: &OnlineStore, view: &View, features: &[usize]) -> Result<Prepared> {
     let env = store.env()?;
     // Group selections by the request columns (in table key order) that key them.
-    let mut sets: Vec<(Vec<String>, usize, Vec<String>, Vec<FeatureRef>, Vec<usize>)> = Vec::new();
+    let mut sets: Vec<KeySet> = Vec::new();
     let mut parts = Vec::new();
     for (si, outs) in needed(view, features) {
         let sel = &view.selections[si];
         let spine = spine_for_env(&env, sel)?;
         match &sel.source {
             Source::Group { columns, .. } => {
-                let at = match sets.iter().position(|s| s.0 == spine) {
+                let at = match sets.iter().position(|s| s.spine == spine) {
                     Some(at) => at,
                     None => {
-                        sets.push((spine, si, Vec::new(), Vec::new(), Vec::new()));
+                        sets.push(KeySet {
+                            spine,
+                            tables: Vec::new(),
+                            refs: Vec::new(),
+                            positions: Vec::new(),
+                        });
                         sets.len() - 1
                     }
                 };
                 let set = &mut sets[at];
-                set.2.push(sel.table.clone());
+                set.tables.push(sel.table.clone());
                 for (oi, pos) in outs {
-                    set.3.push(FeatureRef {
+                    set.refs.push(FeatureRef {
                         table: Some(sel.table.clone()),
                         name: columns[oi].clone(),
                     });
-                    set.4.push(pos);
+                    set.positions.push(pos);
                 }
             }
             Source::Aggregation { specs } => parts.push(Prep::Agg {
@@ -302,7 +319,13 @@ fn prepare(store: &OnlineStore, view: &View, features: &[usize]) -> Result<Prepa
             }),
         }
     }
-    for (spine, _, tables, refs, positions) in sets {
+    for KeySet {
+        spine,
+        tables,
+        refs,
+        positions,
+    } in sets
+    {
         let ttl: Vec<Option<i64>> = tables
             .iter()
             .map(|t| {

@@ -44,9 +44,12 @@ fn runtime(lib: &str) -> Result<&'static ort::environment::Environment, Reject> 
 
 /// Sessions by (model, version), per plan.
 #[derive(Default)]
-pub struct Sessions(Mutex<HashMap<(String, i64), Arc<Mutex<Session>>>>);
+pub struct Sessions(Mutex<HashMap<(String, i64), Shared>>);
 
-fn session(loaded: &Loaded, m: &Model) -> Result<Arc<Mutex<Session>>, Reject> {
+/// A session, run by one request at a time.
+type Shared = Arc<Mutex<Session>>;
+
+fn session(loaded: &Loaded, m: &Model) -> Result<Shared, Reject> {
     let key = (m.name.clone(), m.version);
     if let Some(s) = loaded
         .sessions
