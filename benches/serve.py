@@ -109,7 +109,7 @@ def wrk(url: str, path: str, body: tuple[str, str], *, n: int, batch: int, conns
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(script)
     try:
-        out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
+        out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--latency",
                               "-s", fh.name, url], capture_output=True, text=True, check=True,
                              timeout=seconds + 60).stdout
     finally:

@@ -9,7 +9,6 @@
   materialized; the caller then runs ``feast serve`` in it.
 """
 
-from __future__ import annotations
 
 import struct
 import sys

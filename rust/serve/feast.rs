@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::http::{reply, Resp};
 use super::lookup::{self, Part};
-use super::respond::{entities, feature_list, push_str, write_value};
+use super::respond::{entities, feature_list, push_str};
 use super::{Reject, State};
 use crate::online::read::Status;
 
@@ -146,15 +146,15 @@ pub fn feast(state: &State, body: &Value) -> Result<Resp, Reject> {
         let features = feature_list(view, wanted.as_ref())?;
         let keys = lookup::required_keys(view, &features);
         let ents = entities(ents_v, &keys, state.cfg.max_batch)?;
-        let parts: Vec<Part> = lookup::typed(&state.store, view, &features, &ents, now)?;
+        let parts: Vec<Part> = lookup::typed(&state.store, view, &features, &ents, now, true)?;
         state.metrics.statuses(
             &view.name,
             parts.iter().flat_map(|p| p.status.iter().copied()),
         );
         let mut at = vec![(0, 0); features.len()];
         for (p, part) in parts.iter().enumerate() {
-            for (c, (pos, _)) in part.columns.iter().enumerate() {
-                at[*pos] = (p, c);
+            for (c, pos) in part.positions().into_iter().enumerate() {
+                at[pos] = (p, c);
             }
         }
         for (j, &(p, c)) in at.iter().enumerate() {
@@ -165,13 +165,12 @@ pub fn feast(state: &State, body: &Value) -> Result<Resp, Reject> {
                 f.clone()
             });
             let part = &parts[p];
-            let col = part.columns[c].1.as_ref();
             results.push_str(",{\"values\":[");
             for r in 0..n {
                 if r > 0 {
                     results.push(',');
                 }
-                write_value(&mut results, col, r);
+                part.write(&mut results, c, r);
             }
             results.push_str("],\"statuses\":[");
             for r in 0..n {

@@ -305,7 +305,15 @@ fn features(state: &State, tail: &str, format: Format, body: &[u8]) -> Result<Re
             Ok(respond::float32(view, &req.features, req.ents.n, &m))
         }
         _ => {
-            let parts = lookup::typed(&state.store, view, &req.features, &req.ents, req.now_ns)?;
+            let json = format == Format::Json;
+            let parts = lookup::typed(
+                &state.store,
+                view,
+                &req.features,
+                &req.ents,
+                req.now_ns,
+                json,
+            )?;
             state.metrics.statuses(
                 &view.name,
                 parts.iter().flat_map(|p| p.status.iter().copied()),

@@ -16,7 +16,7 @@ use arrow_schema::DataType;
 use super::plan::{Selection, Source, View};
 use super::Reject;
 use crate::encode::columns::decode_column;
-use crate::encode::row::RowView;
+use crate::encode::row::{RowView, ValueType};
 use crate::error::{Error, Result};
 use crate::online::read::Status;
 use crate::online::{FeatureRef, KeyValue, Keys, MatrixPlan, OnlineStore};
@@ -59,9 +59,91 @@ fn spine(store: &OnlineStore, sel: &Selection) -> Result<Vec<String>> {
 pub struct Part {
     /// Per requested output of this selection: (position in the response, values).
     pub columns: Vec<(usize, ArrayRef)>,
+    /// Or, for JSON, the values already as JSON text (see [`Text`]).
+    pub text: Option<Text>,
     pub status: Vec<Status>,
     /// The row's event time (ns), None where missing or for aggregations.
     pub event: Vec<Option<i64>>,
+}
+
+/// A selection's values written as JSON straight from the stored rows (no Arrow
+/// arrays: one buffer per selection instead of an allocation per feature).
+pub struct Text {
+    /// Per output: its position in the response.
+    pub positions: Vec<usize>,
+    buf: String,
+    /// Per (entity, output), row-major: the value's range in `buf`.
+    spans: Vec<(u32, u32)>,
+}
+
+impl Part {
+    /// The response positions of this part's outputs, in its column order.
+    pub fn positions(&self) -> Vec<usize> {
+        match &self.text {
+            Some(t) => t.positions.clone(),
+            None => self.columns.iter().map(|(p, _)| *p).collect(),
+        }
+    }
+
+    /// Appends the JSON of output `c` of entity `r`.
+    pub fn write(&self, out: &mut String, c: usize, r: usize) {
+        match &self.text {
+            Some(t) => {
+                let (a, b) = t.spans[r * t.positions.len() + c];
+                out.push_str(&t.buf[a as usize..b as usize]);
+            }
+            None => super::respond::write_value(out, self.columns[c].1.as_ref(), r),
+        }
+    }
+}
+
+/// Whether a stored type is written as JSON by [`cell`] (else through Arrow).
+fn simple(t: ValueType) -> bool {
+    !matches!(
+        t,
+        ValueType::Date32 | ValueType::Date64 | ValueType::Timestamp(_) | ValueType::Binary
+    )
+}
+
+fn float(out: &mut String, v: f64, single: bool) {
+    use std::fmt::Write;
+    if !v.is_finite() {
+        out.push_str("null");
+    } else if single {
+        let _ = write!(out, "{}", v as f32);
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+/// Appends column `col` of `row` as JSON (a [`simple`] type, not null).
+fn cell(out: &mut String, row: &RowView, col: usize, t: ValueType) {
+    use std::fmt::Write;
+    let v = row.value(col);
+    macro_rules! int {
+        ($t:ty) => {{
+            let _ = write!(out, "{}", <$t>::from_le_bytes(v.try_into().expect("width")));
+        }};
+    }
+    match t {
+        ValueType::Bool => out.push_str(if v[0] != 0 { "true" } else { "false" }),
+        ValueType::I8 => int!(i8),
+        ValueType::U8 => int!(u8),
+        ValueType::I16 => int!(i16),
+        ValueType::U16 => int!(u16),
+        ValueType::I32 => int!(i32),
+        ValueType::U32 => int!(u32),
+        ValueType::I64 => int!(i64),
+        ValueType::U64 => int!(u64),
+        ValueType::F32 => float(
+            out,
+            f32::from_le_bytes(v.try_into().expect("4")) as f64,
+            true,
+        ),
+        ValueType::F64 => float(out, f64::from_le_bytes(v.try_into().expect("8")), false),
+        ValueType::Utf8 => super::respond::push_str(out, &String::from_utf8_lossy(v)),
+        _ => out.push_str("null"),
+    }
 }
 
 /// The selections (and their outputs) that `features` (indices into the view's
@@ -69,14 +151,10 @@ pub struct Part {
 pub fn needed(view: &View, features: &[usize]) -> Vec<(usize, Vec<(usize, usize)>)> {
     let mut out: Vec<(usize, Vec<(usize, usize)>)> = Vec::new();
     for (pos, &f) in features.iter().enumerate() {
-        let name = &view.features[f];
-        for (si, sel) in view.selections.iter().enumerate() {
-            if let Some(oi) = sel.outputs.iter().position(|o| o == name) {
-                match out.iter_mut().find(|(s, _)| *s == si) {
-                    Some((_, v)) => v.push((oi, pos)),
-                    None => out.push((si, vec![(oi, pos)])),
-                }
-                break;
+        if let Some((si, oi)) = view.source[f] {
+            match out.iter_mut().find(|(s, _)| *s == si) {
+                Some((_, v)) => v.push((oi, pos)),
+                None => out.push((si, vec![(oi, pos)])),
             }
         }
     }
@@ -97,12 +175,15 @@ pub fn required_keys(view: &View, features: &[usize]) -> Vec<String> {
 }
 
 /// Typed lookup of every requested feature (see [`needed`]).
+///
+/// With `json`, values of the simple types come back as JSON text ([`Text`]).
 pub fn typed(
     store: &OnlineStore,
     view: &View,
     features: &[usize],
     ents: &Entities,
     now_ns: i64,
+    json: bool,
 ) -> Result<Vec<Part>, Reject> {
     let mut parts = Vec::new();
     for (si, outs) in needed(view, features) {
@@ -140,13 +221,55 @@ pub fn typed(
                             }
                         })
                         .collect();
+                    let ats = cols
+                        .iter()
+                        .map(|&c| {
+                            def.schema.index_of(c).map_err(|_| Error::UnknownFeature {
+                                table: format!("table '{}'", def.name),
+                                feature: c.clone(),
+                                found: def.feature_names(),
+                            })
+                        })
+                        .collect::<Result<Vec<usize>>>()?;
+                    if json && ats.iter().all(|&at| simple(def.layout.types[at])) {
+                        let steps: Vec<Option<&Vec<Step>>> = outs
+                            .iter()
+                            .map(|&(_, pos)| view.transforms.get(&view.features[features[pos]]))
+                            .collect();
+                        let k = ats.len();
+                        let mut buf = String::with_capacity(live.len() * k * 12);
+                        let mut spans = Vec::with_capacity(live.len() * k);
+                        for row in &live {
+                            for (j, &at) in ats.iter().enumerate() {
+                                let start = buf.len() as u32;
+                                match (steps[j], row) {
+                                    (Some(chain), _) => {
+                                        let x = row.map_or(f32::NAN, |v| v.f32(at));
+                                        let y = chain.iter().fold(x, |x, s| s.apply(x));
+                                        float(&mut buf, y as f64, true);
+                                    }
+                                    (None, Some(v)) if !v.is_null(at) => {
+                                        cell(&mut buf, v, at, def.layout.types[at])
+                                    }
+                                    (None, _) => buf.push_str("null"),
+                                }
+                                spans.push((start, buf.len() as u32));
+                            }
+                        }
+                        let positions = outs.iter().map(|&(_, p)| p).collect();
+                        return Ok(Part {
+                            columns: Vec::new(),
+                            text: Some(Text {
+                                positions,
+                                buf,
+                                spans,
+                            }),
+                            status,
+                            event,
+                        });
+                    }
                     let mut columns = Vec::with_capacity(cols.len());
-                    for (&c, &(_, pos)) in cols.iter().zip(&outs) {
-                        let at = def.schema.index_of(c).map_err(|_| Error::UnknownFeature {
-                            table: format!("table '{}'", def.name),
-                            feature: c.clone(),
-                            found: def.feature_names(),
-                        })?;
+                    for (&at, &(_, pos)) in ats.iter().zip(&outs) {
                         let dt = def.schema.field(at).data_type();
                         let a = decode_column(&def.layout, at, dt, &live).map_err(|e| {
                             Error::CorruptStore {
@@ -158,6 +281,7 @@ pub fn typed(
                     }
                     Ok(Part {
                         columns,
+                        text: None,
                         status,
                         event,
                     })
@@ -178,6 +302,7 @@ pub fn typed(
                     .collect();
                 Part {
                     columns,
+                    text: None,
                     status: vec![Status::Found; ents.n],
                     event: vec![None; ents.n],
                 }

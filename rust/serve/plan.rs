@@ -56,6 +56,8 @@ pub struct View {
     pub python_only: HashMap<String, String>,
     /// Fitted numeric transforms per feature, applied in Rust ([`crate::transform`]).
     pub transforms: HashMap<String, Vec<Step>>,
+    /// Per feature (by its index in `features`): (selection, output) that reads it.
+    pub source: Vec<Option<(usize, usize)>>,
 }
 
 /// A registered model the server can run.
@@ -237,21 +239,33 @@ fn view(v: &Value) -> Result<View> {
             transforms.insert(f.clone(), steps);
         }
     }
+    let features = strings(v, "features")?;
+    let selections: Vec<Selection> = v
+        .get("selections")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("'selections' must be a list"))?
+        .iter()
+        .map(selection)
+        .collect::<Result<_>>()?;
+    let source = features
+        .iter()
+        .map(|f| {
+            selections
+                .iter()
+                .enumerate()
+                .find_map(|(si, sel)| sel.outputs.iter().position(|o| o == f).map(|oi| (si, oi)))
+        })
+        .collect();
     Ok(View {
         name: s(v, "name")?,
         version: i(v, "version")?,
         keys: strings(v, "keys")?,
-        features: strings(v, "features")?,
+        features,
         types: string_map(v, "types")?,
-        selections: v
-            .get("selections")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad("'selections' must be a list"))?
-            .iter()
-            .map(selection)
-            .collect::<Result<_>>()?,
+        selections,
         python_only: string_map(v, "python_only")?,
         transforms,
+        source,
     })
 }
 

@@ -336,8 +336,8 @@ pub fn push_str(out: &mut String, s: &str) {
 fn columns_of(parts: &[Part], width: usize) -> Vec<(usize, usize)> {
     let mut at = vec![(0, 0); width];
     for (p, part) in parts.iter().enumerate() {
-        for (c, (pos, _)) in part.columns.iter().enumerate() {
-            at[*pos] = (p, c);
+        for (c, pos) in part.positions().into_iter().enumerate() {
+            at[pos] = (p, c);
         }
     }
     at
@@ -362,7 +362,7 @@ pub fn json(view: &View, features: &[usize], n: usize, parts: &[Part]) -> Resp {
             if j > 0 {
                 out.push(',');
             }
-            write_value(&mut out, parts[p].columns[c].1.as_ref(), r);
+            parts[p].write(&mut out, c, r);
         }
         out.push(']');
     }
