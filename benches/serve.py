@@ -12,7 +12,8 @@ with one worker. The load generator is ``wrk`` (Debian), each run bounded by
 
 - 1 entity, JSON, 1 connection: p50 / p99 latency and requests/s;
 - 1 entity, JSON, 16 connections: requests/s on one server worker;
-- 100 entities, float32 (pitstop; the peers answer JSON), 1 connection: p50 / p99.
+- 100 entities, float32 (pitstop; the peers answer JSON), 1 connection: p50 / p99;
+- pitstop: predict (a 50-tree gradient-boosted model over the 60 features), batch 1.
 
 Prints a markdown table with the machine, the date and the load average.
 """
@@ -128,10 +129,34 @@ def wrk(url: str, path: str, body: tuple[str, str], *, n: int, batch: int, conns
     return {"p50_us": lat("50"), "p99_us": lat("99"), "rps": rps}
 
 
+def ensure_model(dir: Path, f: int) -> None:
+    """A 50-tree gradient-boosted classifier over the view's features, registered once."""
+    from pitstop import demo
+
+    fs = ps.FeatureStore(dir)
+    if not fs.models.list("bench"):
+        rng = np.random.default_rng(0)
+        x = rng.random((5_000, len(TABLES) * f), dtype=np.float32)
+        y = (x[:, 0] + x[:, -1] > 1).astype(int)
+        onnx_bytes, _ = demo.train_model(x, y, 50)
+        fs.models.register("bench", onnx_bytes, feature_view=fs.get_feature_view("bench"))
+    fs.close()
+
+
+def warm_server(url: str, path: str, n: int) -> None:
+    """Every entity once, in batches of 1,000 as float32: every page of the store
+    mapped into the server process, as the FastAPI peer maps its environment on start."""
+    for lo in range(0, n, 1000):
+        body = json.dumps({"entities": {"user_id": list(range(lo, min(n, lo + 1000)))}}).encode()
+        req = urllib.request.Request(url + path, data=body, headers={"Accept": "application/octet-stream"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            r.read()
+
+
 def run_suite(name: str, url: str, path: str, body: tuple[str, str], n: int, seconds: float,
-              matrix_accept: str | None) -> list[list]:
+              matrix_accept: str | None, predict: str | None = None) -> list[list]:
     rows = []
-    # Warm up: the entities' pages into the server's cache.
+    # Warm up the request path (the pages were mapped before: see warm_server).
     wrk(url, path, body, n=n, batch=100, conns=2, seconds=max(1.0, seconds / 2))
     one = wrk(url, path, body, n=n, batch=1, conns=1, seconds=seconds)
     rows.append([name, "1 entity, JSON, c=1", one["p50_us"], one["p99_us"], one["rps"], harness.load_average()])
@@ -140,6 +165,9 @@ def run_suite(name: str, url: str, path: str, body: tuple[str, str], n: int, sec
     m = wrk(url, path, body, n=n, batch=100, conns=1, seconds=seconds, accept=matrix_accept)
     what = "float32" if matrix_accept else "JSON"
     rows.append([name, f"100 entities, {what}, c=1", m["p50_us"], m["p99_us"], m["rps"], harness.load_average()])
+    if predict:
+        m = wrk(url, predict, body, n=n, batch=1, conns=1, seconds=seconds)
+        rows.append([name, "predict, batch 1, c=1", m["p50_us"], m["p99_us"], m["rps"], harness.load_average()])
     for r in rows:
         print("  " + " | ".join(str(x) for x in r), flush=True)
     return rows
@@ -189,14 +217,16 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(base / "store", ignore_errors=True)
             t, _ = harness.timed(lambda: build_store(base / "store", n, f))
             (base / "store" / ".built").write_text(f"{t:.1f} s\n")
+        ensure_model(base / "store", f)
         harness_warm(base / "store" / "online")
         port = free_port()
         proc = serve_process([sys.executable, "-m", "pitstop", "serve", "--store", str(base / "store"),
                               "--port", str(port), "--workers", "1", "--max-batch", "1000"],
                              f"http://127.0.0.1:{port}/healthz")
         try:
+            warm_server(f"http://127.0.0.1:{port}", "/v1/features/bench", n)
             rows += run_suite("pitstop serve", f"http://127.0.0.1:{port}", "/v1/features/bench", body, n,
-                              args.seconds, "application/octet-stream")
+                              args.seconds, "application/octet-stream", "/v1/predict/bench")
         finally:
             stop(proc)
     if "fastapi" in peers:
@@ -223,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run([args.feast_python, "-m", "benches.serve_peers", "feast-setup", str(repo),
                             str(base / f"feast-data-{fn}"), str(len(TABLES))], check=True, cwd=ROOT)
             (repo / ".built").write_text("ok\n")
+        harness_warm(repo)
         port = free_port()
         feast_bin = str(Path(args.feast_python).with_name("feast"))
         proc = serve_process([feast_bin, "-c", str(repo), "serve", "-h", "127.0.0.1", "-p", str(port),

@@ -25,6 +25,10 @@ def fastapi_main(lmdb_dir: str, port: int, tables: list[str], f: int) -> None:
     env = lmdb.open(lmdb_dir, readonly=True, max_dbs=len(tables) + 1, lock=True)
     dbs = [env.open_db(t.encode(), create=False) for t in tables]
     names = [f"{t}_{k}" for t in tables for k in range(f)]
+    with env.begin(buffers=True) as txn:  # map every page in this process (warm)
+        for db in dbs:
+            for _ in txn.cursor(db=db).iternext(keys=False, values=True):
+                pass
     app = FastAPI()
 
     @app.get("/healthz")

@@ -14,9 +14,10 @@ use arrow_array::{Array, ArrayRef, Float32Array};
 use arrow_schema::DataType;
 
 use super::plan::{Selection, Source, View};
+use super::text::{cell, float, simple, Text};
 use super::Reject;
 use crate::encode::columns::decode_column;
-use crate::encode::row::{RowView, ValueType};
+use crate::encode::row::RowView;
 use crate::error::{Error, Result};
 use crate::online::read::Status;
 use crate::online::{FeatureRef, KeyValue, Keys, MatrixPlan, OnlineStore};
@@ -64,86 +65,6 @@ pub struct Part {
     pub status: Vec<Status>,
     /// The row's event time (ns), None where missing or for aggregations.
     pub event: Vec<Option<i64>>,
-}
-
-/// A selection's values written as JSON straight from the stored rows (no Arrow
-/// arrays: one buffer per selection instead of an allocation per feature).
-pub struct Text {
-    /// Per output: its position in the response.
-    pub positions: Vec<usize>,
-    buf: String,
-    /// Per (entity, output), row-major: the value's range in `buf`.
-    spans: Vec<(u32, u32)>,
-}
-
-impl Part {
-    /// The response positions of this part's outputs, in its column order.
-    pub fn positions(&self) -> Vec<usize> {
-        match &self.text {
-            Some(t) => t.positions.clone(),
-            None => self.columns.iter().map(|(p, _)| *p).collect(),
-        }
-    }
-
-    /// Appends the JSON of output `c` of entity `r`.
-    pub fn write(&self, out: &mut String, c: usize, r: usize) {
-        match &self.text {
-            Some(t) => {
-                let (a, b) = t.spans[r * t.positions.len() + c];
-                out.push_str(&t.buf[a as usize..b as usize]);
-            }
-            None => super::respond::write_value(out, self.columns[c].1.as_ref(), r),
-        }
-    }
-}
-
-/// Whether a stored type is written as JSON by [`cell`] (else through Arrow).
-fn simple(t: ValueType) -> bool {
-    !matches!(
-        t,
-        ValueType::Date32 | ValueType::Date64 | ValueType::Timestamp(_) | ValueType::Binary
-    )
-}
-
-fn float(out: &mut String, v: f64, single: bool) {
-    use std::fmt::Write;
-    if !v.is_finite() {
-        out.push_str("null");
-    } else if single {
-        let _ = write!(out, "{}", v as f32);
-    } else {
-        let _ = write!(out, "{v}");
-    }
-}
-
-/// Appends column `col` of `row` as JSON (a [`simple`] type, not null).
-fn cell(out: &mut String, row: &RowView, col: usize, t: ValueType) {
-    use std::fmt::Write;
-    let v = row.value(col);
-    macro_rules! int {
-        ($t:ty) => {{
-            let _ = write!(out, "{}", <$t>::from_le_bytes(v.try_into().expect("width")));
-        }};
-    }
-    match t {
-        ValueType::Bool => out.push_str(if v[0] != 0 { "true" } else { "false" }),
-        ValueType::I8 => int!(i8),
-        ValueType::U8 => int!(u8),
-        ValueType::I16 => int!(i16),
-        ValueType::U16 => int!(u16),
-        ValueType::I32 => int!(i32),
-        ValueType::U32 => int!(u32),
-        ValueType::I64 => int!(i64),
-        ValueType::U64 => int!(u64),
-        ValueType::F32 => float(
-            out,
-            f32::from_le_bytes(v.try_into().expect("4")) as f64,
-            true,
-        ),
-        ValueType::F64 => float(out, f64::from_le_bytes(v.try_into().expect("8")), false),
-        ValueType::Utf8 => super::respond::push_str(out, &String::from_utf8_lossy(v)),
-        _ => out.push_str("null"),
-    }
 }
 
 /// The selections (and their outputs) that `features` (indices into the view's

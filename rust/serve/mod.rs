@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod plan;
 pub mod predict;
 pub mod respond;
+pub mod text;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};

@@ -58,6 +58,8 @@ pub struct View {
     pub transforms: HashMap<String, Vec<Step>>,
     /// Per feature (by its index in `features`): (selection, output) that reads it.
     pub source: Vec<Option<(usize, usize)>>,
+    /// Feature name -> its index in `features`.
+    pub index: HashMap<String, usize>,
 }
 
 /// A registered model the server can run.
@@ -256,10 +258,16 @@ fn view(v: &Value) -> Result<View> {
                 .find_map(|(si, sel)| sel.outputs.iter().position(|o| o == f).map(|oi| (si, oi)))
         })
         .collect();
+    let index = features
+        .iter()
+        .enumerate()
+        .map(|(j, f)| (f.clone(), j))
+        .collect();
     Ok(View {
         name: s(v, "name")?,
         version: i(v, "version")?,
         keys: strings(v, "keys")?,
+        index,
         features,
         types: string_map(v, "types")?,
         selections,

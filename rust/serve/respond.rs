@@ -141,15 +141,23 @@ pub fn feature_list(view: &View, req: Option<&Value>) -> Result<Vec<usize>, Reje
     };
     let mut out = Vec::with_capacity(names.len());
     let mut unservable = Vec::new();
-    for name in names {
-        let Some(i) = view.features.iter().position(|f| f == name) else {
+    let all = matches!(req, None | Some(Value::Null));
+    for (j, name) in names.into_iter().enumerate() {
+        let found = if all {
+            Some(j)
+        } else {
+            view.index.get(name).copied()
+        };
+        let Some(i) = found else {
             return Err(Reject::bad(format!(
                 "feature view '{}' v{} has no feature '{name}' (features: {:?})",
                 view.name, view.version, view.features
             )));
         };
-        if let Some(why) = view.python_only.get(name) {
-            unservable.push(format!("'{name}' ({why})"));
+        if !view.python_only.is_empty() {
+            if let Some(why) = view.python_only.get(name) {
+                unservable.push(format!("'{name}' ({why})"));
+            }
         }
         out.push(i);
     }
