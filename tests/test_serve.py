@@ -220,3 +220,23 @@ def test_new_data_and_registry_changes_are_served_without_restart(served, tmp_pa
             break
         time.sleep(0.1)
     assert status == 200 and out["values"] == [[123]], out
+
+
+def test_a_rebuilt_table_is_noticed(served):
+    """materialize() swaps a rebuilt table in (a new table id): prepared matrix reads
+    are re-resolved, typed reads see the new rows."""
+    fs, srv = served
+    fv = fs.get_feature_view("numbers")
+    body = {"entities": keys_of(USERS), "now": NOW_TEXT}
+    before = call(srv.url, "/v1/features/numbers", body, accept="application/octet-stream")[2]
+    fs.get_feature_group("activity").materialize()
+    fs.get_feature_group("profile").materialize()
+    status, _, after = call(srv.url, "/v1/features/numbers", body, accept="application/octet-stream")
+    assert status == 200
+    want = fv.get_feature_vectors(keys_of(USERS), now=NOW, as_matrix=True)
+    got = np.frombuffer(after, "<f4").reshape(len(USERS), -1)
+    assert np.array_equal(got, want, equal_nan=True)
+    assert len(before) == len(after)
+    status, out = post_json(srv.url, "/v1/features/numbers", {**body, "features": ["age"]})
+    assert status == 200 and [r[0] for r in out["values"]] == fv.get_feature_vectors(
+        keys_of(USERS), now=NOW).column("age").to_pylist()
