@@ -298,13 +298,9 @@ pub fn write_value(out: &mut String, a: &dyn Array, i: usize) {
         }};
     }
     macro_rules! float {
-        ($t:ty) => {{
+        ($t:ty, $single:expr) => {{
             let v = a.as_primitive::<$t>().value(i);
-            if v.is_finite() {
-                let _ = write!(out, "{v}");
-            } else {
-                out.push_str("null");
-            }
+            super::text::float(out, v as f64, $single)
         }};
     }
     match a.data_type() {
@@ -316,8 +312,8 @@ pub fn write_value(out: &mut String, a: &dyn Array, i: usize) {
         DataType::UInt16 => int!(UInt16Type),
         DataType::UInt32 => int!(UInt32Type),
         DataType::UInt64 => int!(UInt64Type),
-        DataType::Float32 => float!(Float32Type),
-        DataType::Float64 => float!(Float64Type),
+        DataType::Float32 => float!(Float32Type, true),
+        DataType::Float64 => float!(Float64Type, false),
         DataType::Boolean => out.push_str(if a.as_boolean().value(i) {
             "true"
         } else {
