@@ -213,3 +213,14 @@ def test_cli_serves_and_sigterm_drains_in_flight_requests(tmp_path):
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_bad_options_are_pitstop_errors(fs):
+    with fs.serve_background() as srv:
+        with pytest.raises(errors.InvalidArgumentError, match="Address already in use"):
+            fs.serve_background(port=srv.port).__enter__()
+    for kw, what in ((dict(port=70000), "port"), (dict(max_batch=0), "max_batch"),
+                     (dict(timeout=-1), "timeout"), (dict(workers=-2), "workers"),
+                     (dict(host="999.1.1.1"), "999.1.1.1")):
+        with pytest.raises(errors.InvalidArgumentError, match=what):
+            fs.serve_background(**kw).__enter__()
