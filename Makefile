@@ -10,7 +10,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PIP_CONSTRAINT := $(abspath constraints.txt)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help dev demo test test-rust test-python lint bench bench-store bench-online bench-predict bench-spark bench-agg bench-monitor bench-stream bench-rust clean
+.PHONY: help dev demo test test-rust test-python lint bench bench-store bench-online bench-predict bench-spark bench-agg bench-monitor bench-stream bench-serve bench-rust clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -31,14 +31,14 @@ demo: dev ## run the end-to-end demo on an embedded store
 test: test-rust test-python ## run the whole test suite (cargo test + pytest)
 
 test-rust: ## Rust unit tests of the kernels (no Python involved)
-	cargo test --quiet
+	cargo test --quiet --features serve
 
 test-python: dev ## pytest, hypothesis included
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.deps ## rustfmt, clippy
 	cargo fmt --check
-	cargo clippy --quiet --features python --all-targets -- -D warnings
+	cargo clippy --quiet --features python,serve --all-targets -- -D warnings
 
 bench: dev ## benchmark harness against peers (size S)
 	$(PY) -m benches.pit --size S
@@ -67,6 +67,12 @@ bench-online: dev ## online store: pitstop vs python-lmdb, SQLite, Redis (if red
 bench-stream: dev ## streaming from Redis on loopback: freshness, sustained ingest, push vs Feast (own venv; needs redis-server)
 	test -x .venv-feast/bin/python || ($(PYTHON) -m venv .venv-feast && PIP_CONSTRAINT= .venv-feast/bin/pip install -q "feast[duckdb]")
 	$(PY) -m benches.stream --feast-python .venv-feast/bin/python
+
+bench-serve: dev ## pitstop serve vs FastAPI + python-lmdb and feast serve (own venv) over loopback, wrk (Debian)
+	command -v wrk >/dev/null || (echo "bench-serve needs wrk: apt-get install -y wrk" && false)
+	$(PIP) install -q fastapi uvicorn lmdb
+	test -x .venv-feast/bin/python || ($(PYTHON) -m venv .venv-feast && .venv-feast/bin/pip install -q "feast[duckdb]")
+	$(PY) -m benches.serve --feast-python .venv-feast/bin/python
 
 bench-rust: ## criterion benches of the kernels
 	cargo bench --bench join

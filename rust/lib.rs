@@ -10,6 +10,8 @@ pub mod encode;
 pub mod error;
 pub mod join;
 pub mod online;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod stats;
 pub mod table;
 pub mod trace;
@@ -34,5 +36,7 @@ fn _core(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
     m.add_class::<py::online::PyReader>()?;
     m.add_class::<py::online::PyPreparedWrite>()?;
     m.add_class::<py::transform::PyTransformPlan>()?;
+    #[cfg(feature = "serve")]
+    m.add_class::<py::serve::PyServer>()?;
     Ok(())
 }

@@ -193,6 +193,9 @@ def parser() -> argparse.ArgumentParser:
     from .monitoring.cli import add_commands
 
     add_commands(sub)  # stats, drift, skew
+    from .serve import add_commands as add_serve
+
+    add_serve(sub)  # serve, snapshot
     return p
 
 

@@ -249,6 +249,14 @@ class OnlineStore:
     def readonly(self) -> bool:
         return self._core.readonly
 
+    def copy(self, path: str | os.PathLike[str], *, compact: bool = True) -> int:
+        """A consistent copy of this online store in ``path`` (a new or empty directory),
+        taken from one LMDB snapshot while writers keep running (LMDB's
+        ``mdb_env_copy2``; ``compact`` drops free pages). ``OnlineStore(path)`` opens
+        it. This is how a fleet of serving replicas is fed: copy on the writer, ship
+        the directory, serve it (``pitstop snapshot``). Returns its size in bytes."""
+        return self._core.copy(os.fspath(path), compact)
+
     def tables(self) -> list[str]:
         """Every table's name, sorted."""
         return self._core.tables()

@@ -173,6 +173,21 @@ class FeatureStore:
 
         return Predictor(self, self.models.get(name, version), **options)
 
+    def serve(self, **options: Any) -> None:
+        """Serves features over HTTP until SIGTERM or Ctrl-C (``pitstop serve``): a Rust
+        server reading the online store directly; options host, port, token, workers,
+        max_batch, max_inflight, timeout (see :mod:`pitstop.serve`)."""
+        from .serve import serve
+
+        serve(self, **options)
+
+    def serve_background(self, **options: Any):
+        """A context manager running the server beside this process (port 0 by default:
+        read ``srv.url``); the same options as :meth:`serve`."""
+        from .serve import serve_background
+
+        return serve_background(self, **options)
+
     # -- feature groups ------------------------------------------------------------
 
     def create_feature_group(

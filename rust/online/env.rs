@@ -237,6 +237,11 @@ impl Env {
 
     // ---- reads ----------------------------------------------------------------
 
+    /// The LMDB handle (for whole-environment operations such as a copy).
+    pub fn raw_env(&self) -> &lmdb::Env {
+        &self.raw
+    }
+
     /// Runs `f` on `k` read transactions that all see the same, latest snapshot.
     pub fn with_reads<R>(&self, k: usize, f: impl FnOnce(&mut [RoTxn]) -> Result<R>) -> Result<R> {
         let mut f = Some(f);

@@ -183,6 +183,18 @@ impl Env {
         self.generation
     }
 
+    /// `mdb_env_copy2`: a consistent copy of the environment (one read transaction's
+    /// snapshot, writers keep running) into the existing, empty directory `dir`;
+    /// `compact` omits free pages and renumbers the rest (`MDB_CP_COMPACT`).
+    pub fn copy_to(&self, dir: &Path, compact: bool) -> LResult<()> {
+        let path = CString::new(dir.as_os_str().as_encoded_bytes())
+            .map_err(|_| LmdbError(libc::EINVAL))?;
+        let flags = if compact { ffi::MDB_CP_COMPACT } else { 0 };
+        // SAFETY: the env is open (raw() checks this process owns it) and `path` is a
+        // NUL-terminated string that outlives the call.
+        check(unsafe { ffi::mdb_env_copy2(self.raw(), path.as_ptr(), flags) })
+    }
+
     pub fn info(&self) -> ffi::MDB_envinfo {
         let mut info = std::mem::MaybeUninit::<ffi::MDB_envinfo>::uninit();
         // SAFETY: the env is open and `info` is a valid out-pointer; mdb_env_info only

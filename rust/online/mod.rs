@@ -232,6 +232,26 @@ impl OnlineStore {
         read::read_matrix_naive(&*self.env()?, plan, keys, now_ns, out)
     }
 
+    /// A consistent copy of the environment, taken while writers run, in `out` (a new
+    /// or empty directory; created): what `pitstop snapshot` ships to serving
+    /// replicas. `compact` drops free pages. Returns the copy's size in bytes.
+    pub fn copy(&self, out: &Path, compact: bool) -> Result<u64> {
+        let io = |e: std::io::Error| env::io_error(out, "copy to", e);
+        if out.is_file() || (out.exists() && std::fs::read_dir(out).map_err(io)?.next().is_some()) {
+            return Err(Error::InvalidArgument(format!(
+                "cannot copy the online store to {}: it exists and is not an empty \
+                 directory; pick a new path",
+                out.display()
+            )));
+        }
+        std::fs::create_dir_all(out).map_err(io)?;
+        let env = self.env()?;
+        env.raw_env()
+            .copy_to(out, compact)
+            .map_err(|e| env.lmdb_error("copy", e))?;
+        Ok(std::fs::metadata(out.join("data.mdb")).map_err(io)?.len())
+    }
+
     pub fn tables(&self) -> Result<Vec<String>> {
         self.env()?.table_names()
     }

@@ -5,5 +5,7 @@ pub mod agg;
 pub mod errors;
 pub mod join;
 pub mod online;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod stats;
 pub mod transform;

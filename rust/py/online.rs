@@ -209,6 +209,12 @@ impl PyOnlineStore {
         py.detach(|| self.inner.drop_table(&table)).py()
     }
 
+    /// A consistent copy of the environment in directory `path` (new or empty).
+    #[pyo3(signature = (path, compact=true))]
+    fn copy(&self, py: Python<'_>, path: PathBuf, compact: bool) -> PyResult<u64> {
+        py.detach(|| self.inner.copy(&path, compact)).py()
+    }
+
     /// Releases this handle (the environment closes with its last handle).
     fn close(&self) {
         self.inner.close()

@@ -1,0 +1,374 @@
+"""``pitstop serve``: features (and, later, predictions) over HTTP from a Rust server.
+
+The server (``rust/serve/``) answers from the store's LMDB environment with no Python
+on the request path. Python does what it does once per registry change: it resolves
+the registry into a *serving plan* (views -> online tables, key columns, TTLs, fitted
+numeric transforms, aggregation specs; models) and hands it to Rust as JSON. A
+watcher thread compares the registry file's (and its WAL's) size and mtime every
+``watch_s`` seconds and hands over a new plan when they change. Data needs no plan:
+every request reads the newest LMDB snapshot, so rows written by other processes are
+served at once.
+
+What the server does not compute: on-demand features (Python functions) and
+categorical encoders. A request for one is a 501 naming it; the view's other features
+are served (list them in ``"features"``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
+
+import pyarrow as pa
+
+from . import _core
+from . import transforms as T
+from .errors import InvalidArgumentError, PitstopError
+
+if TYPE_CHECKING:
+    from .store import FeatureStore
+
+DEFAULT_PORT = 6566
+MAX_BODY = 1 << 20
+
+
+def _finite(x: Any) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else float(x)
+
+
+def _steps(chain: list[dict]) -> list[list]:
+    """Fitted numeric steps as [kind, a, b, edges] (non-finite bounds as null)."""
+    return [[s["step"], _finite(s.get("a")), _finite(s.get("b")),
+             [float(e) for e in (s.get("edges") or [])]] for s in chain]
+
+
+def _view_plan(fs: FeatureStore, view: Any, fitted: Any = None) -> dict:
+    """The plan of one view; ``fitted`` (a model's fit) replaces the newest fit."""
+    groups = view._groups()
+    view._check_online(groups)
+    selections, types, python_only = [], {}, {}
+    for sel, g in zip(view.selections, groups):
+        on = [[spine, key] for spine, key in sel.on]
+        if sel.kind == "aggregation":
+            selections.append({
+                "kind": "aggregation", "table": g.online_table, "on": on,
+                "outputs": list(sel.output_names), "closed": g.definition.closed,
+                "specs": [list(s[:4]) for s in g._online_specs(sel)]})
+            schema, by_name = g.source.schema, g.definition.by_name
+            for f, o in zip(sel.features, sel.output_names):
+                a = by_name[f]
+                t = None if a.column is None or schema is None else schema.field(a.column).type
+                numeric = a.op != "last_k" and not (a.op == "last" and t is not None and not (
+                    pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)))
+                types[o] = "float" if numeric else str(t)
+                if not numeric:
+                    python_only[o] = f"a non-numeric aggregation ({a.op} of {a.column})"
+            continue
+        selections.append({
+            "kind": "group", "table": g.online_table, "on": on, "columns": list(sel.features),
+            "outputs": list(sel.output_names), "ttl_ns": g.ttl_ns})
+        schema = g.schema
+        for f, o in zip(sel.features, sel.output_names):
+            types[o] = None if schema is None or f not in schema.names else str(schema.field(f).type)
+    for od in view.on_demand:
+        for o in od.outputs:
+            python_only[o] = f"computed by the on-demand function {od.path}"
+            types[o] = str(od.outputs[o])
+    for f, t in view.categorical.items():
+        for n in T.encoded_names(f, t):
+            python_only[n] = f"encoded by the {t.kind} transform in Python"
+            types[n] = "float"
+    transforms: dict[str, list] = {}
+    numeric = [f for f in view.transforms if f not in view.categorical]
+    if numeric:
+        try:
+            fitted = fitted or view.fitted_transforms()
+        except PitstopError as e:
+            for f in numeric:
+                python_only[f] = f"its transforms are not fitted ({e})"
+        else:
+            for f, chain in fitted.numeric.items():
+                transforms[f] = _steps(chain)
+                types[f] = "float"
+    return {"name": view.name, "version": view.version, "keys": view.keys,
+            "features": view.features, "types": types, "selections": selections,
+            "python_only": python_only, "transforms": transforms}
+
+
+def plan_json(fs: FeatureStore) -> str:
+    """The serving plan of every feature view and model in ``fs`` (see the module doc);
+    a view that cannot be resolved is listed under ``broken`` with the reason."""
+    views, broken = [], {}
+    for row in fs.registry.query("SELECT name, version FROM feature_views ORDER BY name, version"):
+        try:
+            views.append(_view_plan(fs, fs.get_feature_view(row["name"], row["version"])))
+        except PitstopError as e:
+            broken[row["name"]] = str(e)
+    models = []
+    for m in fs.models.list():
+        try:
+            plan, why = _model_plan(fs, m)
+        except PitstopError as e:
+            plan, why = None, str(e)
+        if plan is not None:
+            views.append(plan)
+        models.append({"name": m.name, "version": m.version, "view": m.view_name,
+                       "view_version": m.view_version, "path": str(m.path), "sha256": m.sha256,
+                       "inputs": m.inputs, "input_view": f"model:{m.name}:v{m.version}",
+                       "unservable": why})
+    return json.dumps({"views": views, "models": models, "broken": broken,
+                       "onnxruntime": _onnxruntime_library()})
+
+
+def _model_plan(fs: FeatureStore, m: Any) -> tuple[dict | None, str | None]:
+    """A model's input plan (a hidden view: its view's features, the transforms fitted
+    on its training snapshot), or why the server cannot run it."""
+    view = fs.get_feature_view(m.view_name, m.view_version)
+    if m.request_features:
+        return None, f"it takes request features {m.request_features}"
+    if view.on_demand or view.categorical:
+        return None, "its view has on-demand or categorical features (computed in Python)"
+    if view.features != m.inputs:
+        return None, f"it was registered for {m.inputs} but its view now gives {view.features}"
+    fitted = None
+    if view.transforms:
+        if m.snapshot_id is None:
+            return None, "its view has transforms but it was registered without training_snapshot"
+        fitted = view.fitted_transforms(m.snapshot_id)
+    plan = _view_plan(fs, view, fitted)
+    if plan["python_only"]:
+        return None, f"features {sorted(plan['python_only'])} are computed in Python"
+    plan["name"] = f"model:{m.name}:v{m.version}"
+    return plan, None
+
+
+def _onnxruntime_library() -> str | None:
+    """The ONNX Runtime shared library the onnxruntime wheel ships, if installed."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    capi = Path(list(spec.submodule_search_locations)[0]) / "capi"
+    libs = sorted(capi.glob("libonnxruntime.so*")) + sorted(capi.glob("libonnxruntime*.dylib")) \
+        + sorted(capi.glob("onnxruntime.dll"))
+    return str(libs[0]) if libs else None
+
+
+def _registry_stamp(fs: FeatureStore) -> tuple:
+    out = []
+    for suffix in ("", "-wal"):
+        try:
+            st = os.stat(f"{fs.path / 'registry.db'}{suffix}")
+            out.append((st.st_size, st.st_mtime_ns))
+        except FileNotFoundError:
+            out.append(None)
+    return tuple(out)
+
+
+class Server:
+    """A running ``pitstop serve`` (see :meth:`FeatureStore.serve_background`)."""
+
+    def __init__(self, fs: FeatureStore, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                 token: str | None = None, workers: int | None = None, max_batch: int = 10_000,
+                 max_body: int = MAX_BODY, max_inflight: int = 256, timeout: float = 10.0,
+                 watch_s: float = 1.0):
+        for name, v in (("max_batch", max_batch), ("max_body", max_body),
+                        ("max_inflight", max_inflight)):
+            if not isinstance(v, int) or v < 1:
+                raise InvalidArgumentError(f"{name} must be a positive integer; got {v!r}")
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise InvalidArgumentError(f"port must be an integer in 0..65535; got {port!r}")
+        if token is not None and (not isinstance(token, str) or not token.strip()):
+            raise InvalidArgumentError("token must be a non-empty string (or None for no auth)")
+        if not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise InvalidArgumentError(f"timeout must be a positive number of seconds; got {timeout!r}")
+        workers = workers or min(os.cpu_count() or 1, 4)
+        if not isinstance(workers, int) or workers < 1:
+            raise InvalidArgumentError(f"workers must be a positive integer; got {workers!r}")
+        self._fs = fs
+        self._stamp = _registry_stamp(fs)
+        self._core = _core.Server(
+            fs.online._core, plan_json(fs), host=host, port=port,
+            token=None if token is None else token.strip(), workers=workers,
+            max_batch=max_batch, max_body=max_body, max_inflight=max_inflight,
+            timeout_s=float(timeout))
+        self.host, self.port = host, self._core.port
+        self._stop = threading.Event()
+        self._watch_s = watch_s
+        self._watcher = threading.Thread(target=self._watch, name="pitstop-serve-registry",
+                                         daemon=True)
+        self._watcher.start()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def reload(self) -> None:
+        """Resolves the registry again and hands the plan to the server."""
+        self._stamp = _registry_stamp(self._fs)
+        self._core.set_plan(plan_json(self._fs))
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._watch_s):
+            if _registry_stamp(self._fs) != self._stamp:
+                try:
+                    self.reload()
+                except Exception:  # a registry mid-change: the next tick retries
+                    pass
+
+    def metrics(self) -> str:
+        return self._core.metrics()
+
+    def stop(self, drain: float = 10.0) -> None:
+        """Stops accepting; in-flight requests get up to ``drain`` seconds to finish."""
+        self._stop.set()
+        self._core.stop(float(drain))
+        if self._watcher.is_alive() and self._watcher is not threading.current_thread():
+            self._watcher.join()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait(self) -> None:
+        """Blocks until SIGTERM or SIGINT (Ctrl-C), then drains and stops."""
+        got = threading.Event()
+        old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                old[sig] = signal.signal(sig, lambda *_: got.set())
+        try:
+            while not got.is_set() and not self._core.finished():
+                got.wait(0.2)
+        finally:
+            self.stop()
+            for sig, h in old.items():
+                signal.signal(sig, h)
+
+
+def serve(fs: FeatureStore, **options: Any) -> None:
+    """Runs the server until SIGTERM or Ctrl-C (see :class:`Server` for options)."""
+    Server(fs, **options).wait()
+
+
+@contextmanager
+def serve_background(fs: FeatureStore, **options: Any) -> Iterator[Server]:
+    """The server running beside this process's Python, stopped on exit; for tests
+    and notebooks (``port=0`` picks a free port: read ``srv.url``)."""
+    options.setdefault("port", 0)
+    srv = Server(fs, **options)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def wait_ready(url: str, timeout: float = 10.0) -> None:
+    """Polls ``/healthz`` until the server answers (for scripts that start one)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _cmd_serve(args: Any) -> int:
+    from .store import FeatureStore
+
+    token = None
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as e:
+            raise InvalidArgumentError(f"cannot read --token-file {args.token_file}: {e}") from None
+        if not token:
+            raise InvalidArgumentError(f"--token-file {args.token_file} is empty")
+    # Read-only: a server never writes (and a snapshot has no offline tables to catch
+    # up from).
+    fs = FeatureStore(args.store, create=False, readonly=True)
+    srv = Server(fs, host=args.host, port=args.port, token=token, workers=args.workers,
+                 max_batch=args.max_batch, max_inflight=args.max_inflight, timeout=args.timeout)
+    print(f"pitstop: serving {fs.path} on {srv.url} (auth: {'bearer token' if token else 'none'}); "
+          "SIGTERM or Ctrl-C stops", flush=True)
+    srv.wait()
+    print("pitstop: stopped", flush=True)
+    return 0
+
+
+def snapshot(store: str | os.PathLike[str], out: str | os.PathLike[str], *,
+             compact: bool = True) -> int:
+    """A servable copy of ``store`` in ``out`` (new or empty): the online store from one
+    LMDB snapshot (writers keep running), the registry through SQLite's backup API and
+    the model files; no offline tables. Returns the online copy's size in bytes."""
+    import shutil
+    import sqlite3
+    from pathlib import Path
+
+    from .online import OnlineStore
+
+    src, dst = Path(store), Path(out)
+    if not (src / "registry.db").is_file():
+        raise InvalidArgumentError(f"{src} is not a pitstop store (no registry.db)")
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise InvalidArgumentError(f"{dst} exists and is not an empty directory; pick a new path")
+    size = OnlineStore(src / "online", readonly=True).copy(dst / "online", compact=compact)
+    with sqlite3.connect(f"file:{src / 'registry.db'}?mode=ro", uri=True) as a, \
+            sqlite3.connect(dst / "registry.db") as b:
+        a.backup(b)
+    a.close()
+    b.close()
+    if (src / "models").is_dir():
+        shutil.copytree(src / "models", dst / "models")
+    return size
+
+
+def _cmd_snapshot(args: Any) -> int:
+    size = snapshot(args.store, args.out, compact=not args.no_compact)
+    print(f"pitstop: wrote a servable snapshot of {args.store} to {args.out} "
+          f"(online store {size:,} bytes)")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """``pitstop serve`` and ``pitstop snapshot``."""
+    import argparse
+
+    s = sub.add_parser("serve", help="serve features over HTTP (a Rust server, no Python per request)")
+    s.add_argument("--store", default=argparse.SUPPRESS, help="the store directory")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this "
+                   "machine only; 0.0.0.0 exposes it, use --token-file then)")
+    s.add_argument("--port", type=int, default=DEFAULT_PORT)
+    s.add_argument("--token-file", help="a file holding the bearer token every route but "
+                   "/healthz requires")
+    s.add_argument("--workers", type=int, help="server threads (default: cores, at most 4)")
+    s.add_argument("--max-batch", type=int, default=10_000, help="most entities per request")
+    s.add_argument("--max-inflight", type=int, default=256,
+                   help="requests handled at once; more get 503")
+    s.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds a client has to send a request's headers and body")
+    s.set_defaults(fn=_cmd_serve)
+    s = sub.add_parser("snapshot", help="a consistent, compacted copy of the online store "
+                       "(taken while writers run) to ship to serving replicas")
+    s.add_argument("out", help="the new store directory to write (must not exist or be empty)")
+    s.add_argument("--store", default=argparse.SUPPRESS, help="the store directory")
+    s.add_argument("--no-compact", action="store_true", help="copy pages as they are")
+    s.set_defaults(fn=_cmd_snapshot)

@@ -1,0 +1,283 @@
+//! `pitstop serve`: an HTTP/1.1 server (hyper on a tokio runtime of `workers` threads)
+//! that answers feature lookups straight from the store's LMDB environment, with no
+//! Python on the request path.
+//!
+//! **What the server knows.** Python resolves the registry (views, their groups and
+//! aggregations, TTLs, fitted transforms, models) into a [`plan::Plan`] and hands it
+//! over as JSON at start; a Python thread watches `registry.db` (and its WAL) and hands
+//! over a new plan when they change, off the request path ([`Server::set_plan`] swaps
+//! an `Arc`). Reading SQLite from Rust was the alternative; it would duplicate the
+//! registry's rules (latest versions, checksums, fitted-transform selection) in a
+//! second language, for a file that changes a few times a day. Data changes need no
+//! plan change: every request reads the newest LMDB snapshot, so rows written by other
+//! processes are served at once, and a dropped or re-created table is noticed by its
+//! catalog version (prepared matrix reads are re-resolved, see [`lookup`]).
+//!
+//! **What it serves.** Feature-group columns of every stored type and aggregation
+//! features, with the view's fitted numeric transforms applied in Rust
+//! ([`crate::transform`], the function training rows go through). On-demand features
+//! (Python functions) and categorical encoders are *not* computed here: asking for
+//! one is a 501 that names it and says to list the others in `"features"` (or to use
+//! the Python API); views without them are served whole.
+//!
+//! **Failure behaviour.** Loopback bind by default; an optional bearer token
+//! (constant-time compare) guards every route but `/healthz`; bodies over
+//! `max_body` bytes and batches over `max_batch` entities are 413; at most
+//! `max_inflight` requests are handled at once and the rest get 503 at once (no queue
+//! grows: hyper reads a connection's next request only after answering the last);
+//! headers and bodies must arrive within `timeout`; a panic in a handler becomes a 500
+//! for that request. `stop` stops accepting, lets in-flight requests finish (up to a
+//! drain deadline) and joins the runtime thread.
+//!
+//! Cost per request: parsing the JSON body, one LMDB read transaction (pooled), one
+//! descent per entity per set of tables sharing a key, and writing the response.
+
+pub mod feast;
+pub mod http;
+pub mod lookup;
+pub mod metrics;
+pub mod plan;
+pub mod predict;
+pub mod respond;
+pub mod text;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+
+use crate::error::{Error, Result};
+use crate::online::OnlineStore;
+
+/// Server options (see `pitstop serve --help`).
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub token: Option<String>,
+    pub workers: usize,
+    pub max_batch: usize,
+    pub max_body: usize,
+    pub max_inflight: usize,
+    pub timeout: Duration,
+}
+
+/// A request refused or failed: an HTTP status and a message for the client.
+#[derive(Debug)]
+pub struct Reject {
+    pub status: u16,
+    pub msg: String,
+}
+
+impl Reject {
+    pub fn new(status: u16, msg: impl Into<String>) -> Reject {
+        Reject {
+            status,
+            msg: msg.into(),
+        }
+    }
+
+    pub fn bad(msg: impl Into<String>) -> Reject {
+        Reject::new(400, msg)
+    }
+}
+
+impl From<Error> for Reject {
+    fn from(e: Error) -> Reject {
+        let status = match &e {
+            Error::InvalidArgument(_)
+            | Error::InputType(_)
+            | Error::KeyType { .. }
+            | Error::KeyTooLong { .. }
+            | Error::UnknownFeature { .. } => 400,
+            Error::UnknownTable { .. } | Error::StaleCatalog => 503,
+            _ => 500,
+        };
+        let mut msg = e.to_string();
+        if matches!(e, Error::UnknownTable { .. }) {
+            msg.push_str(" (the view's online table is not written yet, or was dropped)");
+        }
+        Reject::new(status, msg)
+    }
+}
+
+/// What every request handler shares: the store, the current plan and its prepared
+/// reads, the options and the counters.
+pub struct State {
+    pub store: Arc<OnlineStore>,
+    pub loaded: RwLock<Arc<Loaded>>,
+    pub cfg: Config,
+    pub metrics: metrics::Metrics,
+    pub inflight: std::sync::atomic::AtomicUsize,
+}
+
+/// A plan and the matrix reads prepared under it (dropped with it).
+pub struct Loaded {
+    pub plan: plan::Plan,
+    pub cache: lookup::MatrixCache,
+    pub sessions: predict::Sessions,
+}
+
+impl State {
+    pub fn loaded(&self) -> Arc<Loaded> {
+        Arc::clone(&self.loaded.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    stop: Mutex<Option<tokio::sync::oneshot::Sender<Duration>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Server {
+    /// Binds `cfg.host:cfg.port` (port 0: any free port, see [`Server::addr`]) and
+    /// serves on a runtime of `cfg.workers` threads until [`Server::stop`].
+    pub fn start(store: Arc<OnlineStore>, plan: plan::Plan, cfg: Config) -> Result<Server> {
+        let at = format!("{}:{}", cfg.host, cfg.port);
+        let io = |op: &str, e: std::io::Error| {
+            Error::InvalidArgument(format!(
+                "cannot {op} {at} ({e}); pick another --port or --host"
+            ))
+        };
+        let listener = std::net::TcpListener::bind((cfg.host.as_str(), cfg.port))
+            .map_err(|e| io("listen on", e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| io("listen on", e))?;
+        let addr = listener.local_addr().map_err(|e| io("listen on", e))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.workers.max(1))
+            .thread_name("pitstop-serve")
+            .enable_all()
+            .build()
+            .map_err(|e| io("start a runtime for", e))?;
+        let state = Arc::new(State {
+            store,
+            loaded: RwLock::new(Arc::new(Loaded {
+                plan,
+                cache: Default::default(),
+                sessions: Default::default(),
+            })),
+            cfg,
+            metrics: Default::default(),
+            inflight: Default::default(),
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel::<Duration>();
+        let st = Arc::clone(&state);
+        let thread = std::thread::Builder::new()
+            .name("pitstop-serve-main".into())
+            .spawn(move || {
+                runtime.block_on(accept_loop(st, listener, rx));
+                runtime.shutdown_timeout(Duration::from_millis(100));
+            })
+            .map_err(|e| io("start a thread for", e))?;
+        Ok(Server {
+            addr,
+            state,
+            stop: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Swaps in a new plan (prepared reads of the old one are dropped with it).
+    pub fn set_plan(&self, plan: plan::Plan) {
+        *self.state.loaded.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Loaded {
+            plan,
+            cache: Default::default(),
+            sessions: Default::default(),
+        });
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `drain`, and joins the
+    /// server thread. Idempotent.
+    pub fn stop(&self, drain: Duration) {
+        if let Some(tx) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.send(drain);
+        }
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Whether the server thread has ended (after [`Server::stop`]).
+    pub fn finished(&self) -> bool {
+        self.thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_none_or(|t| t.is_finished())
+    }
+
+    pub fn metrics(&self) -> String {
+        self.state.metrics.render()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(1));
+    }
+}
+
+/// Most connections served at once; beyond it a new connection is closed at once.
+const MAX_CONNECTIONS: usize = 4096;
+
+async fn accept_loop(
+    state: Arc<State>,
+    listener: std::net::TcpListener,
+    mut stop: tokio::sync::oneshot::Receiver<Duration>,
+) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+        return;
+    };
+    let graceful = GracefulShutdown::new();
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let drain = loop {
+        tokio::select! {
+            d = &mut stop => break d.unwrap_or(Duration::from_secs(1)),
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                use std::sync::atomic::Ordering;
+                if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                let st = Arc::clone(&state);
+                let mut builder = http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(state.cfg.timeout)
+                    .keep_alive(true);
+                let conn = builder.serve_connection(
+                    TokioIo::new(stream),
+                    service_fn(move |req| http::handle(Arc::clone(&st), req)),
+                );
+                let conn = graceful.watch(conn);
+                let open = Arc::clone(&open);
+                open.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                    open.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+        }
+    };
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(drain) => {}
+    }
+}

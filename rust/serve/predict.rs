@@ -1,0 +1,226 @@
+//! `POST /v1/predict/{model}`: the model's input matrix read as `/v1/features` reads a
+//! float32 matrix (with the transforms fitted on the model's training snapshot), then
+//! one ONNX Runtime call, all in Rust.
+//!
+//! ONNX Runtime is the shared library the `onnxruntime` wheel ships (its path comes
+//! with the plan), loaded once per process through the `ort` crate's `load-dynamic`:
+//! the same runtime, version and kernels as `fs.predictor(model).predict`, so the
+//! predictions are the same floats. A session is built per model version on first use
+//! (one intra-op thread, full graph optimization, as the Python predictor) after the
+//! file's SHA-256 matches the registry's, and kept with the plan.
+//!
+//! Not served here (a 501 that says so): models whose view has on-demand or
+//! categorical features, and models with request features.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::Tensor;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::http::{reply, Resp};
+use super::lookup;
+use super::plan::Model;
+use super::respond::{entities, now};
+use super::{Loaded, Reject, State};
+
+static RUNTIME: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+fn runtime(lib: &str) -> Result<&'static ort::environment::Environment, Reject> {
+    RUNTIME
+        .get_or_init(|| {
+            ort::init_from(lib)
+                .map_err(|e| format!("cannot load ONNX Runtime from {lib}: {e}"))?
+                .with_name("pitstop-serve")
+                .build()
+                .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+        })
+        .as_ref()
+        .map_err(|e| Reject::new(500, e.clone()))
+}
+
+/// Sessions by (model, version), per plan.
+#[derive(Default)]
+pub struct Sessions(Mutex<HashMap<(String, i64), Shared>>);
+
+/// A session, run by one request at a time.
+type Shared = Arc<Mutex<Session>>;
+
+fn session(loaded: &Loaded, m: &Model) -> Result<Shared, Reject> {
+    let key = (m.name.clone(), m.version);
+    if let Some(s) = loaded
+        .sessions
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+    {
+        return Ok(Arc::clone(s));
+    }
+    let lib = loaded.plan.onnxruntime.as_deref().ok_or_else(|| {
+        Reject::new(
+            501,
+            "no ONNX Runtime library was found (install the onnxruntime wheel)",
+        )
+    })?;
+    let env = runtime(lib)?;
+    let bytes = std::fs::read(&m.path).map_err(|e| {
+        Reject::new(
+            500,
+            format!(
+                "model '{}' v{}: cannot read {} ({e})",
+                m.name, m.version, m.path
+            ),
+        )
+    })?;
+    let digest: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if digest != m.sha256 {
+        return Err(Reject::new(
+            500,
+            format!(
+                "model '{}' v{}: {} is corrupt (its SHA-256 differs from the registered one); \
+                 register the model again",
+                m.name, m.version, m.path
+            ),
+        ));
+    }
+    let fail = |e: String| Reject::new(500, format!("model '{}' v{}: {e}", m.name, m.version));
+    let s = Session::builder(env)
+        .map_err(|e| fail(e.to_string()))?
+        .with_intra_threads(1)
+        .map_err(|e| fail(e.to_string()))?
+        .with_inter_threads(1)
+        .map_err(|e| fail(e.to_string()))?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(|e| fail(e.to_string()))?
+        .commit_from_memory(&bytes)
+        .map_err(|e| fail(e.to_string()))?;
+    let s = Arc::new(Mutex::new(s));
+    loaded
+        .sessions
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, Arc::clone(&s));
+    Ok(s)
+}
+
+/// `{model}` or `{model}/v{n}`.
+fn model_ref<'a>(loaded: &'a Loaded, tail: &str) -> Result<&'a Model, Reject> {
+    let (name, version) = super::http::name_version(tail);
+    loaded.plan.model(name, version).ok_or_else(|| {
+        let mut known: Vec<String> = loaded
+            .plan
+            .models
+            .iter()
+            .map(|m| format!("{} v{}", m.name, m.version))
+            .collect();
+        known.sort();
+        Reject::new(
+            404,
+            format!("no model '{tail}' (models: {})", known.join(", ")),
+        )
+    })
+}
+
+pub fn predict(state: &State, tail: &str, body: &Value) -> Result<Resp, Reject> {
+    let loaded = state.loaded();
+    let m = model_ref(&loaded, tail)?;
+    if let Some(why) = &m.unservable {
+        return Err(Reject::new(
+            501,
+            format!(
+                "model '{}' v{} cannot be served here: {why}; use fs.predictor(...).predict",
+                m.name, m.version
+            ),
+        ));
+    }
+    let view = loaded
+        .plan
+        .views
+        .iter()
+        .find(|v| v.name == m.input_view)
+        .ok_or_else(|| {
+            Reject::new(
+                503,
+                format!("model '{}': its input plan is missing", m.name),
+            )
+        })?;
+    let Value::Object(map) = body else {
+        return Err(Reject::bad(
+            "the body must be a JSON object like {\"entities\": {\"user_id\": [1, 2]}}",
+        ));
+    };
+    for k in map.keys() {
+        if !matches!(k.as_str(), "entities" | "now") {
+            return Err(Reject::bad(format!(
+                "unknown field '{k}'; the body takes \"entities\" and \"now\""
+            )));
+        }
+    }
+    let features: Vec<usize> = (0..view.features.len()).collect();
+    let keys = lookup::required_keys(view, &features);
+    let ents_v = map
+        .get("entities")
+        .ok_or_else(|| Reject::bad("the body lacks \"entities\", e.g. {\"user_id\": [1, 2]}"))?;
+    let ents = entities(ents_v, &keys, state.cfg.max_batch)?;
+    let at = now(map.get("now"))?;
+    let x = lookup::matrix(&state.store, &loaded.cache, view, &features, &ents, at)?;
+    let (n, d) = (ents.n, features.len());
+    let y = if n == 0 {
+        Vec::new()
+    } else {
+        let s = session(&loaded, m)?;
+        let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
+        run(&mut s, x, n, d).map_err(|e| Reject::new(500, format!("model '{}': {e}", m.name)))?
+    };
+    let mut out = String::with_capacity(64 + 16 * n);
+    out.push_str("{\"model\":");
+    super::respond::push_str(&mut out, &m.name);
+    out.push_str(&format!(",\"version\":{},\"predictions\":[", m.version));
+    for (i, v) in y.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if v.is_finite() {
+            out.push_str(&v.to_string());
+        } else {
+            out.push_str("null");
+        }
+    }
+    out.push_str("]}");
+    Ok(reply(200, "application/json", out))
+}
+
+/// One model call; the output as the Python predictor reduces it (the positive class
+/// of two probabilities, a column of one, else as is).
+fn run(s: &mut Session, x: Vec<f32>, n: usize, d: usize) -> Result<Vec<f32>, String> {
+    let input = s
+        .inputs()
+        .first()
+        .map(|i| i.name().to_string())
+        .ok_or("the model has no input")?;
+    let names: Vec<String> = s.outputs().iter().map(|o| o.name().to_string()).collect();
+    let output = if names.iter().any(|o| o == "probabilities") {
+        "probabilities".to_string()
+    } else {
+        names.first().cloned().ok_or("the model has no output")?
+    };
+    let t = Tensor::from_array(([n, d], x)).map_err(|e| e.to_string())?;
+    let outs = s
+        .run(ort::inputs![input.as_str() => t])
+        .map_err(|e| e.to_string())?;
+    let (shape, data) = outs[output.as_str()]
+        .try_extract_tensor::<f32>()
+        .map_err(|e| format!("output '{output}' is not a float tensor ({e})"))?;
+    Ok(match shape.as_ref() {
+        [_, 2] => data.chunks_exact(2).map(|c| c[1]).collect(),
+        _ => data.to_vec(),
+    })
+}

@@ -1,0 +1,62 @@
+"""``POST /v1/predict/{model}``: the features and the ONNX model in one hop, in Rust
+(ONNX Runtime loaded from the onnxruntime wheel). Predictions equal
+``fs.predictor(model).predict`` on the same keys, transforms fitted on the model's
+snapshot included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+import pitstop as ps
+from pitstop import transforms as T
+from pitstop.view import snapshot_of
+
+from onnx_models import gbdt
+from serve_client import post_json
+
+
+def build(path):
+    fs = ps.FeatureStore(path)
+    rng = np.random.default_rng(3)
+    n = 60
+    a = fs.create_feature_group("a", primary_key="user_id", event_time="ts", online=True)
+    b = fs.create_feature_group("b", primary_key="user_id", event_time="ts", online=True, ttl="1d")
+    ts = pa.array([1_000_000] * n, pa.timestamp("us"))
+    x = rng.random(n).astype(np.float32)
+    x[::9] = np.nan
+    a.insert(pa.table({"user_id": np.arange(n), "ts": ts, "x": pa.array(x, from_pandas=True),
+                       "y": rng.random(n).astype(np.float32)}))
+    b.insert(pa.table({"user_id": np.arange(0, n, 2), "ts": pa.array([2_000_000] * (n // 2), pa.timestamp("us")),
+                       "z": rng.random(n // 2).astype(np.float32)}))
+    fv = fs.create_feature_view("v", features=[a.select(["x", "y"]), b.select(["z"])], labels=["label"],
+                                transforms={"x": [T.fill_null("median"), T.standard_scaler()]})
+    spine = pa.table({"user_id": np.arange(n), "ts": pa.array([3_000_000] * n, pa.timestamp("us")),
+                      "label": rng.integers(0, 2, n)})
+    X_tr, X_te, y_tr, y_te = fv.train_test_split(spine, test_start=pa.scalar(2_900_000, pa.timestamp("us")).as_py())
+    snap = snapshot_of(X_tr)
+    fs.models.register("m", gbdt(3), feature_view=fv, training_snapshot=snap)
+    plain = fs.create_feature_view("plain", features=[a.select(["x", "y"]), b.select(["z"])])
+    fs.models.register("p", gbdt(3, seed=1), feature_view=plain)
+    return fs
+
+
+def test_predictions_equal_the_python_predictor(tmp_path):
+    fs = build(tmp_path / "s")
+    users = [0, 1, 2, 9, 18, 59, 1000]
+    with fs.serve_background() as srv:
+        for model in ("m", "p"):
+            status, out = post_json(srv.url, f"/v1/predict/{model}", {"entities": {"user_id": users}})
+            assert status == 200, out
+            want = fs.predictor(model).predict({"user_id": users})
+            assert out["model"] == model and out["version"] == 1
+            got = np.array([np.nan if v is None else v for v in out["predictions"]], np.float32)
+            assert np.array_equal(got, want, equal_nan=True), (model, got, want)
+        status, out = post_json(srv.url, "/v1/predict/m/v1", {"entities": {"user_id": [1]}})
+        assert status == 200 and len(out["predictions"]) == 1
+        status, out = post_json(srv.url, "/v1/predict/nope", {"entities": {"user_id": [1]}})
+        assert status == 404 and "'nope'" in out["error"] and "m v1" in out["error"]
+        status, out = post_json(srv.url, "/v1/predict/m", {"entities": {"user_id": ["a"]}})
+        assert status == 400 and "user_id" in out["error"]
+        status, out = post_json(srv.url, "/v1/predict/m", {"entities": {"user_id": []}})
+        assert status == 200 and out["predictions"] == []
