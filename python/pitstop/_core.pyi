@@ -2,7 +2,7 @@
 which normalize arguments; the signatures here take exact types."""
 
 from os import PathLike
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 
@@ -205,7 +205,8 @@ class Server:
     (``pitstop.serve.plan_json``)."""
     def __init__(self, store: OnlineStore, plan: str, *, host: str, port: int,
                  token: str | None, workers: int, max_batch: int, max_body: int,
-                 max_inflight: int, timeout_s: float) -> None: ...
+                 max_inflight: int, timeout_s: float,
+                 ingest: Callable[[str, bytes, str, str], tuple[int, bytes]] | None = None) -> None: ...
     @property
     def port(self) -> int: ...
     @property

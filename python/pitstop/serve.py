@@ -179,7 +179,7 @@ class Server:
     def __init__(self, fs: FeatureStore, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  token: str | None = None, workers: int | None = None, max_batch: int = 10_000,
                  max_body: int = MAX_BODY, max_inflight: int = 256, timeout: float = 10.0,
-                 watch_s: float = 1.0):
+                 watch_s: float = 1.0, ingest: bool = False):
         for name, v in (("max_batch", max_batch), ("max_body", max_body),
                         ("max_inflight", max_inflight)):
             if not isinstance(v, int) or v < 1:
@@ -193,13 +193,20 @@ class Server:
         workers = workers or min(os.cpu_count() or 1, 4)
         if not isinstance(workers, int) or workers < 1:
             raise InvalidArgumentError(f"workers must be a positive integer; got {workers!r}")
+        handler = None
+        if ingest:
+            # POST /v1/ingest/{group}: rows written through FeatureGroup.push.
+            from .streaming.http import IngestHandler
+
+            fs._check_writable()
+            handler = IngestHandler(fs)
         self._fs = fs
         self._stamp = _registry_stamp(fs)
         self._core = _core.Server(
             fs.online._core, plan_json(fs), host=host, port=port,
             token=None if token is None else token.strip(), workers=workers,
             max_batch=max_batch, max_body=max_body, max_inflight=max_inflight,
-            timeout_s=float(timeout))
+            timeout_s=float(timeout), ingest=handler)
         self.host, self.port = host, self._core.port
         self._stop = threading.Event()
         self._watch_s = watch_s
@@ -302,11 +309,12 @@ def _cmd_serve(args: Any) -> int:
             raise InvalidArgumentError(f"cannot read --token-file {args.token_file}: {e}") from None
         if not token:
             raise InvalidArgumentError(f"--token-file {args.token_file} is empty")
-    # Read-only: a server never writes (and a snapshot has no offline tables to catch
-    # up from).
-    fs = FeatureStore(args.store, create=False, readonly=True)
+    # Read-only unless it takes writes: a feature server never writes (and a snapshot
+    # has no offline tables to catch up from).
+    fs = FeatureStore(args.store, create=False, readonly=not args.ingest)
     srv = Server(fs, host=args.host, port=args.port, token=token, workers=args.workers,
-                 max_batch=args.max_batch, max_inflight=args.max_inflight, timeout=args.timeout)
+                 max_batch=args.max_batch, max_inflight=args.max_inflight, timeout=args.timeout,
+                 ingest=args.ingest)
     print(f"pitstop: serving {fs.path} on {srv.url} (auth: {'bearer token' if token else 'none'}); "
           "SIGTERM or Ctrl-C stops", flush=True)
     srv.wait()
@@ -365,6 +373,8 @@ def add_commands(sub: Any) -> None:
                    help="requests handled at once; more get 503")
     s.add_argument("--timeout", type=float, default=10.0,
                    help="seconds a client has to send a request's headers and body")
+    s.add_argument("--ingest", action="store_true", help="also take rows on POST "
+                   "/v1/ingest/{group} (opens the store writable; see pitstop.streaming.http)")
     s.set_defaults(fn=_cmd_serve)
     s = sub.add_parser("snapshot", help="a consistent, compacted copy of the online store "
                        "(taken while writers run) to ship to serving replicas")

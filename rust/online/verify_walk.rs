@@ -302,7 +302,7 @@ impl<'a> Walker<'a, '_> {
         }
         let lower = u16_at(p, 12).unwrap_or(0) as usize;
         let upper = u16_at(p, 14).unwrap_or(0) as usize;
-        if lower < PAGE_HEADER || (lower - PAGE_HEADER) % 2 != 0 || lower > upper {
+        if lower < PAGE_HEADER || !(lower - PAGE_HEADER).is_multiple_of(2) || lower > upper {
             return err(format!("free space bounds {lower}..{upper}"));
         }
         if upper > self.psize {
@@ -400,7 +400,7 @@ impl<'a> Walker<'a, '_> {
     fn node(&self, p: &'a [u8], i: usize, branch: bool) -> Result<Node<'a>, String> {
         let offset = u16_at(p, PAGE_HEADER + 2 * i).unwrap_or(0) as usize;
         let bad = |d: &str| Err(format!("node {i} at {offset}: {d}"));
-        if offset % 2 != 0 || offset < PAGE_HEADER || offset + NODE_HEADER > p.len() {
+        if !offset.is_multiple_of(2) || offset < PAGE_HEADER || offset + NODE_HEADER > p.len() {
             return bad("offset outside the page");
         }
         let lo = u16_at(p, offset).unwrap_or(0);
@@ -480,7 +480,7 @@ impl<'a> Walker<'a, '_> {
         }
         let words = value.len() / 8;
         let count = u64_at(value, 0).unwrap_or(u64::MAX);
-        if value.len() % 8 != 0 || words == 0 || count > (words - 1) as u64 {
+        if !value.len().is_multiple_of(8) || words == 0 || count > (words - 1) as u64 {
             return Err(format!(
                 "{what}: the record of transaction {txnid} is malformed"
             ));

@@ -8,7 +8,29 @@ use pyo3::prelude::*;
 
 use super::errors::IntoPyResult;
 use super::online::PyOnlineStore;
-use crate::serve::{plan::Plan, Config, Server};
+use crate::serve::{plan::Plan, Config, Ingest, Server};
+
+/// The ingest route's handler: `f(group, body, content_type, query) -> (status, bytes)`
+/// called with the GIL; anything it raises or returns malformed is a 500.
+fn ingest_handler(f: Py<PyAny>) -> Ingest {
+    std::sync::Arc::new(move |group: &str, body: &[u8], ctype: &str, query: &str| {
+        Python::attach(|py| {
+            let body = pyo3::types::PyBytes::new(py, body);
+            match f
+                .call1(py, (group, body, ctype, query))
+                .and_then(|r| r.extract::<(u16, Bound<'_, pyo3::types::PyBytes>)>(py))
+            {
+                Ok((status, json)) => (status, json.as_bytes().to_vec()),
+                Err(e) => (
+                    500,
+                    serde_json::json!({"error": format!("ingest failed: {e}")})
+                        .to_string()
+                        .into_bytes(),
+                ),
+            }
+        })
+    })
+}
 
 #[pyclass(name = "Server", module = "pitstop._core", frozen)]
 pub struct PyServer {
@@ -19,7 +41,7 @@ pub struct PyServer {
 impl PyServer {
     #[new]
     #[pyo3(signature = (store, plan, *, host, port, token, workers, max_batch, max_body,
-                        max_inflight, timeout_s))]
+                        max_inflight, timeout_s, ingest=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -33,6 +55,7 @@ impl PyServer {
         max_body: usize,
         max_inflight: usize,
         timeout_s: f64,
+        ingest: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let plan = Plan::from_json(plan).py()?;
         let cfg = Config {
@@ -46,7 +69,8 @@ impl PyServer {
             timeout: Duration::from_secs_f64(timeout_s.max(0.001)),
         };
         let store = std::sync::Arc::clone(&store.inner);
-        let inner = py.detach(|| Server::start(store, plan, cfg)).py()?;
+        let ingest = ingest.map(ingest_handler);
+        let inner = py.detach(|| Server::start(store, plan, cfg, ingest)).py()?;
         Ok(PyServer { inner })
     }
 

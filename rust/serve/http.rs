@@ -80,6 +80,7 @@ fn route(method: &Method, path: &str) -> &'static str {
         "/get-online-features" if post => "feast",
         p if post && p.starts_with("/v1/features/") => "features",
         p if post && p.starts_with("/v1/predict/") => "predict",
+        p if post && p.starts_with("/v1/ingest/") => "ingest",
         _ => "other",
     }
 }
@@ -126,6 +127,9 @@ async fn respond_to(
     let _guard = Inflight(state);
     let path = req.uri().path().to_string();
     let format = Format::from_accept(req.headers().get(hyper::header::ACCEPT));
+    if route == "ingest" {
+        return ingest(state, &path, req).await;
+    }
     let body = match route {
         "features" | "feast" | "predict" => read_body(state, req).await?,
         "other" => {
@@ -133,8 +137,9 @@ async fn respond_to(
                 404,
                 format!(
                     "no route {} {path}; routes: POST /v1/features/{{view}}, POST \
-                     /get-online-features, POST /v1/predict/{{model}}, GET /healthz, /readyz, \
-                     /metrics, /v1/registry",
+                     /get-online-features, POST /v1/predict/{{model}}, POST \
+                     /v1/ingest/{{group}} (with --ingest), GET /healthz, /readyz, /metrics, \
+                     /v1/registry",
                     req.method()
                 ),
             ))
@@ -147,6 +152,33 @@ async fn respond_to(
         dispatch(state, route, &path, format, &body)
     }))
     .unwrap_or_else(|_| Err(Reject::new(500, "internal error (a bug: please report it)")))
+}
+
+/// `POST /v1/ingest/{group}`: the body handed to the ingest handler (Python, which
+/// takes the GIL and writes) on a blocking thread, so lookups keep their workers.
+async fn ingest(state: &State, path: &str, req: Request<Incoming>) -> Result<Resp, Reject> {
+    let Some(handler) = state.ingest.clone() else {
+        return Err(Reject::new(
+            404,
+            "this server does not take writes; start it with --ingest (fs.serve(ingest=True)) \
+             on a writable store",
+        ));
+    };
+    let group = path["/v1/ingest/".len()..].to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let content_type = (req.headers().get(hyper::header::CONTENT_TYPE))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let body = read_body(state, req).await?;
+    let run = move || handler(&group, &body, &content_type, &query);
+    match tokio::task::spawn_blocking(run).await {
+        Ok((status, json)) => Ok(reply(status, "application/json", json)),
+        Err(_) => Err(Reject::new(
+            500,
+            "internal error in ingest (a bug: please report it)",
+        )),
+    }
 }
 
 async fn read_body(state: &State, req: Request<Incoming>) -> Result<Bytes, Reject> {

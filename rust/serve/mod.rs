@@ -67,6 +67,12 @@ pub struct Config {
     pub timeout: Duration,
 }
 
+/// `POST /v1/ingest/{group}` when the server takes writes: (group path, body, content
+/// type, query) -> (status, JSON body). Python's (`pitstop.streaming.http`): rows go
+/// through `FeatureGroup.push`, which also writes the offline table. Called on a
+/// blocking thread, never on a worker that serves lookups.
+pub type Ingest = Arc<dyn Fn(&str, &[u8], &str, &str) -> (u16, Vec<u8>) + Send + Sync>;
+
 /// A request refused or failed: an HTTP status and a message for the client.
 #[derive(Debug)]
 pub struct Reject {
@@ -114,6 +120,8 @@ pub struct State {
     pub cfg: Config,
     pub metrics: metrics::Metrics,
     pub inflight: std::sync::atomic::AtomicUsize,
+    /// The ingest route's handler (None: the route answers 404).
+    pub ingest: Option<Ingest>,
 }
 
 /// A plan and the matrix reads prepared under it (dropped with it).
@@ -140,7 +148,12 @@ pub struct Server {
 impl Server {
     /// Binds `cfg.host:cfg.port` (port 0: any free port, see [`Server::addr`]) and
     /// serves on a runtime of `cfg.workers` threads until [`Server::stop`].
-    pub fn start(store: Arc<OnlineStore>, plan: plan::Plan, cfg: Config) -> Result<Server> {
+    pub fn start(
+        store: Arc<OnlineStore>,
+        plan: plan::Plan,
+        cfg: Config,
+        ingest: Option<Ingest>,
+    ) -> Result<Server> {
         let at = format!("{}:{}", cfg.host, cfg.port);
         let io = |op: &str, e: std::io::Error| {
             Error::InvalidArgument(format!(
@@ -169,6 +182,7 @@ impl Server {
             cfg,
             metrics: Default::default(),
             inflight: Default::default(),
+            ingest,
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<Duration>();
         let st = Arc::clone(&state);
