@@ -60,3 +60,21 @@ def test_predictions_equal_the_python_predictor(tmp_path):
         assert status == 400 and "user_id" in out["error"]
         status, out = post_json(srv.url, "/v1/predict/m", {"entities": {"user_id": []}})
         assert status == 200 and out["predictions"] == []
+
+
+def test_logged_server_predictions_land_in_the_predictor_s_log(tmp_path):
+    """``log_predictions=True``: every /v1/predict call is in the Delta log the Python
+    predictor writes (same columns), written by the time the server has stopped."""
+    fs = build(tmp_path / "s")
+    with fs.serve_background(log_predictions=True) as srv:
+        for users in ([0, 1, 2], [9], [59, 1000]):
+            status, out = post_json(srv.url, "/v1/predict/m", {"entities": {"user_id": users}})
+            assert status == 200, out
+    p = fs.predictor("m")
+    logs = p.read_logs().sort_by([("user_id", "ascending")])
+    assert logs.column("user_id").to_pylist() == [0, 1, 2, 9, 59, 1000]
+    want = p.predict({"user_id": [0, 1, 2, 9, 59, 1000]})
+    got = logs.column("prediction").to_numpy(zero_copy_only=False)
+    assert np.array_equal(got, want, equal_nan=True)
+    assert set(logs.column("model").to_pylist()) == {"m"}
+    assert set(fs.get_feature_view("v").features) <= set(logs.column_names)

@@ -206,7 +206,8 @@ class Server:
     def __init__(self, store: OnlineStore, plan: str, *, host: str, port: int,
                  token: str | None, workers: int, max_batch: int, max_body: int,
                  max_inflight: int, timeout_s: float,
-                 ingest: Callable[[str, bytes, str, str], tuple[int, bytes]] | None = None) -> None: ...
+                 ingest: Callable[[str, bytes, str, str], tuple[int, bytes]] | None = None,
+                 log: Callable[..., None] | None = None) -> None: ...
     @property
     def port(self) -> int: ...
     @property

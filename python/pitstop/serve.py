@@ -179,7 +179,7 @@ class Server:
     def __init__(self, fs: FeatureStore, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  token: str | None = None, workers: int | None = None, max_batch: int = 10_000,
                  max_body: int = MAX_BODY, max_inflight: int = 256, timeout: float = 10.0,
-                 watch_s: float = 1.0, ingest: bool = False):
+                 watch_s: float = 1.0, ingest: bool = False, log_predictions: bool = False):
         for name, v in (("max_batch", max_batch), ("max_body", max_body),
                         ("max_inflight", max_inflight)):
             if not isinstance(v, int) or v < 1:
@@ -200,13 +200,17 @@ class Server:
 
             fs._check_writable()
             handler = IngestHandler(fs)
+        self._logs = None
+        if log_predictions:
+            fs._check_writable()
+            self._logs = _PredictionLogs(fs)
         self._fs = fs
         self._stamp = _registry_stamp(fs)
         self._core = _core.Server(
             fs.online._core, plan_json(fs), host=host, port=port,
             token=None if token is None else token.strip(), workers=workers,
             max_batch=max_batch, max_body=max_body, max_inflight=max_inflight,
-            timeout_s=float(timeout), ingest=handler)
+            timeout_s=float(timeout), ingest=handler, log=self._logs)
         self.host, self.port = host, self._core.port
         self._stop = threading.Event()
         self._watch_s = watch_s
@@ -238,7 +242,9 @@ class Server:
     def stop(self, drain: float = 10.0) -> None:
         """Stops accepting; in-flight requests get up to ``drain`` seconds to finish."""
         self._stop.set()
-        self._core.stop(float(drain))
+        self._core.stop(float(drain))  # answers every request and hands over its log
+        if self._logs is not None:
+            self._logs.close()
         if self._watcher.is_alive() and self._watcher is not threading.current_thread():
             self._watcher.join()
 
@@ -262,6 +268,32 @@ class Server:
             self.stop()
             for sig, h in old.items():
                 signal.signal(sig, h)
+
+
+class _PredictionLogs:
+    """The server's prediction log (``log_predictions=True``): each logged call goes to
+    the log of a ``fs.predictor(model, version, log=True)``, the Delta table the Python
+    predictor writes (``logs/<view>/v<N>/``), with the same columns."""
+
+    def __init__(self, fs: FeatureStore):
+        self._fs = fs
+        self._predictors: dict[tuple[str, int], Any] = {}
+
+    def __call__(self, model: str, version: int, entities: str, x: bytes, n: int, d: int,
+                 y: bytes) -> None:
+        import numpy as np
+
+        p = self._predictors.get((model, version))
+        if p is None:
+            p = self._predictors[(model, version)] = self._fs.predictor(model, version, log=True)
+        keys = pa.table(json.loads(entities))
+        p._logger.log(keys, np.frombuffer(x, np.float32).reshape(n, d),
+                      np.frombuffer(y, np.float32))
+
+    def close(self) -> None:
+        for p in self._predictors.values():
+            p.close()
+        self._predictors.clear()
 
 
 def serve(fs: FeatureStore, **options: Any) -> None:
@@ -311,10 +343,11 @@ def _cmd_serve(args: Any) -> int:
             raise InvalidArgumentError(f"--token-file {args.token_file} is empty")
     # Read-only unless it takes writes: a feature server never writes (and a snapshot
     # has no offline tables to catch up from).
-    fs = FeatureStore(args.store, create=False, readonly=not args.ingest)
+    writes = args.ingest or args.log_predictions
+    fs = FeatureStore(args.store, create=False, readonly=not writes)
     srv = Server(fs, host=args.host, port=args.port, token=token, workers=args.workers,
                  max_batch=args.max_batch, max_inflight=args.max_inflight, timeout=args.timeout,
-                 ingest=args.ingest)
+                 ingest=args.ingest, log_predictions=args.log_predictions)
     print(f"pitstop: serving {fs.path} on {srv.url} (auth: {'bearer token' if token else 'none'}); "
           "SIGTERM or Ctrl-C stops", flush=True)
     srv.wait()
@@ -375,6 +408,8 @@ def add_commands(sub: Any) -> None:
                    help="seconds a client has to send a request's headers and body")
     s.add_argument("--ingest", action="store_true", help="also take rows on POST "
                    "/v1/ingest/{group} (opens the store writable; see pitstop.streaming.http)")
+    s.add_argument("--log-predictions", action="store_true", help="log /v1/predict calls to "
+                   "the prediction log the Python predictor writes (opens the store writable)")
     s.set_defaults(fn=_cmd_serve)
     s = sub.add_parser("snapshot", help="a consistent, compacted copy of the online store "
                        "(taken while writers run) to ship to serving replicas")

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 
 use super::errors::IntoPyResult;
 use super::online::PyOnlineStore;
-use crate::serve::{plan::Plan, Config, Ingest, Server};
+use crate::serve::{plan::Plan, Config, Ingest, LogFn, Server};
 
 /// The ingest route's handler: `f(group, body, content_type, query) -> (status, bytes)`
 /// called with the GIL; anything it raises or returns malformed is a 500.
@@ -32,6 +32,34 @@ fn ingest_handler(f: Py<PyAny>) -> Ingest {
     })
 }
 
+/// The prediction log's writer: `f(model, version, entities_json, x_bytes, n, d,
+/// y_bytes)` called with the GIL on the log thread; what it raises is printed (a
+/// failing log never fails a prediction already answered).
+fn log_handler(f: Py<PyAny>) -> LogFn {
+    use pyo3::types::PyBytes;
+
+    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    std::sync::Arc::new(move |model, version, ents, x, n, d, y| {
+        let (xb, yb) = (bytes(x), bytes(y));
+        Python::attach(|py| {
+            let args = (
+                model,
+                version,
+                ents,
+                PyBytes::new(py, &xb),
+                n,
+                d,
+                PyBytes::new(py, &yb),
+            );
+            if let Err(e) = f.call1(py, args) {
+                eprintln!(
+                    "pitstop serve: a prediction of '{model}' v{version} was not logged: {e}"
+                );
+            }
+        })
+    })
+}
+
 #[pyclass(name = "Server", module = "pitstop._core", frozen)]
 pub struct PyServer {
     inner: Server,
@@ -41,7 +69,7 @@ pub struct PyServer {
 impl PyServer {
     #[new]
     #[pyo3(signature = (store, plan, *, host, port, token, workers, max_batch, max_body,
-                        max_inflight, timeout_s, ingest=None))]
+                        max_inflight, timeout_s, ingest=None, log=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -56,6 +84,7 @@ impl PyServer {
         max_inflight: usize,
         timeout_s: f64,
         ingest: Option<Py<PyAny>>,
+        log: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let plan = Plan::from_json(plan).py()?;
         let cfg = Config {
@@ -70,7 +99,10 @@ impl PyServer {
         };
         let store = std::sync::Arc::clone(&store.inner);
         let ingest = ingest.map(ingest_handler);
-        let inner = py.detach(|| Server::start(store, plan, cfg, ingest)).py()?;
+        let log = log.map(log_handler);
+        let inner = py
+            .detach(|| Server::start(store, plan, cfg, ingest, log))
+            .py()?;
         Ok(PyServer { inner })
     }
 

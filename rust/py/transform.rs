@@ -67,7 +67,9 @@ impl PyTransformPlan {
         let buf: PyBuffer<f32> = PyBuffer::get(x)
             .map_err(|_| Error::InputType("transforms take a C-contiguous float32 matrix".into()))
             .py()?;
-        if !buf.is_c_contiguous() || (self.width > 0 && !buf.item_count().is_multiple_of(self.width)) {
+        if !buf.is_c_contiguous()
+            || (self.width > 0 && !buf.item_count().is_multiple_of(self.width))
+        {
             return Err(Error::InputType(format!(
                 "transforms take a C-contiguous float32 matrix of {} columns",
                 self.width

@@ -29,6 +29,10 @@
 //! for that request. `stop` stops accepting, lets in-flight requests finish (up to a
 //! drain deadline) and joins the runtime thread.
 //!
+//! **Writes, when asked.** `--ingest` adds `POST /v1/ingest/{group}` and
+//! `--log-predictions` logs `/v1/predict` calls; both write through Python
+//! (`FeatureGroup.push`, the predictor's Delta log), on threads that serve no lookups.
+//!
 //! Cost per request: parsing the JSON body, one LMDB read transaction (pooled), one
 //! descent per entity per set of tables sharing a key, and writing the response.
 
@@ -72,6 +76,27 @@ pub struct Config {
 /// through `FeatureGroup.push`, which also writes the offline table. Called on a
 /// blocking thread, never on a worker that serves lookups.
 pub type Ingest = Arc<dyn Fn(&str, &[u8], &str, &str) -> (u16, Vec<u8>) + Send + Sync>;
+
+/// Prediction logging (`--log-predictions`): (model, version, the request's entities as
+/// JSON, the model input row-major, rows, columns, predictions), handed to Python's
+/// prediction log (the Delta table `fs.predictor(..., log=True)` writes) on a thread of
+/// its own: a request only queues its entry (and waits when 1,024 are queued, as the
+/// Python predictor's log does: nothing is dropped).
+pub type LogFn = Arc<dyn Fn(&str, i64, &str, &[f32], usize, usize, &[f32]) + Send + Sync>;
+
+/// One logged prediction call.
+pub struct LogEntry {
+    pub model: String,
+    pub version: i64,
+    pub entities: String,
+    pub x: Vec<f32>,
+    pub n: usize,
+    pub d: usize,
+    pub y: Vec<f32>,
+}
+
+/// Entries waiting for the log thread before a request waits.
+const LOG_QUEUE: usize = 1024;
 
 /// A request refused or failed: an HTTP status and a message for the client.
 #[derive(Debug)]
@@ -122,6 +147,8 @@ pub struct State {
     pub inflight: std::sync::atomic::AtomicUsize,
     /// The ingest route's handler (None: the route answers 404).
     pub ingest: Option<Ingest>,
+    /// The prediction log's queue (None: not logging; taken when the server stops).
+    pub log: Mutex<Option<std::sync::mpsc::SyncSender<LogEntry>>>,
 }
 
 /// A plan and the matrix reads prepared under it (dropped with it).
@@ -135,6 +162,14 @@ impl State {
     pub fn loaded(&self) -> Arc<Loaded> {
         Arc::clone(&self.loaded.read().unwrap_or_else(|e| e.into_inner()))
     }
+
+    /// Queues a prediction for the log, when logging.
+    pub fn log(&self, entry: impl FnOnce() -> LogEntry) {
+        let tx = self.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(tx) = tx {
+            let _ = tx.send(entry());
+        }
+    }
 }
 
 /// A running server.
@@ -143,6 +178,7 @@ pub struct Server {
     state: Arc<State>,
     stop: Mutex<Option<tokio::sync::oneshot::Sender<Duration>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    log_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Server {
@@ -153,6 +189,7 @@ impl Server {
         plan: plan::Plan,
         cfg: Config,
         ingest: Option<Ingest>,
+        log: Option<LogFn>,
     ) -> Result<Server> {
         let at = format!("{}:{}", cfg.host, cfg.port);
         let io = |op: &str, e: std::io::Error| {
@@ -183,7 +220,24 @@ impl Server {
             metrics: Default::default(),
             inflight: Default::default(),
             ingest,
+            log: Mutex::new(None),
         });
+        let log_thread = match log {
+            None => None,
+            Some(f) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<LogEntry>(LOG_QUEUE);
+                *state.log.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+                let t = std::thread::Builder::new()
+                    .name("pitstop-serve-log".into())
+                    .spawn(move || {
+                        for e in rx {
+                            f(&e.model, e.version, &e.entities, &e.x, e.n, e.d, &e.y);
+                        }
+                    })
+                    .map_err(|e| io("start a thread for", e))?;
+                Some(t)
+            }
+        };
         let (tx, rx) = tokio::sync::oneshot::channel::<Duration>();
         let st = Arc::clone(&state);
         let thread = std::thread::Builder::new()
@@ -198,6 +252,7 @@ impl Server {
             state,
             stop: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            log_thread: Mutex::new(log_thread),
         })
     }
 
@@ -217,6 +272,23 @@ impl Server {
             let _ = tx.send(drain);
         }
         if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+        // Every request is answered: the log's queue closes and its thread writes what
+        // is queued before it ends.
+        drop(
+            self.state
+                .log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        if let Some(t) = self
+            .log_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             let _ = t.join();
         }
     }

@@ -173,6 +173,12 @@ pub fn predict(state: &State, tail: &str, body: &Value) -> Result<Resp, Reject> 
     let at = now(map.get("now"))?;
     let x = lookup::matrix(&state.store, &loaded.cache, view, &features, &ents, at)?;
     let (n, d) = (ents.n, features.len());
+    let logging = state
+        .log
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_some();
+    let logged_x = if logging { x.clone() } else { Vec::new() };
     let y = if n == 0 {
         Vec::new()
     } else {
@@ -180,6 +186,17 @@ pub fn predict(state: &State, tail: &str, body: &Value) -> Result<Resp, Reject> 
         let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
         run(&mut s, x, n, d).map_err(|e| Reject::new(500, format!("model '{}': {e}", m.name)))?
     };
+    if logging && n > 0 {
+        state.log(|| super::LogEntry {
+            model: m.name.clone(),
+            version: m.version,
+            entities: ents_v.to_string(),
+            x: logged_x,
+            n,
+            d,
+            y: y.clone(),
+        });
+    }
     let mut out = String::with_capacity(64 + 16 * n);
     out.push_str("{\"model\":");
     super::respond::push_str(&mut out, &m.name);
