@@ -67,6 +67,9 @@ class OnDemand:
                 f"on_demand: {self.path} cannot be imported by path; define it at the top level "
                 "of an importable module")
         self.source_hash = _source_hash(fn)
+        # (name, numpy dtype) of each output, and their names: checked per call.
+        self._checks = [(name, np.dtype(NUMERIC[t])) for name, t in self.outputs.items()]
+        self._names = frozenset(self.outputs)
 
     def __call__(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.fn(cols)
@@ -86,13 +89,17 @@ class OnDemand:
         except Exception as e:  # the user's function: report which one failed
             raise InvalidArgumentError(
                 f"on-demand function {self.path} raised {type(e).__name__}: {e}") from e
-        if not isinstance(got, dict) or set(got) != set(self.outputs):
+        if not isinstance(got, dict) or got.keys() != self._names:
             raise SchemaError(
                 f"on-demand function {self.path} must return a dict with exactly "
                 f"{sorted(self.outputs)}; got {sorted(got) if isinstance(got, dict) else type(got).__name__}")
         out = {}
-        for name, dtype in self.outputs.items():
+        shape = (n,)
+        for name, want in self._checks:
             a = got[name]
+            if type(a) is np.ndarray and a.dtype is want and a.shape == shape:
+                out[name] = a  # the common case: already what was declared
+                continue
             if type(a) is not np.ndarray:
                 try:
                     a = np.asarray(a)
@@ -100,11 +107,10 @@ class OnDemand:
                     raise SchemaError(f"on-demand feature '{name}' ({self.path}): {e}") from None
             if a.ndim == 0:
                 a = np.broadcast_to(a, (n,))
-            if a.shape != (n,) or a.dtype.kind not in "biuf":
+            if a.shape != shape or a.dtype.kind not in "biuf":
                 raise SchemaError(
                     f"on-demand feature '{name}' ({self.path}) must be {n} numbers of type "
-                    f"{dtype}; got shape {a.shape}, dtype {a.dtype}")
-            want = NUMERIC[dtype]
+                    f"{self.outputs[name]}; got shape {a.shape}, dtype {a.dtype}")
             out[name] = a if a.dtype == want else a.astype(want)
         return out
 
@@ -167,22 +173,35 @@ def with_on_demand(view: FeatureView, x: np.ndarray, request: Any) -> np.ndarray
     """The lookup matrix ``x`` plus the on-demand columns (float32)."""
     if not view.on_demand:
         return x
-    if view._od_names is None:  # resolved once per view object
-        names = view.features
-        view._od_names = ({f: j for j, f in enumerate(names)}, view.request_fields, len(names))
-    positions, fields, width = view._od_names
+    n, done = x.shape
+    out = np.empty((n, _layout(view)[2]), np.float32)
+    out[:, :done] = x
+    fill_on_demand(view, out, done, request)
+    return out
+
+
+def fill_on_demand(view: FeatureView, out: np.ndarray, done: int, request: Any) -> None:
+    """Computes the on-demand columns of ``out`` in place (float32, a row per key, the
+    view's features at their positions), whose first ``done`` columns hold the
+    looked-up features."""
+    positions, fields, _ = _layout(view)
     if request is None:
         raise InvalidArgumentError(f"feature view '{view.name}' needs request fields {list(fields)}")
-    n, done = len(x), x.shape[1]
-    out = np.empty((n, width), np.float32)
-    out[:, :done] = x
+    n = len(out)
     cols = FeatureColumns(out, positions, done)
     cols.update(request_columns(request, fields, n, view.name))
     for od in view.on_demand:
         for name, a in od.compute(cols, n).items():
             out[:, positions[name]] = a  # rounded to float32 as astype would
         cols.ready = done = done + len(od.outputs)
-    return out
+
+
+def _layout(view: FeatureView) -> tuple[dict[str, int], dict[str, str], int]:
+    """(position of each feature, request fields, width), resolved once per view object."""
+    if view._od_names is None:
+        names = view.features
+        view._od_names = ({f: j for j, f in enumerate(names)}, view.request_fields, len(names))
+    return view._od_names
 
 
 def request_array(col: pa.ChunkedArray | pa.Array, name: str, dtype: str) -> np.ndarray:
@@ -206,7 +225,7 @@ class FeatureColumns(dict):
     first use."""
 
     def __init__(self, x: np.ndarray, positions: dict[str, int], ready: int):
-        super().__init__()
+        # Starts empty (dict.__new__ made it so); no super().__init__() on the hot path.
         self._x, self._positions, self.ready = x, positions, ready
 
     def __missing__(self, name: str) -> np.ndarray:
@@ -227,20 +246,23 @@ def request_columns(request: Any, fields: dict[str, str], n: int, view: str) -> 
     anything else goes through Arrow, as the spine's columns do in training."""
     if isinstance(request, dict):
         out = {}
+        rows = n
         for r, dtype in fields.items():
-            if r not in request:
+            v = request.get(r)
+            if type(v) is list or type(v) is np.ndarray or isinstance(v, list | tuple | np.ndarray):
+                a = np.asarray(v)
+            else:
                 break
-            v = request[r]
-            a = np.asarray(v) if isinstance(v, list | tuple | np.ndarray) else None
-            if a is None or a.ndim != 1 or a.dtype.kind not in _SAME_KIND[dtype] or (
-                    dtype == "float32" and a.dtype.itemsize > 4) or (
-                    dtype == "int32" and a.dtype.itemsize > 4) or (a.dtype.kind == "u" and a.dtype.itemsize == 8):
+            kind = a.dtype.kind
+            if a.ndim != 1 or kind not in _SAME_KIND[dtype] or (
+                    a.dtype.itemsize > 4 and (dtype == "float32" or dtype == "int32" or kind == "u")):
                 break
             out[r] = a.astype(NUMERIC[dtype], copy=False)
+            if len(a) != n and rows == n:
+                rows = len(a)
         else:
-            if any(len(a) != n for a in out.values()):
-                raise InvalidArgumentError(f"request has {len(next(iter(out.values())))} rows for "
-                                           f"{n} keys; give one per key")
+            if rows != n:
+                raise InvalidArgumentError(f"request has {rows} rows for {n} keys; give one per key")
             return out
     req = keys_table(request, "request")
     if req.num_rows != n:

@@ -88,6 +88,9 @@ class FeatureView:
         self._od_names: tuple | None = None
         self._cat_plan: tuple | None = None
         self._fits: dict[int, tuple[str, T.Fitted]] = {}
+        # fitted_transforms(snapshot or None) -> (registry.changes() then, the fit)
+        self._fit_marks: dict[int | None, tuple[tuple[int, int], T.Fitted]] = {}
+        self._fast_plans: tuple | None = None  # (fitted, ModelInput or None)
 
     def __repr__(self) -> str:
         return f"FeatureView({self.name!r}, version={self.version}, features={self.features})"
@@ -289,6 +292,25 @@ class FeatureView:
         (by this object, else the newest recorded)."""
         if snapshot is None and self.last_fitted is not None:
             return self.last_fitted
+        # Served per request: while the registry is unchanged, the answer is too.
+        if snapshot is None or (type(snapshot) is int and snapshot >= 0):
+            hint = snapshot
+        elif isinstance(snapshot, Snapshot) and snapshot.id is not None and (
+                snapshot.view, snapshot.view_version) == (self.name, self.version):
+            hint = snapshot.id
+        else:
+            return self._load_fitted(snapshot)
+        mark = self._store.registry.changes()
+        hit = self._fit_marks.get(hint)
+        if hit is not None and hit[0] == mark:
+            return hit[1]
+        fitted = self._load_fitted(snapshot)
+        if len(self._fit_marks) >= 64:
+            self._fit_marks.clear()
+        self._fit_marks[hint] = (mark, fitted)
+        return fitted
+
+    def _load_fitted(self, snapshot: Any) -> T.Fitted:
         snap = self._resolve_snapshot(snapshot)
         sid = snap.id if snap is not None else self._store._latest_fitted(self.name, self.version)
         text = None if sid is None else self._store._fits(sid)
@@ -423,6 +445,45 @@ class FeatureView:
 
         return lookup_each
 
+    def _fast_plan(self, fitted: T.Fitted | None) -> Any:
+        """``_input_plan`` of the view's own features for ``fitted``, made once per fit
+        object (None when the view needs the general path)."""
+        cached = self._fast_plans
+        if cached is not None and cached[0] is fitted:
+            return cached[1]
+        plan = self._input_plan(fitted, len(self.features))
+        self._fast_plans = (fitted, plan)  # holds `fitted`: an identity check is exact
+        return plan
+
+    def _input_plan(self, fitted: T.Fitted | None, width: int,
+                    fills: list[tuple[int, float]] = ()) -> Any:
+        """The whole looked-up part of a model input as one prepared Rust call
+        (``_core.ModelInput``): keys -> the view's features at positions ``0..`` of rows
+        ``width`` wide -> ``fills`` ((column, value) for NaN) -> the numeric fitted
+        transforms (in the same call when the view has no on-demand features; else by
+        ``finish`` once those are filled in). None when the view needs the general
+        path: aggregations, categorical encoders, or groups keyed by different columns."""
+        sels = self.selections
+        if not self.lookup_features or self.categorical or any(
+                s.kind == "aggregation" for s in sels) or not all(
+                sel.on == sels[0].on and all(s == p for s, p in sel.on) for sel in sels):
+            return None
+        groups = self._groups(sels)
+        self._check_online(groups)
+        online = self._store.online
+        tables = [g.online_table for g in groups]
+        names = online.key_columns(tables[0])
+        if any(online.key_columns(t) != names for t in tables[1:]):
+            return None
+        steps = fitted.steps_at({f: j for j, f in enumerate(self.features)}) if fitted else []
+        pre = [(j, "fill_null", v, 0.0, []) for j, v in fills]
+        if not self.on_demand:
+            pre, steps = pre + steps, []
+        return _core.ModelInput(
+            online._core, tables,
+            [(g.online_table, f) for sel, g in zip(sels, groups) for f in sel.features],
+            [g.ttl_ns for g in groups], names, width, pre, steps)
+
     def _check_online(self, groups: list) -> None:
         offline_only = [g.name for g in groups if not g.online]
         if offline_only:
@@ -441,6 +502,15 @@ class FeatureView:
         transforms applies those fitted for ``snapshot`` (default: the newest fit)."""
         fitted = self.fitted_transforms(snapshot) if self.transforms else None
         if as_matrix:
+            plan = self._fast_plan(fitted)
+            if plan is not None:
+                if request is not None and not self.on_demand:
+                    _no_request(self)
+                x = input_matrix(plan, keys, None if now is None else now_ns(now))
+                if self.on_demand:
+                    OD.fill_on_demand(self, x, len(self.lookup_features), request)
+                    plan.finish(x)
+                return x
             x = self._matrix_lookup(fitted)(keys, now)
             if self.on_demand or request is not None:
                 x = OD.with_on_demand(self, x, request) if self.on_demand else _no_request(self)
@@ -525,6 +595,16 @@ class FeatureView:
             for f, name in zip(sel.features, sel.output_names):
                 cols[name] = part.column(f)
         return pa.table(cols)
+
+
+def input_matrix(plan: Any, keys: Any, ns: int | None) -> np.ndarray:
+    """The float32 matrix a ``_core.ModelInput`` makes of ``keys`` at ``ns`` (None:
+    now): keys of the common shapes go to Rust as given, others are converted here
+    first (the same conversion as the general path, errors included)."""
+    raw = plan.matrix(keys, ns)
+    if raw is None:
+        raw = plan.matrix(_key_list(_one_entity(keys), plan.key_names), ns, True)
+    return np.frombuffer(raw, np.float32).reshape(-1, plan.width)
 
 
 def _columns(group, sel: Selection) -> list[str]:

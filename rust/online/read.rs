@@ -735,10 +735,25 @@ impl MatrixPlan {
             width: features.len(),
         })
     }
+
+    /// The same plan writing rows of `width` floats: feature `i` still goes to
+    /// position `i`, positions from `features.len()` on are left as they are (a model
+    /// input whose later columns are filled by someone else).
+    pub fn with_row_width(mut self, width: usize) -> Result<MatrixPlan> {
+        let used = self.outputs.iter().map(Vec::len).sum::<usize>();
+        if width < used {
+            return Err(Error::InvalidArgument(format!(
+                "a row of {width} values cannot hold {used} features"
+            )));
+        }
+        self.width = width;
+        Ok(self)
+    }
 }
 
 /// Fills `out` (`keys.len()` rows of `plan.width` floats, row-major) with the
-/// features of each entity; NaN where missing, expired or null. `threads` overrides
+/// features of each entity; NaN where missing, expired or null. Positions no feature
+/// maps to (see [`MatrixPlan::with_row_width`]) are not written. `threads` overrides
 /// how many threads look keys up (see [`threads_for`]).
 pub fn read_matrix(
     env: &Env,

@@ -7,9 +7,10 @@
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
+use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyByteArray, PyDict, PyInt, PyList, PyString, PyTuple};
 use pyo3_arrow::{PySchema, PyTable};
 
 use super::errors::IntoPyResult;
@@ -100,6 +101,81 @@ pub(crate) fn extract_keys(obj: &Bound<'_, PyAny>) -> PyResult<OwnedKeys> {
     })?;
     let (batches, schema) = t.into_inner();
     Ok(OwnedKeys::Table(Table::new("keys", schema, batches)))
+}
+
+/// Keys given as a dict of key columns (`names`, in key order), read without any
+/// Python-side conversion when the dict holds the common shapes: a list or a 1-D
+/// int64 numpy array per key column (of one length), or one entity as scalars (every
+/// value an int or a str). None for anything else (a missing column, other arrays,
+/// columns of different lengths): the caller converts it in Python, which also gives
+/// the error messages. Values convert exactly as the normalized list would.
+pub(crate) fn dict_keys(d: &Bound<'_, PyDict>, names: &[String]) -> PyResult<Option<OwnedKeys>> {
+    let scalar = |v: &Bound<'_, PyAny>| {
+        (v.is_exact_instance_of::<PyInt>() || v.is_exact_instance_of::<PyString>()).then_some(())
+    };
+    if !d.is_empty() && d.values().iter().all(|v| scalar(&v).is_some()) {
+        let mut values = Vec::with_capacity(names.len());
+        for name in names {
+            match d.get_item(name)? {
+                Some(v) => values.push(key_value(&v)?),
+                None => return Ok(None),
+            }
+        }
+        return Ok(Some(OwnedKeys::Values {
+            arity: names.len(),
+            values,
+        }));
+    }
+    let mut columns = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(v) = d.get_item(name)? else {
+            return Ok(None);
+        };
+        if let Ok(list) = v.cast::<PyList>() {
+            columns.push(Column::List(list.clone()));
+        } else {
+            match PyBuffer::<i64>::get(&v) {
+                Ok(buf) if buf.dimensions() == 1 => columns.push(Column::Ints(buf.to_vec(d.py())?)),
+                _ => return Ok(None),
+            }
+        }
+    }
+    let n = columns.first().map_or(0, Column::len);
+    if columns.iter().any(|c| c.len() != n) {
+        return Ok(None);
+    }
+    if let [Column::List(list)] = columns.as_slice() {
+        // One key column: entities as `extract_keys` reads a list.
+        return extract_keys(list.as_any()).map(Some);
+    }
+    let mut values = Vec::with_capacity(n * names.len());
+    for r in 0..n {
+        for c in &columns {
+            values.push(match c {
+                Column::List(list) => key_value(&list.get_item(r)?)?,
+                Column::Ints(v) => KeyValue::Int(i128::from(v[r])),
+            });
+        }
+    }
+    Ok(Some(OwnedKeys::Values {
+        arity: names.len(),
+        values,
+    }))
+}
+
+/// One key column of a dict (see [`dict_keys`]).
+enum Column<'py> {
+    List(Bound<'py, PyList>),
+    Ints(Vec<i64>),
+}
+
+impl Column<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Column::List(l) => l.len(),
+            Column::Ints(v) => v.len(),
+        }
+    }
 }
 
 /// Runs `fill` on a fresh float32 buffer of `len` floats with the GIL released.
@@ -361,47 +437,74 @@ impl PyOnlineStore {
             .into_iter()
             .map(|(table, name)| FeatureRef { table, name })
             .collect();
-        let plan = py
-            .detach(|| self.inner.matrix_plan(&tables, &features, ttl_ns.clone()))
+        let store = Arc::clone(&self.inner);
+        let prepared = py
+            .detach(|| PreparedMatrix::new(store, tables, features, ttl_ns, None))
             .py()?;
-        Ok(PyReader {
-            store: Arc::clone(&self.inner),
+        Ok(PyReader { prepared, threads })
+    }
+}
+
+/// A matrix plan that resolves itself again (once) when a table it reads was dropped
+/// (and maybe re-created) since: what `Reader` and `ModelInput` read through.
+pub(crate) struct PreparedMatrix {
+    pub(crate) store: Arc<OnlineStore>,
+    plan: RwLock<Arc<MatrixPlan>>,
+    pub(crate) tables: Vec<String>,
+    pub(crate) features: Vec<FeatureRef>,
+    ttl_ns: Vec<Option<i64>>,
+    /// Floats per output row; None: one per feature.
+    row_width: Option<usize>,
+}
+
+impl PreparedMatrix {
+    pub(crate) fn new(
+        store: Arc<OnlineStore>,
+        tables: Vec<String>,
+        features: Vec<FeatureRef>,
+        ttl_ns: Vec<Option<i64>>,
+        row_width: Option<usize>,
+    ) -> crate::error::Result<Self> {
+        let plan = Self::resolve(&store, &tables, &features, &ttl_ns, row_width)?;
+        Ok(PreparedMatrix {
+            store,
             plan: RwLock::new(Arc::new(plan)),
             tables,
             features,
             ttl_ns,
-            threads,
+            row_width,
         })
     }
-}
 
-/// A prepared read of several tables into float32 rows: tables, feature positions and
-/// TTLs are resolved once, so a call only converts keys and looks them up.
-#[pyclass(name = "Reader", module = "pitstop._core", frozen)]
-pub struct PyReader {
-    store: Arc<OnlineStore>,
-    /// Resolved again when a table read was dropped (and maybe re-created) since.
-    plan: RwLock<Arc<MatrixPlan>>,
-    tables: Vec<String>,
-    features: Vec<FeatureRef>,
-    ttl_ns: Vec<Option<i64>>,
-    threads: Option<usize>,
-}
+    fn resolve(
+        store: &OnlineStore,
+        tables: &[String],
+        features: &[FeatureRef],
+        ttl_ns: &[Option<i64>],
+        row_width: Option<usize>,
+    ) -> crate::error::Result<MatrixPlan> {
+        let plan = store.matrix_plan(tables, features, ttl_ns.to_vec())?;
+        match row_width {
+            Some(w) => plan.with_row_width(w),
+            None => Ok(plan),
+        }
+    }
 
-impl PyReader {
     /// Runs `f` with the current plan; resolves the plan again once if the catalog
     /// changed under it.
-    fn with_plan(
+    pub(crate) fn with_plan(
         &self,
         mut f: impl FnMut(&MatrixPlan) -> crate::error::Result<()>,
     ) -> crate::error::Result<()> {
         let plan = Arc::clone(&self.plan.read().unwrap_or_else(|e| e.into_inner()));
         match f(&plan) {
             Err(Error::StaleCatalog) => {
-                let fresh = Arc::new(self.store.matrix_plan(
+                let fresh = Arc::new(Self::resolve(
+                    &self.store,
                     &self.tables,
                     &self.features,
-                    self.ttl_ns.clone(),
+                    &self.ttl_ns,
+                    self.row_width,
                 )?);
                 *self.plan.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&fresh);
                 f(&fresh)
@@ -410,9 +513,29 @@ impl PyReader {
         }
     }
 
-    fn width_now(&self) -> usize {
+    /// Floats per output row.
+    pub(crate) fn width(&self) -> usize {
         self.plan.read().unwrap_or_else(|e| e.into_inner()).width
     }
+
+    /// Fills `out` (rows of [`Self::width`] floats) with the features of `keys`.
+    pub(crate) fn read(
+        &self,
+        keys: &Keys,
+        now_ns: i64,
+        out: &mut [f32],
+        threads: Option<usize>,
+    ) -> crate::error::Result<()> {
+        self.with_plan(|plan| self.store.read_matrix(plan, keys, now_ns, out, threads))
+    }
+}
+
+/// A prepared read of several tables into float32 rows: tables, feature positions and
+/// TTLs are resolved once, so a call only converts keys and looks them up.
+#[pyclass(name = "Reader", module = "pitstop._core", frozen)]
+pub struct PyReader {
+    prepared: PreparedMatrix,
+    threads: Option<usize>,
 }
 
 #[pymethods]
@@ -420,17 +543,18 @@ impl PyReader {
     /// Features per row.
     #[getter]
     fn width(&self) -> usize {
-        self.width_now()
+        self.prepared.width()
     }
 
     #[getter]
     fn tables(&self) -> Vec<String> {
-        self.tables.clone()
+        self.prepared.tables.clone()
     }
 
     #[getter]
     fn features(&self) -> Vec<(Option<String>, String)> {
-        self.features
+        self.prepared
+            .features
             .iter()
             .map(|f| (f.table.clone(), f.name.clone()))
             .collect()
@@ -447,11 +571,8 @@ impl PyReader {
         let keys = extract_keys(keys)?;
         let now = now_ns.unwrap_or_else(online::now_ns);
         let n = keys.keys().len();
-        float_buffer(py, n * self.width_now(), |out| {
-            self.with_plan(|plan| {
-                self.store
-                    .read_matrix(plan, &keys.keys(), now, out, self.threads)
-            })
+        float_buffer(py, n * self.prepared.width(), |out| {
+            self.prepared.read(&keys.keys(), now, out, self.threads)
         })
     }
 
@@ -467,8 +588,10 @@ impl PyReader {
         let keys = extract_keys(keys)?;
         let now = now_ns.unwrap_or_else(online::now_ns);
         let n = keys.keys().len();
-        float_buffer(py, n * self.width_now(), |out| {
-            self.with_plan(|plan| self.store.read_matrix_naive(plan, &keys.keys(), now, out))
+        let store = &self.prepared.store;
+        float_buffer(py, n * self.prepared.width(), |out| {
+            self.prepared
+                .with_plan(|plan| store.read_matrix_naive(plan, &keys.keys(), now, out))
         })
     }
 
@@ -483,12 +606,12 @@ impl PyReader {
         let mut values = Vec::with_capacity(1);
         let arity = push_entity(key, &mut values)?;
         let now = now_ns.unwrap_or_else(online::now_ns);
-        float_buffer(py, self.width_now(), |out| {
+        float_buffer(py, self.prepared.width(), |out| {
             let keys = Keys::Values {
                 arity,
                 values: &values,
             };
-            self.with_plan(|plan| self.store.read_matrix(plan, &keys, now, out, Some(1)))
+            self.prepared.read(&keys, now, out, Some(1))
         })
     }
 }
