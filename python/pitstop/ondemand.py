@@ -84,6 +84,26 @@ class OnDemand:
     def compute(self, cols: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         """The outputs for ``n`` rows, checked: exactly the declared names, each ``n``
         numbers, cast to the declared type."""
+        got, shape = self._call(cols), (n,)
+        out = {}
+        for name, want in self._checks:
+            a = got[name]
+            # The common case, already what was declared, takes no conversion.
+            ok = type(a) is np.ndarray and a.dtype is want and a.shape == shape
+            out[name] = a if ok else self._output(name, a, want, n)
+        return out
+
+    def compute_into(self, cols: dict[str, np.ndarray], n: int, x: np.ndarray,
+                     positions: dict[str, int]) -> None:
+        """``compute``, each output written to its column of ``x`` (rounded to
+        float32 as ``astype`` would)."""
+        got, shape = self._call(cols), (n,)
+        for name, want in self._checks:
+            a = got[name]
+            ok = type(a) is np.ndarray and a.dtype is want and a.shape == shape
+            x[:, positions[name]] = a if ok else self._output(name, a, want, n)
+
+    def _call(self, cols: dict[str, np.ndarray]) -> dict:
         try:
             got = self.fn(cols)
         except Exception as e:  # the user's function: report which one failed
@@ -93,26 +113,22 @@ class OnDemand:
             raise SchemaError(
                 f"on-demand function {self.path} must return a dict with exactly "
                 f"{sorted(self.outputs)}; got {sorted(got) if isinstance(got, dict) else type(got).__name__}")
-        out = {}
-        shape = (n,)
-        for name, want in self._checks:
-            a = got[name]
-            if type(a) is np.ndarray and a.dtype is want and a.shape == shape:
-                out[name] = a  # the common case: already what was declared
-                continue
-            if type(a) is not np.ndarray:
-                try:
-                    a = np.asarray(a)
-                except (TypeError, ValueError) as e:
-                    raise SchemaError(f"on-demand feature '{name}' ({self.path}): {e}") from None
-            if a.ndim == 0:
-                a = np.broadcast_to(a, (n,))
-            if a.shape != shape or a.dtype.kind not in "biuf":
-                raise SchemaError(
-                    f"on-demand feature '{name}' ({self.path}) must be {n} numbers of type "
-                    f"{self.outputs[name]}; got shape {a.shape}, dtype {a.dtype}")
-            out[name] = a if a.dtype == want else a.astype(want)
-        return out
+        return got
+
+    def _output(self, name: str, a: Any, want: np.dtype, n: int) -> np.ndarray:
+        """Output ``a`` as ``n`` values of ``want``, or a SchemaError."""
+        if type(a) is not np.ndarray:
+            try:
+                a = np.asarray(a)
+            except (TypeError, ValueError) as e:
+                raise SchemaError(f"on-demand feature '{name}' ({self.path}): {e}") from None
+        if a.ndim == 0:
+            a = np.broadcast_to(a, (n,))
+        if a.shape != (n,) or a.dtype.kind not in "biuf":
+            raise SchemaError(
+                f"on-demand feature '{name}' ({self.path}) must be {n} numbers of type "
+                f"{self.outputs[name]}; got shape {a.shape}, dtype {a.dtype}")
+        return a if a.dtype == want else a.astype(want)
 
 
 def on_demand(*, request: dict[str, str], outputs: dict[str, str]) -> Callable[[Callable], OnDemand]:
@@ -191,8 +207,7 @@ def fill_on_demand(view: FeatureView, out: np.ndarray, done: int, request: Any) 
     cols = FeatureColumns(out, positions, done)
     cols.update(request_columns(request, fields, n, view.name))
     for od in view.on_demand:
-        for name, a in od.compute(cols, n).items():
-            out[:, positions[name]] = a  # rounded to float32 as astype would
+        od.compute_into(cols, n, out, positions)
         cols.ready = done = done + len(od.outputs)
 
 
@@ -238,6 +253,7 @@ class FeatureColumns(dict):
 
 
 _SAME_KIND = {"float64": "f", "float32": "f", "int64": "iu", "int32": "iu", "bool": "b"}
+_DTYPES = {name: np.dtype(t) for name, t in NUMERIC.items()}
 
 
 def request_columns(request: Any, fields: dict[str, str], n: int, view: str) -> dict[str, np.ndarray]:
@@ -253,11 +269,15 @@ def request_columns(request: Any, fields: dict[str, str], n: int, view: str) -> 
                 a = np.asarray(v)
             else:
                 break
-            kind = a.dtype.kind
-            if a.ndim != 1 or kind not in _SAME_KIND[dtype] or (
-                    a.dtype.itemsize > 4 and (dtype == "float32" or dtype == "int32" or kind == "u")):
+            if a.dtype is not _DTYPES[dtype]:  # else exactly the declared type already
+                kind = a.dtype.kind
+                if kind not in _SAME_KIND[dtype] or (
+                        a.dtype.itemsize > 4 and (dtype == "float32" or dtype == "int32" or kind == "u")):
+                    break
+                a = a.astype(NUMERIC[dtype])
+            if a.ndim != 1:
                 break
-            out[r] = a.astype(NUMERIC[dtype], copy=False)
+            out[r] = a
             if len(a) != n and rows == n:
                 rows = len(a)
         else:

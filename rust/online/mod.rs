@@ -196,6 +196,17 @@ impl OnlineStore {
         read::with_rows(&*self.env()?, table, keys, now_ns, f)
     }
 
+    /// [`OnlineStore::with_rows`] with the table resolved once ([`read::RowsPlan`]).
+    pub fn with_rows_prepared<R>(
+        &self,
+        rows: &read::RowsPlan,
+        keys: &Keys,
+        now_ns: i64,
+        f: impl FnMut(&[Option<crate::encode::row::RowView>], &catalog::TableDef) -> Result<R>,
+    ) -> Result<R> {
+        read::with_rows_prepared(&*self.env()?, rows, keys, now_ns, f)
+    }
+
     /// Resolves tables and features once for [`OnlineStore::read_matrix`].
     pub fn matrix_plan(
         &self,

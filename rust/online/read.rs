@@ -25,7 +25,7 @@
 //! [`super::verify`]). All lookups of one call
 //! read one snapshot, so a read never sees half of a write.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
@@ -610,20 +610,66 @@ pub fn with_rows<R>(
     table: &str,
     keys: &Keys,
     now_ns: i64,
+    f: impl FnMut(&[Option<RowView>], &TableDef) -> Result<R>,
+) -> Result<R> {
+    with_rows_prepared(env, &RowsPlan::new(table), keys, now_ns, f)
+}
+
+/// One table read by [`with_rows_prepared`], resolved on first use and again only when
+/// the catalog changed since (the table was dropped or re-created): a reader that
+/// serves many requests resolves its table once, not per request.
+#[derive(Debug)]
+pub struct RowsPlan {
+    table: String,
+    plan: RwLock<Option<Arc<ReadPlan>>>,
+}
+
+impl RowsPlan {
+    pub fn new(table: &str) -> RowsPlan {
+        RowsPlan {
+            table: table.to_string(),
+            plan: RwLock::new(None),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn resolved(&self, env: &Env) -> Result<Arc<ReadPlan>> {
+        if let Some(plan) = &*self.plan.read().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(Arc::clone(plan));
+        }
+        let mut plan = ReadPlan::new(env, &[self.table.clone()], vec![None])?;
+        plan.lazy = true;
+        let plan = Arc::new(plan);
+        *self.plan.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&plan));
+        Ok(plan)
+    }
+}
+
+/// [`with_rows`] through a [`RowsPlan`].
+pub fn with_rows_prepared<R>(
+    env: &Env,
+    rows: &RowsPlan,
+    keys: &Keys,
+    now_ns: i64,
     mut f: impl FnMut(&[Option<RowView>], &TableDef) -> Result<R>,
 ) -> Result<R> {
     let mut attempts = 0;
     loop {
         let mut once = || {
-            let mut plan = ReadPlan::new(env, &[table.to_string()], vec![None])?;
-            plan.lazy = true;
+            let plan = rows.resolved(env)?;
             env.with_reads(1, |txns| {
                 let found = lookup(env, txns, &plan, keys, now_ns)?;
                 f(&found.rows, &plan.tables[0])
             })
         };
         match once() {
-            Err(Error::StaleCatalog) if attempts < 3 => attempts += 1,
+            Err(Error::StaleCatalog) if attempts < 3 => {
+                *rows.plan.write().unwrap_or_else(|e| e.into_inner()) = None;
+                attempts += 1
+            }
             other => return other,
         }
     }
