@@ -139,6 +139,17 @@ def test_fast_path_key_errors_and_now(tmp_path):
     assert pred.features([0], now=None).shape == (1, 2)
     with pytest.raises(errors.InvalidArgumentError, match="takes no request"):
         pred.predict([0], request={"a": [1.0]}, now=NOW)
+    # Raw request features after the view's: the same columns as the general path.
+    fs.models.register("r", gbdt(4), feature_view=fv, request_features=["p", "q"])
+    req = fs.predictor("r", missing="default", defaults={"income": 7.0, "spend": -1.0})
+    assert req._fast is not None
+    request = {"p": [1.5, -2.0, 3.0], "q": np.array([4, 5, 6])}
+    got = req.features({"user_id": [0, 9, 3]}, request=request, now=NOW)
+    same(got, req._general_input({"user_id": [0, 9, 3]}, request, NOW))
+    assert got[:, 2:].tolist() == [[1.5, 4], [-2, 5], [3, 6]] and not np.isnan(got).any()
+    for bad in (None, {"p": [1.0]}, {"q": [1, 2, 3]}):
+        with pytest.raises(errors.InvalidArgumentError, match="request"):
+            req.features({"user_id": [0, 9, 3]}, request=bad, now=NOW)
     fs.close()
 
 

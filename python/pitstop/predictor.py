@@ -8,7 +8,7 @@ batch. Logging, when on, hands the batch to a background thread (a bounded queue
 ``predict`` only waits if the writer falls far behind, and nothing is dropped), which
 appends to a Delta table under ``logs/``.
 
-The hot path is prepared once per predictor (``FeatureView._input_plan``): for a view
+The hot path is prepared once per predictor (:mod:`pitstop.model_input`): for a view
 of numeric features keyed alike, one Rust call goes from the keys (a dict of lists or
 int64 arrays, or a list, read without Python-side conversion) to the float32 model
 input, with the lookup, the ``"default"`` fills and the fitted transforms in it; the
@@ -32,7 +32,7 @@ from .errors import DataError, InvalidArgumentError, SchemaError
 from .models import ModelVersion, _session, check_inputs
 from .ondemand import fill_on_demand, with_on_demand
 from .online import now_ns
-from .view import input_matrix
+from .model_input import input_matrix, input_plan
 from ._inputs import keys_table as normalize_keys
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class Predictor:
         self._lookup = self.view._matrix_lookup(self._fitted)
         fills = [] if self._defaults is None else [
             (j, float(v)) for j, v in enumerate(self._defaults) if not np.isnan(v)]
-        self._fast = self.view._input_plan(self._fitted, len(model.inputs), fills)
+        self._fast = input_plan(self.view, self._fitted, len(model.inputs), fills)
         self._width = len(model.inputs)
         self._n_lookup = len(self.view.lookup_features)
         self._now: tuple = (None, None)  # the last datetime `now` and its ns

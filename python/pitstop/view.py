@@ -23,7 +23,9 @@ import pyarrow.compute as pc
 from . import _core
 from ._inputs import as_table, keys_table
 from ._schema import SEQ
+from . import model_input as MI
 from . import ondemand as OD
+from .model_input import one_entity
 from . import transforms as T
 from .group import Selection
 from .online import _key_list, now_ns
@@ -90,7 +92,7 @@ class FeatureView:
         self._fits: dict[int, tuple[str, T.Fitted]] = {}
         # fitted_transforms(snapshot or None) -> (registry.changes() then, the fit)
         self._fit_marks: dict[int | None, tuple[tuple[int, int], T.Fitted]] = {}
-        self._fast_plans: tuple | None = None  # (fitted, ModelInput or None)
+        self._fast_plans: tuple | None = None  # (fitted, ModelInput or None): model_input.view_plan
 
     def __repr__(self) -> str:
         return f"FeatureView({self.name!r}, version={self.version}, features={self.features})"
@@ -408,7 +410,7 @@ class FeatureView:
                     parts.append((sel, lambda keys, now, r=r: r.matrix(keys, now=now)))
 
             def lookup_mixed(keys: Any, now: Any = None) -> np.ndarray:
-                table = keys_table(_one_entity(keys))
+                table = keys_table(one_entity(keys))
                 cols = [read(_rename(table, sel), now) for sel, read in parts]
                 return np.ascontiguousarray(np.hstack(cols), dtype=np.float32)
 
@@ -418,7 +420,7 @@ class FeatureView:
 
             def lookup_same(keys: Any, now: Any = None) -> np.ndarray:
                 # One key list for every part, made once (no table per call).
-                keys = _key_list(_one_entity(keys), names)
+                keys = _key_list(one_entity(keys), names)
                 if len(parts) == 1:
                     return parts[0][1](keys, now)
                 return np.hstack([read(keys, now) for _, read in parts])
@@ -432,7 +434,7 @@ class FeatureView:
             )
 
             def lookup(keys: Any, now: Any = None) -> np.ndarray:
-                return reader.matrix(_one_entity(keys), now=now)
+                return reader.matrix(one_entity(keys), now=now)
 
             return lookup
         readers = [online.reader(g.online_table, features=list(sel.features), ttl=g.ttl_ns)
@@ -444,45 +446,6 @@ class FeatureView:
             return np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
 
         return lookup_each
-
-    def _fast_plan(self, fitted: T.Fitted | None) -> Any:
-        """``_input_plan`` of the view's own features for ``fitted``, made once per fit
-        object (None when the view needs the general path)."""
-        cached = self._fast_plans
-        if cached is not None and cached[0] is fitted:
-            return cached[1]
-        plan = self._input_plan(fitted, len(self.features))
-        self._fast_plans = (fitted, plan)  # holds `fitted`: an identity check is exact
-        return plan
-
-    def _input_plan(self, fitted: T.Fitted | None, width: int,
-                    fills: list[tuple[int, float]] = ()) -> Any:
-        """The whole looked-up part of a model input as one prepared Rust call
-        (``_core.ModelInput``): keys -> the view's features at positions ``0..`` of rows
-        ``width`` wide -> ``fills`` ((column, value) for NaN) -> the numeric fitted
-        transforms (in the same call when the view has no on-demand features; else by
-        ``finish`` once those are filled in). None when the view needs the general
-        path: aggregations, categorical encoders, or groups keyed by different columns."""
-        sels = self.selections
-        if not self.lookup_features or self.categorical or any(
-                s.kind == "aggregation" for s in sels) or not all(
-                sel.on == sels[0].on and all(s == p for s, p in sel.on) for sel in sels):
-            return None
-        groups = self._groups(sels)
-        self._check_online(groups)
-        online = self._store.online
-        tables = [g.online_table for g in groups]
-        names = online.key_columns(tables[0])
-        if any(online.key_columns(t) != names for t in tables[1:]):
-            return None
-        steps = fitted.steps_at({f: j for j, f in enumerate(self.features)}) if fitted else []
-        pre = [(j, "fill_null", v, 0.0, []) for j, v in fills]
-        if not self.on_demand:
-            pre, steps = pre + steps, []
-        return _core.ModelInput(
-            online._core, tables,
-            [(g.online_table, f) for sel, g in zip(sels, groups) for f in sel.features],
-            [g.ttl_ns for g in groups], names, width, pre, steps)
 
     def _check_online(self, groups: list) -> None:
         offline_only = [g.name for g in groups if not g.online]
@@ -502,11 +465,11 @@ class FeatureView:
         transforms applies those fitted for ``snapshot`` (default: the newest fit)."""
         fitted = self.fitted_transforms(snapshot) if self.transforms else None
         if as_matrix:
-            plan = self._fast_plan(fitted)
+            plan = MI.view_plan(self, fitted)
             if plan is not None:
                 if request is not None and not self.on_demand:
                     _no_request(self)
-                x = input_matrix(plan, keys, None if now is None else now_ns(now))
+                x = MI.input_matrix(plan, keys, None if now is None else now_ns(now))
                 if self.on_demand:
                     OD.fill_on_demand(self, x, len(self.lookup_features), request)
                     plan.finish(x)
@@ -576,7 +539,7 @@ class FeatureView:
         return lookup
 
     def _lookup_table(self, keys: Any, now: Any, selections: list[Selection] | None = None) -> pa.Table:
-        keys = keys_table(_one_entity(keys))
+        keys = keys_table(one_entity(keys))
         sels = self.selections if selections is None else selections
         groups = self._groups(sels)
         self._check_online(groups)
@@ -597,27 +560,10 @@ class FeatureView:
         return pa.table(cols)
 
 
-def input_matrix(plan: Any, keys: Any, ns: int | None) -> np.ndarray:
-    """The float32 matrix a ``_core.ModelInput`` makes of ``keys`` at ``ns`` (None:
-    now): keys of the common shapes go to Rust as given, others are converted here
-    first (the same conversion as the general path, errors included)."""
-    raw = plan.matrix(keys, ns)
-    if raw is None:
-        raw = plan.matrix(_key_list(_one_entity(keys), plan.key_names), ns, True)
-    return np.frombuffer(raw, np.float32).reshape(-1, plan.width)
-
-
 def _columns(group, sel: Selection) -> list[str]:
     """The columns of ``group`` a join of selection ``sel`` reads."""
     created = [group.created_time] if group.created_time else []
     return [*group.primary_key, group.event_time, *created, *sel.features]
-
-
-def _one_entity(keys: Any) -> Any:
-    """``{"user_id": 5}`` (one entity) as ``{"user_id": [5]}``; anything else as is."""
-    if isinstance(keys, dict) and keys and all(v is None or np.isscalar(v) for v in keys.values()):
-        return {k: [v] for k, v in keys.items()}
-    return keys
 
 
 def _rename(keys: pa.Table, sel: Selection) -> pa.Table:

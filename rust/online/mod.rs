@@ -46,6 +46,7 @@
 pub mod catalog;
 pub mod env;
 pub mod lmdb;
+pub mod matrix;
 pub mod read;
 pub mod verify;
 pub mod write;
@@ -57,7 +58,8 @@ use arrow_array::RecordBatch;
 
 use crate::error::{Error, Result};
 pub use env::Env;
-pub use read::{FeatureRef, KeyValue, Keys, MatrixPlan, Status};
+pub use matrix::{FeatureRef, MatrixPlan};
+pub use read::{KeyValue, Keys, Status};
 pub use write::{WriteSpec, WriteStats};
 
 /// A handle on a store's online environment, safe to share between threads and to
@@ -229,10 +231,10 @@ impl OnlineStore {
         out: &mut [f32],
         threads: Option<usize>,
     ) -> Result<()> {
-        read::read_matrix(&*self.env()?, plan, keys, now_ns, out, threads)
+        matrix::read_matrix(&*self.env()?, plan, keys, now_ns, out, threads)
     }
 
-    /// [`read::read_matrix_naive`]: one get per (entity, table), for comparison.
+    /// [`matrix::read_matrix_naive`]: one get per (entity, table), for comparison.
     pub fn read_matrix_naive(
         &self,
         plan: &MatrixPlan,
@@ -240,7 +242,7 @@ impl OnlineStore {
         now_ns: i64,
         out: &mut [f32],
     ) -> Result<()> {
-        read::read_matrix_naive(&*self.env()?, plan, keys, now_ns, out)
+        matrix::read_matrix_naive(&*self.env()?, plan, keys, now_ns, out)
     }
 
     /// A consistent copy of the environment, taken while writers run, in `out` (a new

@@ -512,7 +512,7 @@ impl PyAggMatrix {
         keys: &Bound<'py, PyAny>,
         now_ns: i64,
     ) -> PyResult<Bound<'py, pyo3::types::PyByteArray>> {
-        let keys = super::online::extract_keys(keys)?;
+        let keys = super::keys::extract_keys(keys)?;
         let keys = keys.keys();
         super::online::float_buffer(py, keys.len() * self.specs.len(), |out| {
             crate::agg::serve::matrix_prepared(

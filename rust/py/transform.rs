@@ -10,9 +10,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyDict, PyList};
 
 use super::errors::IntoPyResult;
-use super::online::{dict_keys, extract_keys, float_buffer, PreparedMatrix, PyOnlineStore};
+use super::keys::{dict_keys, extract_keys};
+use super::online::{float_buffer, PreparedMatrix, PyOnlineStore};
 use crate::error::Error;
-use crate::online::{self, FeatureRef};
+use crate::online;
 use crate::transform::{apply, Step};
 
 /// One step as Python gives it: (column, kind, a, b, edges).
@@ -131,10 +132,6 @@ impl PyModelInput {
         pre: Vec<StepArgs>,
         post: Vec<StepArgs>,
     ) -> PyResult<Self> {
-        let features: Vec<FeatureRef> = features
-            .into_iter()
-            .map(|(table, name)| FeatureRef { table, name })
-            .collect();
         let (pre, post) = (
             checked_steps(width, pre).py()?,
             checked_steps(width, post).py()?,
@@ -214,6 +211,9 @@ impl PyModelInput {
                 "transforms need a writable float32 matrix".into(),
             ))
             .py();
+        }
+        if buf.item_count() == 0 {
+            return Ok(());
         }
         // SAFETY: the buffer is writable, C-contiguous, aligned for f32 (checked by
         // PyBuffer::get) and `item_count` floats long; the GIL is held for the whole
