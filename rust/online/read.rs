@@ -41,6 +41,9 @@ use crate::error::{py_list, Error, Result};
 use crate::join::keys::{key_kind, KeyKind};
 use crate::table::Table;
 
+// The matrix reads lived here; their old paths still work.
+pub use super::matrix::{read_matrix, read_matrix_naive, FeatureRef, MatrixPlan};
+
 /// Requests at least this large are split across threads.
 pub(super) const PARALLEL_MIN: usize = 4096;
 /// Rows per thread at least, when split.
