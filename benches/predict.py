@@ -202,6 +202,8 @@ def main() -> None:
                 out.append(time.perf_counter() - t)
 
         x100 = pred.features({"user_id": hundred[0]}, now=now)
+        x1 = pred.features({"user_id": one[0]}, now=now)
+        load_start = harness.load_average()
         for block in range(5):  # alternate so drift hits both
             sl = slice(block * len(one) // 5, (block + 1) * len(one) // 5)
             sh = slice(block * len(hundred) // 5, (block + 1) * len(hundred) // 5)
@@ -212,6 +214,8 @@ def main() -> None:
             timed("pitstop features b100", lambda u: pred.features({"user_id": u}, now=now), hundred[sh])
             timed("plain features b100", plain.features, hundred[sh])
             timed("model only b100", lambda _u: pred._run(x100), hundred[sh])
+            timed("plain features b1", plain.features, one[sl])
+            timed("model only b1", lambda _u: pred._run(x1), one[sl])
             timed("pitstop +transforms b1",
                   lambda u: pred_tx.predict({"user_id": u}, request=req1, now=now), one[sl])
             timed("plain +transforms b1", lambda u: plain_tx.predict_request(u, req1), one[sl])
@@ -227,6 +231,7 @@ def main() -> None:
         for name, xs in results.items():
             rows.append([name, harness.percentile(xs, 50) * 1e6, harness.percentile(xs, 99) * 1e6])
         assert not np.isnan(x100).any(), "features expired: serve at the data's time"
+        load_end = harness.load_average()
         tp1 = throughput(d, 1, args.weeks)
         tp2 = throughput(d, 2, args.weeks)
         pred.close()
@@ -234,7 +239,11 @@ def main() -> None:
         fs.close()
     p = {r[0]: r for r in rows}
     print(f"\n{harness.today()} · {harness.machine()} · {harness.versions('pitstop', 'onnxruntime', 'lmdb', 'numpy')}")
+    print(f"{load_start} at start, {load_end} at end")
     print(harness.markdown_table(["pipeline", "p50 µs", "p99 µs"], rows))
+    print(f"\nbatch 1 p50 speed-up over plain Python: {p['plain b1'][1] / p['pitstop b1'][1]:.2f}x "
+          f"(p99 {p['pitstop b1'][2]:.1f} µs); feature part {p['pitstop features b1'][1]:.1f} µs, "
+          f"the model alone {p['model only b1'][1]:.1f} µs")
     print(f"\nbatch 100 p50 speed-up over plain Python: {p['plain b100'][1] / p['pitstop b100'][1]:.1f}x; "
           f"feature part {p['pitstop features b100'][1]:.0f} µs vs model {p['model only b100'][1]:.0f} µs")
     print(f"on-demand (3) + transforms (5) add {p['pitstop features +transforms b1'][1] - p['pitstop features b1'][1]:.1f} µs "

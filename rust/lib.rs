@@ -36,6 +36,8 @@ fn _core(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
     m.add_class::<py::online::PyReader>()?;
     m.add_class::<py::online::PyPreparedWrite>()?;
     m.add_class::<py::transform::PyTransformPlan>()?;
+    m.add_class::<py::transform::PyModelInput>()?;
+    m.add_class::<py::agg::PyAggMatrix>()?;
     #[cfg(feature = "serve")]
     m.add_class::<py::serve::PyServer>()?;
     Ok(())

@@ -216,3 +216,23 @@ def test_a_rebuild_left_by_a_killed_materialize_is_cleared(tmp_path):
     fs.close()
     fs = ps.FeatureStore(tmp_path / "s")
     assert fs.online.tables() == ["spend.agg.v1"]
+
+
+def test_a_prepared_matrix_reader_follows_its_table(tmp_path):
+    """The view's prepared aggregation reader resolves its table once: before the
+    first event (no table: counts 0, the rest NaN), after it appears, and after a
+    materialize swaps a rebuilt table in, it serves what a fresh view serves."""
+    fs, purchases = store(tmp_path)
+    spend = fs.create_aggregation("spend", source=purchases, online=True,
+                                  aggregations=[agg.count(windows=["1d"]), agg.sum("amount", windows=["1d"])])
+    fv = fs.create_feature_view("v", features=[spend.select_all()])
+    keys = {"user_id": [0, 1, 7]}
+    now = dt.datetime.fromtimestamp(BASE / 1e6 + 60 * 3600, dt.timezone.utc)
+    empty = fv.get_feature_vectors(keys, now=now, as_matrix=True)
+    assert empty[:, 0].tolist() == [0, 0, 0] and np.isnan(empty[:, 1]).all()
+    purchases.insert(events(np.random.default_rng(1), 200, keys=2))
+    for _ in range(2):
+        fresh = fs.get_feature_view("v").get_feature_vectors(keys, now=now, as_matrix=True)
+        assert fv.get_feature_vectors(keys, now=now, as_matrix=True).tobytes() == fresh.tobytes()
+        assert fresh[0, 0] > 0
+        spend.materialize()

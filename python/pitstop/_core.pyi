@@ -216,3 +216,45 @@ class Server:
     def stop(self, drain_s: float) -> None: ...
     def finished(self) -> bool: ...
     def metrics(self) -> str: ...
+
+class ModelInput:
+    """A predictor's model input prepared once: the view's features (``features``:
+    (table, name) pairs, at positions ``0..``) of rows ``width`` wide, read from
+    ``tables`` (one TTL each) by entity keys ``key_names``; ``pre`` steps (as
+    ``TransformPlan``'s: missing-value fills, fitted transforms) run in the same call,
+    ``post`` steps by ``finish`` after the caller filled the other columns."""
+    def __init__(
+        self,
+        store: OnlineStore,
+        tables: list[str],
+        features: list[tuple[str | None, str]],
+        ttl_ns: list[int | None],
+        key_names: list[str],
+        width: int,
+        pre: list[tuple[int, str, float, float, list[float]]],
+        post: list[tuple[int, str, float, float, list[float]]],
+    ) -> None: ...
+    @property
+    def width(self) -> int:
+        """Values per row."""
+    @property
+    def key_names(self) -> list[str]:
+        """The key columns a keys dict gives, in entity-key order."""
+    def matrix(self, keys: Any, now_ns: int | None = None, normalized: bool = False) -> bytearray | None:
+        """``len(keys) * width`` floats (row-major): features, NaN where missing,
+        expired or null, then the ``pre`` steps; other columns 0. ``keys``: a dict of
+        key columns (lists, 1-D int64 arrays, or one entity of int/str scalars) or a
+        list of entities; with ``normalized=True`` also an Arrow table. None when the
+        keys need converting in Python first."""
+    def finish(self, x: Any) -> None:
+        """Applies the ``post`` steps in place to a writable C-contiguous float32
+        matrix of rows of ``width`` values."""
+
+class AggMatrix:
+    """``agg_matrix`` prepared once: the ops ``aggregations`` ((op, value column index,
+    window ns, k)) parsed and online table ``table`` resolved on first use (again only
+    after it is dropped or re-created)."""
+    def __init__(self, store: OnlineStore, table: str,
+                 aggregations: list[tuple[str, int | None, int | None, int | None]], closed: str) -> None: ...
+    def matrix(self, keys: Any, now_ns: int) -> bytearray:
+        """``len(keys) * len(aggregations)`` float32 served at ``now_ns``."""

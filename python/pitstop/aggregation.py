@@ -223,13 +223,14 @@ class Aggregation(OnlineTable):
                     f"feature '{f}' is not a number; a model's float32 input takes numeric "
                     "features only (use get_feature_vectors for the table)")
         specs = [s[:4] for s in self._online_specs(sel)]
-        online, table, closed = self._store.online, self.online_table, self.definition.closed
+        # Ops parsed and the table resolved once, not per request.
+        prepared = _core.AggMatrix(self._store.online._core, self.online_table, specs,
+                                   self.definition.closed)
         width = len(specs)
 
         def read(keys: pa.Table, now: Any = None) -> np.ndarray:
             at = time.time_ns() if now is None else now_ns(now)
-            raw = _core.agg_matrix(online._core, table, keys, specs, closed, at)
-            return np.frombuffer(raw, dtype=np.float32).reshape(-1, width)
+            return np.frombuffer(prepared.matrix(keys, at), dtype=np.float32).reshape(-1, width)
 
         return read
 

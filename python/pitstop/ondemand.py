@@ -67,6 +67,9 @@ class OnDemand:
                 f"on_demand: {self.path} cannot be imported by path; define it at the top level "
                 "of an importable module")
         self.source_hash = _source_hash(fn)
+        # (name, numpy dtype) of each output, and their names: checked per call.
+        self._checks = [(name, np.dtype(NUMERIC[t])) for name, t in self.outputs.items()]
+        self._names = frozenset(self.outputs)
 
     def __call__(self, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.fn(cols)
@@ -81,32 +84,51 @@ class OnDemand:
     def compute(self, cols: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         """The outputs for ``n`` rows, checked: exactly the declared names, each ``n``
         numbers, cast to the declared type."""
+        got, shape = self._call(cols), (n,)
+        out = {}
+        for name, want in self._checks:
+            a = got[name]
+            # The common case, already what was declared, takes no conversion.
+            ok = type(a) is np.ndarray and a.dtype is want and a.shape == shape
+            out[name] = a if ok else self._output(name, a, want, n)
+        return out
+
+    def compute_into(self, cols: dict[str, np.ndarray], n: int, x: np.ndarray,
+                     positions: dict[str, int]) -> None:
+        """``compute``, each output written to its column of ``x`` (rounded to
+        float32 as ``astype`` would)."""
+        got, shape = self._call(cols), (n,)
+        for name, want in self._checks:
+            a = got[name]
+            ok = type(a) is np.ndarray and a.dtype is want and a.shape == shape
+            x[:, positions[name]] = a if ok else self._output(name, a, want, n)
+
+    def _call(self, cols: dict[str, np.ndarray]) -> dict:
         try:
             got = self.fn(cols)
         except Exception as e:  # the user's function: report which one failed
             raise InvalidArgumentError(
                 f"on-demand function {self.path} raised {type(e).__name__}: {e}") from e
-        if not isinstance(got, dict) or set(got) != set(self.outputs):
+        if not isinstance(got, dict) or got.keys() != self._names:
             raise SchemaError(
                 f"on-demand function {self.path} must return a dict with exactly "
                 f"{sorted(self.outputs)}; got {sorted(got) if isinstance(got, dict) else type(got).__name__}")
-        out = {}
-        for name, dtype in self.outputs.items():
-            a = got[name]
-            if type(a) is not np.ndarray:
-                try:
-                    a = np.asarray(a)
-                except (TypeError, ValueError) as e:
-                    raise SchemaError(f"on-demand feature '{name}' ({self.path}): {e}") from None
-            if a.ndim == 0:
-                a = np.broadcast_to(a, (n,))
-            if a.shape != (n,) or a.dtype.kind not in "biuf":
-                raise SchemaError(
-                    f"on-demand feature '{name}' ({self.path}) must be {n} numbers of type "
-                    f"{dtype}; got shape {a.shape}, dtype {a.dtype}")
-            want = NUMERIC[dtype]
-            out[name] = a if a.dtype == want else a.astype(want)
-        return out
+        return got
+
+    def _output(self, name: str, a: Any, want: np.dtype, n: int) -> np.ndarray:
+        """Output ``a`` as ``n`` values of ``want``, or a SchemaError."""
+        if type(a) is not np.ndarray:
+            try:
+                a = np.asarray(a)
+            except (TypeError, ValueError) as e:
+                raise SchemaError(f"on-demand feature '{name}' ({self.path}): {e}") from None
+        if a.ndim == 0:
+            a = np.broadcast_to(a, (n,))
+        if a.shape != (n,) or a.dtype.kind not in "biuf":
+            raise SchemaError(
+                f"on-demand feature '{name}' ({self.path}) must be {n} numbers of type "
+                f"{self.outputs[name]}; got shape {a.shape}, dtype {a.dtype}")
+        return a if a.dtype == want else a.astype(want)
 
 
 def on_demand(*, request: dict[str, str], outputs: dict[str, str]) -> Callable[[Callable], OnDemand]:
@@ -167,22 +189,34 @@ def with_on_demand(view: FeatureView, x: np.ndarray, request: Any) -> np.ndarray
     """The lookup matrix ``x`` plus the on-demand columns (float32)."""
     if not view.on_demand:
         return x
-    if view._od_names is None:  # resolved once per view object
-        names = view.features
-        view._od_names = ({f: j for j, f in enumerate(names)}, view.request_fields, len(names))
-    positions, fields, width = view._od_names
+    n, done = x.shape
+    out = np.empty((n, _layout(view)[2]), np.float32)
+    out[:, :done] = x
+    fill_on_demand(view, out, done, request)
+    return out
+
+
+def fill_on_demand(view: FeatureView, out: np.ndarray, done: int, request: Any) -> None:
+    """Computes the on-demand columns of ``out`` in place (float32, a row per key, the
+    view's features at their positions), whose first ``done`` columns hold the
+    looked-up features."""
+    positions, fields, _ = _layout(view)
     if request is None:
         raise InvalidArgumentError(f"feature view '{view.name}' needs request fields {list(fields)}")
-    n, done = len(x), x.shape[1]
-    out = np.empty((n, width), np.float32)
-    out[:, :done] = x
+    n = len(out)
     cols = FeatureColumns(out, positions, done)
     cols.update(request_columns(request, fields, n, view.name))
     for od in view.on_demand:
-        for name, a in od.compute(cols, n).items():
-            out[:, positions[name]] = a  # rounded to float32 as astype would
+        od.compute_into(cols, n, out, positions)
         cols.ready = done = done + len(od.outputs)
-    return out
+
+
+def _layout(view: FeatureView) -> tuple[dict[str, int], dict[str, str], int]:
+    """(position of each feature, request fields, width), resolved once per view object."""
+    if view._od_names is None:
+        names = view.features
+        view._od_names = ({f: j for j, f in enumerate(names)}, view.request_fields, len(names))
+    return view._od_names
 
 
 def request_array(col: pa.ChunkedArray | pa.Array, name: str, dtype: str) -> np.ndarray:
@@ -206,7 +240,7 @@ class FeatureColumns(dict):
     first use."""
 
     def __init__(self, x: np.ndarray, positions: dict[str, int], ready: int):
-        super().__init__()
+        # Starts empty (dict.__new__ made it so); no super().__init__() on the hot path.
         self._x, self._positions, self.ready = x, positions, ready
 
     def __missing__(self, name: str) -> np.ndarray:
@@ -219,6 +253,7 @@ class FeatureColumns(dict):
 
 
 _SAME_KIND = {"float64": "f", "float32": "f", "int64": "iu", "int32": "iu", "bool": "b"}
+_DTYPES = {name: np.dtype(t) for name, t in NUMERIC.items()}
 
 
 def request_columns(request: Any, fields: dict[str, str], n: int, view: str) -> dict[str, np.ndarray]:
@@ -227,20 +262,27 @@ def request_columns(request: Any, fields: dict[str, str], n: int, view: str) -> 
     anything else goes through Arrow, as the spine's columns do in training."""
     if isinstance(request, dict):
         out = {}
+        rows = n
         for r, dtype in fields.items():
-            if r not in request:
+            v = request.get(r)
+            if type(v) is list or type(v) is np.ndarray or isinstance(v, list | tuple | np.ndarray):
+                a = np.asarray(v)
+            else:
                 break
-            v = request[r]
-            a = np.asarray(v) if isinstance(v, list | tuple | np.ndarray) else None
-            if a is None or a.ndim != 1 or a.dtype.kind not in _SAME_KIND[dtype] or (
-                    dtype == "float32" and a.dtype.itemsize > 4) or (
-                    dtype == "int32" and a.dtype.itemsize > 4) or (a.dtype.kind == "u" and a.dtype.itemsize == 8):
+            if a.dtype is not _DTYPES[dtype]:  # else exactly the declared type already
+                kind = a.dtype.kind
+                if kind not in _SAME_KIND[dtype] or (
+                        a.dtype.itemsize > 4 and (dtype == "float32" or dtype == "int32" or kind == "u")):
+                    break
+                a = a.astype(NUMERIC[dtype])
+            if a.ndim != 1:
                 break
-            out[r] = a.astype(NUMERIC[dtype], copy=False)
+            out[r] = a
+            if len(a) != n and rows == n:
+                rows = len(a)
         else:
-            if any(len(a) != n for a in out.values()):
-                raise InvalidArgumentError(f"request has {len(next(iter(out.values())))} rows for "
-                                           f"{n} keys; give one per key")
+            if rows != n:
+                raise InvalidArgumentError(f"request has {rows} rows for {n} keys; give one per key")
             return out
     req = keys_table(request, "request")
     if req.num_rows != n:

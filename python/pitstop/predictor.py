@@ -1,11 +1,22 @@
 """Inference pipelines: online features in, predictions out, within a millisecond.
 
 ``Predictor.predict(keys)`` looks the view's features up in the online store (Rust
-assembles the float32 matrix in the model's input order, no per-row Python), appends
-request-time features, applies the missing-value policy and runs one onnxruntime call
-for the whole batch. Logging, when on, hands the batch to a background thread (a
-bounded queue: ``predict`` only waits if the writer falls far behind, and nothing is
-dropped), which appends to a Delta table under ``logs/``.
+assembles the float32 matrix in the model's input order, no per-row Python), applies
+the missing-value policy, computes the on-demand features, applies the fitted
+transforms, appends request-time features and runs one onnxruntime call for the whole
+batch. Logging, when on, hands the batch to a background thread (a bounded queue:
+``predict`` only waits if the writer falls far behind, and nothing is dropped), which
+appends to a Delta table under ``logs/``.
+
+The hot path is prepared once per predictor (:mod:`pitstop.model_input`): for a view
+of numeric features keyed alike, one Rust call goes from the keys (a dict of lists or
+int64 arrays, or a list, read without Python-side conversion) to the float32 model
+input, with the lookup, the ``"default"`` fills and the fitted transforms in it; the
+on-demand functions, when any, write their columns into that matrix, and a second
+call applies the transforms in place. Other views (aggregations, categorical
+encoders, groups keyed differently) take the general path, which gives the same bits.
+A batch of one costs a few microseconds besides the model; onnxruntime's own ``run``
+is the floor.
 """
 
 from __future__ import annotations
@@ -19,7 +30,9 @@ import pyarrow as pa
 from . import transforms as T
 from .errors import DataError, InvalidArgumentError, SchemaError
 from .models import ModelVersion, _session, check_inputs
-from .ondemand import with_on_demand
+from .ondemand import fill_on_demand, with_on_demand
+from .online import now_ns
+from .model_input import input_matrix, input_plan
 from ._inputs import keys_table as normalize_keys
 
 if TYPE_CHECKING:
@@ -69,6 +82,13 @@ class Predictor:
                     "with the snapshot its transforms were fitted on")
             self._fitted = self.view.fitted_transforms(model.snapshot_id)
         self._lookup = self.view._matrix_lookup(self._fitted)
+        fills = [] if self._defaults is None else [
+            (j, float(v)) for j, v in enumerate(self._defaults) if not np.isnan(v)]
+        self._fast = input_plan(self.view, self._fitted, len(model.inputs), fills)
+        self._width = len(model.inputs)
+        self._n_lookup = len(self.view.lookup_features)
+        self._now: tuple = (None, None)  # the last datetime `now` and its ns
+        self._prepare_run()
         self._logger = None
         if log:
             from .logs import PredictionLogger
@@ -91,6 +111,31 @@ class Predictor:
     def _model_input(self, keys: Any, request: Any, now: Any) -> np.ndarray:
         """Lookup, missing-value policy, on-demand features, fitted transforms, raw
         request features: the model input."""
+        fast = self._fast
+        if fast is not None:
+            if now is None:
+                ns = None
+            else:
+                last = self._now
+                if last[0] is now and type(now) is dt.datetime:  # immutable: same value
+                    ns = last[1]
+                else:
+                    ns = now_ns(now)
+                    self._now = (now, ns)
+            x = input_matrix(fast, keys, ns)
+            if self.missing == "error":
+                self._apply_missing(x[:, :self._n_lookup], keys)
+            if self.view.on_demand:
+                fill_on_demand(self.view, x, self._n_lookup, request)
+                fast.finish(x)
+            if request is not None or self.model.request_features:
+                extra = self._request_block(request, len(x))
+                if extra is not None:
+                    x[:, self._width - extra.shape[1]:] = extra
+            return x
+        return self._general_input(keys, request, now)
+
+    def _general_input(self, keys: Any, request: Any, now: Any) -> np.ndarray:
         x = self._apply_missing(self._lookup(keys, now), keys)
         if self.view.on_demand:
             x = with_on_demand(self.view, x, request)
@@ -108,8 +153,19 @@ class Predictor:
             self._logger.log(normalize_keys(keys), x, y)
         return (y, x) if return_features else y
 
+    def _prepare_run(self) -> None:
+        """The onnxruntime call, with its Python-side checks done once here: the
+        session's C++ ``run`` when the binding exposes it (the public ``run`` checks
+        the feed's names on every call), else the public one."""
+        names, session = [self._output], self.session
+        inner = getattr(getattr(session, "_sess", None), "run", None)
+        if inner is not None:
+            self._raw_run = lambda feed: inner(names, feed, None)[0]
+        else:
+            self._raw_run = lambda feed: session.run(names, feed)[0]
+
     def _run(self, x: np.ndarray) -> np.ndarray:
-        out = np.asarray(self.session.run([self._output], {self._input: x})[0], dtype=np.float32)
+        out = np.asarray(self._raw_run({self._input: x}), dtype=np.float32)
         if out.ndim == 2 and out.shape[1] == 2:  # class probabilities: the positive class
             return np.ascontiguousarray(out[:, 1])
         if out.ndim == 2 and out.shape[1] == 1:
@@ -134,22 +190,28 @@ class Predictor:
         )
 
     def _with_request(self, x: np.ndarray, request: Any) -> np.ndarray:
+        extra = self._request_block(request, len(x))
+        if extra is None:
+            return x
+        return np.ascontiguousarray(np.hstack([x, extra]), dtype=np.float32)
+
+    def _request_block(self, request: Any, n: int) -> np.ndarray | None:
+        """The model's raw request features (float32, n rows), None when it takes none."""
         names = self.model.request_features
         if not names:
             if request is not None and not self.view.on_demand:
                 raise InvalidArgumentError(f"model '{self.model.name}' takes no request features")
-            return x
+            return None
         if request is None:
             raise InvalidArgumentError(f"model '{self.model.name}' needs request features {names}")
         req = normalize_keys(request)
-        missing = [n for n in names if n not in req.column_names]
-        if missing or req.num_rows != len(x):
+        missing = [f for f in names if f not in req.column_names]
+        if missing or req.num_rows != n:
             raise InvalidArgumentError(
-                f"request must give {names} with one value per key ({len(x)}); "
+                f"request must give {names} with one value per key ({n}); "
                 f"missing {missing}, got {req.num_rows} rows"
             )
-        extra = np.column_stack([req.column(n).to_numpy(zero_copy_only=False).astype(np.float32) for n in names])
-        return np.ascontiguousarray(np.hstack([x, extra]), dtype=np.float32)
+        return np.column_stack([req.column(f).to_numpy(zero_copy_only=False).astype(np.float32) for f in names])
 
     # -- questions ---------------------------------------------------------------
 

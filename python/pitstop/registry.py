@@ -188,6 +188,15 @@ class Registry:
     def close(self) -> None:
         self._db.close()
 
+    def changes(self) -> tuple[int, int]:
+        """A value that differs after any commit to the file, by this connection
+        (``total_changes``) or any other (``PRAGMA data_version``): what a cached read
+        checks instead of querying again."""
+        try:
+            return self._db.execute("PRAGMA data_version").fetchone()[0], self._db.total_changes
+        except sqlite3.DatabaseError as e:
+            raise _db_error(self.path, e) from None
+
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (BEGIN IMMEDIATE: writers queue, readers go on)."""

@@ -295,13 +295,17 @@ class Fitted:
     def plan(self) -> Any:
         if self._plan is None:
             pos = {f: i for i, f in enumerate(self.features)}
-            missing = [f for f in self.numeric if f not in pos]
-            if missing:
-                raise SchemaError(f"fitted transforms name features {missing} that the input lacks")
-            self._plan = _core.TransformPlan(len(self.features), [
-                (pos[f], s["step"], s["a"], s["b"], s["edges"])
-                for f, chain in self.numeric.items() for s in chain])
+            self._plan = _core.TransformPlan(len(self.features), self.steps_at(pos))
         return self._plan
+
+    def steps_at(self, positions: dict[str, int]) -> list[tuple]:
+        """The numeric steps as the Rust plans take them: (column, step, a, b, edges),
+        each feature's column from ``positions``, in the order they apply."""
+        missing = [f for f in self.numeric if f not in positions]
+        if missing:
+            raise SchemaError(f"fitted transforms name features {missing} that the input lacks")
+        return [(positions[f], s["step"], s["a"], s["b"], s["edges"])
+                for f, chain in self.numeric.items() for s in chain]
 
     def apply_matrix(self, x: np.ndarray) -> np.ndarray:
         """The transformed copy of a float32 model input (rows x features), whose

@@ -23,7 +23,9 @@ import pyarrow.compute as pc
 from . import _core
 from ._inputs import as_table, keys_table
 from ._schema import SEQ
+from . import model_input as MI
 from . import ondemand as OD
+from .model_input import one_entity
 from . import transforms as T
 from .group import Selection
 from .online import _key_list, now_ns
@@ -88,6 +90,9 @@ class FeatureView:
         self._od_names: tuple | None = None
         self._cat_plan: tuple | None = None
         self._fits: dict[int, tuple[str, T.Fitted]] = {}
+        # fitted_transforms(snapshot or None) -> (registry.changes() then, the fit)
+        self._fit_marks: dict[int | None, tuple[tuple[int, int], T.Fitted]] = {}
+        self._fast_plans: tuple | None = None  # (fitted, ModelInput or None): model_input.view_plan
 
     def __repr__(self) -> str:
         return f"FeatureView({self.name!r}, version={self.version}, features={self.features})"
@@ -289,6 +294,25 @@ class FeatureView:
         (by this object, else the newest recorded)."""
         if snapshot is None and self.last_fitted is not None:
             return self.last_fitted
+        # Served per request: while the registry is unchanged, the answer is too.
+        if snapshot is None or (type(snapshot) is int and snapshot >= 0):
+            hint = snapshot
+        elif isinstance(snapshot, Snapshot) and snapshot.id is not None and (
+                snapshot.view, snapshot.view_version) == (self.name, self.version):
+            hint = snapshot.id
+        else:
+            return self._load_fitted(snapshot)
+        mark = self._store.registry.changes()
+        hit = self._fit_marks.get(hint)
+        if hit is not None and hit[0] == mark:
+            return hit[1]
+        fitted = self._load_fitted(snapshot)
+        if len(self._fit_marks) >= 64:
+            self._fit_marks.clear()
+        self._fit_marks[hint] = (mark, fitted)
+        return fitted
+
+    def _load_fitted(self, snapshot: Any) -> T.Fitted:
         snap = self._resolve_snapshot(snapshot)
         sid = snap.id if snap is not None else self._store._latest_fitted(self.name, self.version)
         text = None if sid is None else self._store._fits(sid)
@@ -386,7 +410,7 @@ class FeatureView:
                     parts.append((sel, lambda keys, now, r=r: r.matrix(keys, now=now)))
 
             def lookup_mixed(keys: Any, now: Any = None) -> np.ndarray:
-                table = keys_table(_one_entity(keys))
+                table = keys_table(one_entity(keys))
                 cols = [read(_rename(table, sel), now) for sel, read in parts]
                 return np.ascontiguousarray(np.hstack(cols), dtype=np.float32)
 
@@ -396,7 +420,7 @@ class FeatureView:
 
             def lookup_same(keys: Any, now: Any = None) -> np.ndarray:
                 # One key list for every part, made once (no table per call).
-                keys = _key_list(_one_entity(keys), names)
+                keys = _key_list(one_entity(keys), names)
                 if len(parts) == 1:
                     return parts[0][1](keys, now)
                 return np.hstack([read(keys, now) for _, read in parts])
@@ -410,7 +434,7 @@ class FeatureView:
             )
 
             def lookup(keys: Any, now: Any = None) -> np.ndarray:
-                return reader.matrix(_one_entity(keys), now=now)
+                return reader.matrix(one_entity(keys), now=now)
 
             return lookup
         readers = [online.reader(g.online_table, features=list(sel.features), ttl=g.ttl_ns)
@@ -441,6 +465,15 @@ class FeatureView:
         transforms applies those fitted for ``snapshot`` (default: the newest fit)."""
         fitted = self.fitted_transforms(snapshot) if self.transforms else None
         if as_matrix:
+            plan = MI.view_plan(self, fitted)
+            if plan is not None:
+                if request is not None and not self.on_demand:
+                    _no_request(self)
+                x = MI.input_matrix(plan, keys, None if now is None else now_ns(now))
+                if self.on_demand:
+                    OD.fill_on_demand(self, x, len(self.lookup_features), request)
+                    plan.finish(x)
+                return x
             x = self._matrix_lookup(fitted)(keys, now)
             if self.on_demand or request is not None:
                 x = OD.with_on_demand(self, x, request) if self.on_demand else _no_request(self)
@@ -506,7 +539,7 @@ class FeatureView:
         return lookup
 
     def _lookup_table(self, keys: Any, now: Any, selections: list[Selection] | None = None) -> pa.Table:
-        keys = keys_table(_one_entity(keys))
+        keys = keys_table(one_entity(keys))
         sels = self.selections if selections is None else selections
         groups = self._groups(sels)
         self._check_online(groups)
@@ -531,13 +564,6 @@ def _columns(group, sel: Selection) -> list[str]:
     """The columns of ``group`` a join of selection ``sel`` reads."""
     created = [group.created_time] if group.created_time else []
     return [*group.primary_key, group.event_time, *created, *sel.features]
-
-
-def _one_entity(keys: Any) -> Any:
-    """``{"user_id": 5}`` (one entity) as ``{"user_id": [5]}``; anything else as is."""
-    if isinstance(keys, dict) and keys and all(v is None or np.isscalar(v) for v in keys.values()):
-        return {k: [v] for k, v in keys.items()}
-    return keys
 
 
 def _rename(keys: pa.Table, sel: Selection) -> pa.Table:

@@ -513,6 +513,19 @@ pub fn matrix(
     now: i64,
     out: &mut [f32],
 ) -> crate::error::Result<()> {
+    let rows = crate::online::read::RowsPlan::new(table);
+    matrix_prepared(store, &rows, keys, specs, now, out)
+}
+
+/// [`matrix`] with the table resolved once for many calls (a prepared reader).
+pub fn matrix_prepared(
+    store: &crate::online::OnlineStore,
+    rows: &crate::online::read::RowsPlan,
+    keys: &crate::online::Keys,
+    specs: &[(Op, Option<usize>, (i64, i64))],
+    now: i64,
+    out: &mut [f32],
+) -> crate::error::Result<()> {
     use rayon::prelude::*;
 
     use crate::error::Error;
@@ -523,7 +536,10 @@ pub fn matrix(
     }
     let unreadable = || Error::CorruptStore {
         path: store.dir().display().to_string(),
-        detail: format!("an aggregation state of table '{table}' is unreadable"),
+        detail: format!(
+            "an aggregation state of table '{}' is unreadable",
+            rows.table()
+        ),
     };
     let fill = |row: &mut [f32], view: Option<&StateView>| {
         for (slot, &(op, col, lags)) in row.iter_mut().zip(specs) {
@@ -543,7 +559,7 @@ pub fn matrix(
             };
         }
     };
-    let got = store.with_rows(table, keys, now, |rows, def| {
+    let got = store.with_rows_prepared(rows, keys, now, |rows, def| {
         let state = def.schema.index_of("state").map_err(|_| unreadable())?;
         let one = |(row, found): (&mut [f32], &Option<crate::encode::row::RowView>)| {
             let view = match found {

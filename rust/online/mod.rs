@@ -46,6 +46,7 @@
 pub mod catalog;
 pub mod env;
 pub mod lmdb;
+pub mod matrix;
 pub mod read;
 pub mod verify;
 pub mod write;
@@ -57,7 +58,8 @@ use arrow_array::RecordBatch;
 
 use crate::error::{Error, Result};
 pub use env::Env;
-pub use read::{FeatureRef, KeyValue, Keys, MatrixPlan, Status};
+pub use matrix::{FeatureRef, MatrixPlan};
+pub use read::{KeyValue, Keys, Status};
 pub use write::{WriteSpec, WriteStats};
 
 /// A handle on a store's online environment, safe to share between threads and to
@@ -196,6 +198,17 @@ impl OnlineStore {
         read::with_rows(&*self.env()?, table, keys, now_ns, f)
     }
 
+    /// [`OnlineStore::with_rows`] with the table resolved once ([`read::RowsPlan`]).
+    pub fn with_rows_prepared<R>(
+        &self,
+        rows: &read::RowsPlan,
+        keys: &Keys,
+        now_ns: i64,
+        f: impl FnMut(&[Option<crate::encode::row::RowView>], &catalog::TableDef) -> Result<R>,
+    ) -> Result<R> {
+        read::with_rows_prepared(&*self.env()?, rows, keys, now_ns, f)
+    }
+
     /// Resolves tables and features once for [`OnlineStore::read_matrix`].
     pub fn matrix_plan(
         &self,
@@ -218,10 +231,10 @@ impl OnlineStore {
         out: &mut [f32],
         threads: Option<usize>,
     ) -> Result<()> {
-        read::read_matrix(&*self.env()?, plan, keys, now_ns, out, threads)
+        matrix::read_matrix(&*self.env()?, plan, keys, now_ns, out, threads)
     }
 
-    /// [`read::read_matrix_naive`]: one get per (entity, table), for comparison.
+    /// [`matrix::read_matrix_naive`]: one get per (entity, table), for comparison.
     pub fn read_matrix_naive(
         &self,
         plan: &MatrixPlan,
@@ -229,7 +242,7 @@ impl OnlineStore {
         now_ns: i64,
         out: &mut [f32],
     ) -> Result<()> {
-        read::read_matrix_naive(&*self.env()?, plan, keys, now_ns, out)
+        matrix::read_matrix_naive(&*self.env()?, plan, keys, now_ns, out)
     }
 
     /// A consistent copy of the environment, taken while writers run, in `out` (a new

@@ -1,5 +1,5 @@
 //! Batch lookups: the latest row of each (entity, table), as Arrow columns or as a
-//! float32 matrix for a model.
+//! float32 matrix for a model (that part in [`super::matrix`]).
 //!
 //! Naive equivalent: for each requested entity and table, `get(entity ++ table_id)`;
 //! a row whose event time is older than `now - ttl` is *expired*, no row is *missing*.
@@ -25,7 +25,7 @@
 //! [`super::verify`]). All lookups of one call
 //! read one snapshot, so a read never sees half of a write.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
@@ -36,13 +36,16 @@ use super::env::{pool, Env};
 use super::lmdb::{LResult, RoCursor, RoTxn};
 use crate::encode::columns::{decode_column, encode_keys, Encoded};
 use crate::encode::key::{self, MAX_ENTITY_LEN};
-use crate::encode::row::{self, RowView, Slot, ValueType};
+use crate::encode::row::{self, RowView};
 use crate::error::{py_list, Error, Result};
 use crate::join::keys::{key_kind, KeyKind};
 use crate::table::Table;
 
+// The matrix reads lived here; their old paths still work.
+pub use super::matrix::{read_matrix, read_matrix_naive, FeatureRef, MatrixPlan};
+
 /// Requests at least this large are split across threads.
-const PARALLEL_MIN: usize = 4096;
+pub(super) const PARALLEL_MIN: usize = 4096;
 /// Rows per thread at least, when split.
 const PER_THREAD_MIN: usize = 1024;
 
@@ -99,7 +102,7 @@ impl Status {
 
 /// Tables that share key columns: read together, one descent per entity.
 #[derive(Debug)]
-struct Group {
+pub(super) struct Group {
     /// The first member's name, for messages.
     table: String,
     key_names: Vec<String>,
@@ -107,7 +110,7 @@ struct Group {
     /// Indices into `ReadPlan::tables`, sorted by table id (the order rows sit in).
     members: Vec<usize>,
     /// The members' table ids, ascending.
-    ids: Vec<u32>,
+    pub(super) ids: Vec<u32>,
     /// The same, big-endian: the last part of each member's row keys.
     id_bytes: Vec<[u8; 4]>,
 }
@@ -122,7 +125,7 @@ pub struct ReadPlan {
     pub catalog_version: u64,
     /// Per table: rows older than `now - ttl` are expired.
     pub ttl_ns: Vec<Option<i64>>,
-    groups: Vec<Group>,
+    pub(super) groups: Vec<Group>,
     /// Rows are checked with [`row::check_lazy`]: the data of a segmented row is left
     /// to its reader ([`with_rows`]).
     lazy: bool,
@@ -200,7 +203,7 @@ pub struct Found<'a> {
 
 /// The entity encodings of one group's key columns; `valid[i]` false for a null key
 /// (or one too long to have been stored): such entities are missing.
-fn encode_group(group: &Group, keys: &Keys) -> Result<(Encoded, Vec<bool>)> {
+pub(super) fn encode_group(group: &Group, keys: &Keys) -> Result<(Encoded, Vec<bool>)> {
     let (enc, mut valid) = match keys {
         Keys::Columns(t) => {
             let mut cols = Vec::with_capacity(group.key_names.len());
@@ -399,7 +402,7 @@ fn lookup_run<'a>(
 
 /// Looks every entity up in every table of the plan, on `txns` (one per thread, all
 /// on the same snapshot), and classifies each (entity, table).
-fn lookup<'a>(
+pub(super) fn lookup<'a>(
     env: &Env,
     txns: &'a mut [RoTxn],
     plan: &'a ReadPlan,
@@ -522,7 +525,7 @@ fn lookup<'a>(
 /// How many transactions (threads) a request of `n` entities uses: `threads` when
 /// asked (at most the pool's size and one per entity), else one below
 /// [`PARALLEL_MIN`] entities and up to one per core above.
-fn threads_for(n: usize, threads: Option<usize>) -> usize {
+pub(super) fn threads_for(n: usize, threads: Option<usize>) -> usize {
     if let Some(t) = threads {
         return t
             .clamp(1, pool().current_num_threads().max(1))
@@ -610,241 +613,67 @@ pub fn with_rows<R>(
     table: &str,
     keys: &Keys,
     now_ns: i64,
+    f: impl FnMut(&[Option<RowView>], &TableDef) -> Result<R>,
+) -> Result<R> {
+    with_rows_prepared(env, &RowsPlan::new(table), keys, now_ns, f)
+}
+
+/// One table read by [`with_rows_prepared`], resolved on first use and again only when
+/// the catalog changed since (the table was dropped or re-created): a reader that
+/// serves many requests resolves its table once, not per request.
+#[derive(Debug)]
+pub struct RowsPlan {
+    table: String,
+    plan: RwLock<Option<Arc<ReadPlan>>>,
+}
+
+impl RowsPlan {
+    pub fn new(table: &str) -> RowsPlan {
+        RowsPlan {
+            table: table.to_string(),
+            plan: RwLock::new(None),
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    fn resolved(&self, env: &Env) -> Result<Arc<ReadPlan>> {
+        if let Some(plan) = &*self.plan.read().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(Arc::clone(plan));
+        }
+        let mut plan = ReadPlan::new(env, std::slice::from_ref(&self.table), vec![None])?;
+        plan.lazy = true;
+        let plan = Arc::new(plan);
+        *self.plan.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&plan));
+        Ok(plan)
+    }
+}
+
+/// [`with_rows`] through a [`RowsPlan`].
+pub fn with_rows_prepared<R>(
+    env: &Env,
+    rows: &RowsPlan,
+    keys: &Keys,
+    now_ns: i64,
     mut f: impl FnMut(&[Option<RowView>], &TableDef) -> Result<R>,
 ) -> Result<R> {
     let mut attempts = 0;
     loop {
         let mut once = || {
-            let mut plan = ReadPlan::new(env, &[table.to_string()], vec![None])?;
-            plan.lazy = true;
+            let plan = rows.resolved(env)?;
             env.with_reads(1, |txns| {
                 let found = lookup(env, txns, &plan, keys, now_ns)?;
                 f(&found.rows, &plan.tables[0])
             })
         };
         match once() {
-            Err(Error::StaleCatalog) if attempts < 3 => attempts += 1,
+            Err(Error::StaleCatalog) if attempts < 3 => {
+                *rows.plan.write().unwrap_or_else(|e| e.into_inner()) = None;
+                attempts += 1
+            }
             other => return other,
         }
     }
-}
-
-/// A feature of a matrix: `table` None means "the one table that has it".
-#[derive(Clone, Debug)]
-pub struct FeatureRef {
-    pub table: Option<String>,
-    pub name: String,
-}
-
-/// One feature of a matrix row: table column `col` goes to position `pos`;
-/// `float32_at` is its byte offset in the row when it is a float32 (the common case,
-/// read with one load instead of the general conversion).
-#[derive(Clone, Copy, Debug)]
-struct Output {
-    col: usize,
-    pos: usize,
-    float32_at: Option<usize>,
-}
-
-/// A prepared matrix read: tables, output positions and TTLs resolved once.
-#[derive(Debug)]
-pub struct MatrixPlan {
-    pub read: ReadPlan,
-    /// Per table: (column in the table, position in the output row).
-    outputs: Vec<Vec<Output>>,
-    /// Features per output row.
-    pub width: usize,
-}
-
-impl MatrixPlan {
-    pub fn new(
-        env: &Env,
-        tables: &[String],
-        features: &[FeatureRef],
-        ttl_ns: Vec<Option<i64>>,
-    ) -> Result<MatrixPlan> {
-        let read = ReadPlan::new(env, tables, ttl_ns)?;
-        let mut outputs = vec![Vec::new(); tables.len()];
-        for (pos, f) in features.iter().enumerate() {
-            let candidates: Vec<usize> = match &f.table {
-                Some(t) => vec![tables.iter().position(|x| x == t).ok_or_else(|| {
-                    Error::InvalidArgument(format!(
-                        "feature ({t:?}, {:?}) names a table that is not read (tables: {})",
-                        f.name,
-                        py_list(tables)
-                    ))
-                })?],
-                None => (0..tables.len()).collect(),
-            };
-            let hits: Vec<(usize, usize)> = candidates
-                .iter()
-                .filter_map(|&j| read.tables[j].schema.index_of(&f.name).ok().map(|c| (j, c)))
-                .collect();
-            let (j, c) = match hits.as_slice() {
-                [one] => *one,
-                [] => {
-                    let named: Vec<String> = candidates
-                        .iter()
-                        .map(|&j| format!("'{}'", tables[j]))
-                        .collect();
-                    let found = candidates
-                        .iter()
-                        .flat_map(|&j| read.tables[j].feature_names())
-                        .collect();
-                    return Err(Error::UnknownFeature {
-                        table: if named.len() == 1 {
-                            format!("table {}", named[0])
-                        } else {
-                            format!("tables {}", named.join(", "))
-                        },
-                        feature: f.name.clone(),
-                        found,
-                    });
-                }
-                many => {
-                    let named: Vec<String> = many.iter().map(|(j, _)| tables[*j].clone()).collect();
-                    return Err(Error::InvalidArgument(format!(
-                        "feature '{}' is in several tables ({}); name it as a (table, feature) \
-                         pair",
-                        f.name,
-                        py_list(&named)
-                    )));
-                }
-            };
-            let def = &read.tables[j];
-            if !def.layout.types[c].is_numeric() {
-                return Err(Error::NotNumeric {
-                    table: def.name.clone(),
-                    column: f.name.clone(),
-                    dtype: def.schema.field(c).data_type().clone(),
-                });
-            }
-            let float32_at = match (def.layout.types[c], def.layout.slots[c]) {
-                (ValueType::F32, Slot::Fixed { offset, .. }) => Some(offset),
-                _ => None,
-            };
-            outputs[j].push(Output {
-                col: c,
-                pos,
-                float32_at,
-            });
-        }
-        Ok(MatrixPlan {
-            read,
-            outputs,
-            width: features.len(),
-        })
-    }
-}
-
-/// Fills `out` (`keys.len()` rows of `plan.width` floats, row-major) with the
-/// features of each entity; NaN where missing, expired or null. `threads` overrides
-/// how many threads look keys up (see [`threads_for`]).
-pub fn read_matrix(
-    env: &Env,
-    plan: &MatrixPlan,
-    keys: &Keys,
-    now_ns: i64,
-    out: &mut [f32],
-    threads: Option<usize>,
-) -> Result<()> {
-    let n = keys.len();
-    let d = plan.width;
-    assert_eq!(out.len(), n * d, "output has n * width floats");
-    env.with_reads(threads_for(n, threads), |txns| {
-        let found = lookup(env, txns, &plan.read, keys, now_ns)?;
-        let t = found.n_tables;
-        let fill = |r: usize, row_out: &mut [f32]| {
-            for (j, outs) in plan.outputs.iter().enumerate() {
-                match &found.rows[r * t + j] {
-                    Some(view) => {
-                        for o in outs {
-                            row_out[o.pos] = match o.float32_at {
-                                Some(at) if !view.is_null(o.col) => view.f32_at(at),
-                                _ => view.f32(o.col),
-                            };
-                        }
-                    }
-                    None => {
-                        for o in outs {
-                            row_out[o.pos] = f32::NAN;
-                        }
-                    }
-                }
-            }
-        };
-        if d == 0 {
-            return Ok(());
-        }
-        if n >= PARALLEL_MIN {
-            pool().install(|| {
-                out.par_chunks_mut(d)
-                    .enumerate()
-                    .for_each(|(r, row)| fill(r, row))
-            });
-        } else {
-            out.chunks_mut(d)
-                .enumerate()
-                .for_each(|(r, row)| fill(r, row));
-        }
-        Ok(())
-    })
-}
-
-/// The naive equivalent of [`read_matrix`], for benchmarks and as a test oracle: one
-/// `mdb_get` per (entity, table) in request order, on one thread and one transaction,
-/// decoding into `out` like the real thing. The gap between the two is what the layout
-/// and the sorted, walking lookup buy.
-pub fn read_matrix_naive(
-    env: &Env,
-    plan: &MatrixPlan,
-    keys: &Keys,
-    now_ns: i64,
-    out: &mut [f32],
-) -> Result<()> {
-    let n = keys.len();
-    let d = plan.width;
-    assert_eq!(out.len(), n * d, "output has n * width floats");
-    let read = &plan.read;
-    let encoded: Vec<(Encoded, Vec<bool>)> = read
-        .tables
-        .iter()
-        .map(|def| {
-            let group = read
-                .groups
-                .iter()
-                .find(|g| g.ids.contains(&def.id))
-                .expect("every table is in a group");
-            encode_group(group, keys)
-        })
-        .collect::<Result<_>>()?;
-    env.with_read(|txn| {
-        let mut key = Vec::with_capacity(64);
-        for r in 0..n {
-            let row_out = &mut out[r * d..(r + 1) * d];
-            for (j, def) in read.tables.iter().enumerate() {
-                let (enc, valid) = &encoded[j];
-                let mut found = None;
-                if valid[r] {
-                    key.clear();
-                    key.extend_from_slice(enc.get(r));
-                    key::push_table_id(&mut key, def.id);
-                    if let Some(b) = txn
-                        .get(env.rows, &key)
-                        .map_err(|e| env.lmdb_error("read", e))?
-                    {
-                        let view = RowView::parse(&def.layout, &[&key], b)
-                            .map_err(|e| env.corrupt(format!("table '{}': {e}", def.name)))?;
-                        let expired = read.ttl_ns[j]
-                            .is_some_and(|ttl| view.stamp().event < now_ns.saturating_sub(ttl));
-                        found = (!expired).then_some(view);
-                    }
-                }
-                for o in &plan.outputs[j] {
-                    row_out[o.pos] = found.map_or(f32::NAN, |v| v.f32(o.col));
-                }
-            }
-        }
-        Ok(())
-    })
 }

@@ -447,7 +447,8 @@ fn build_values(
 
 /// Aggregation features of `keys` from the states in online table `table` at `now_ns`,
 /// as `len(keys) × len(aggregations)` float32 (see `agg::state::matrix`); every
-/// aggregation is (op, value column index, window ns, k).
+/// aggregation is (op, value column index, window ns, k). For repeated reads,
+/// `AggMatrix` prepares the same once.
 #[pyfunction]
 #[pyo3(signature = (store, table, keys, aggregations, closed, now_ns))]
 pub fn agg_matrix<'py>(
@@ -459,29 +460,69 @@ pub fn agg_matrix<'py>(
     closed: String,
     now_ns: i64,
 ) -> PyResult<Bound<'py, pyo3::types::PyByteArray>> {
-    use crate::agg::serve::{lags_ns, matrix};
+    PyAggMatrix::new(store, table, aggregations, closed)?.matrix(py, keys, now_ns)
+}
 
-    let closed = match closed.as_str() {
-        "left" => Closed::Left,
-        "right" => Closed::Right,
-        _ => Closed::Both,
-    };
-    let specs = aggregations
-        .into_iter()
-        .map(|(op, col, window_ns, k)| {
-            let op = Op::parse(&op, k)
-                .ok_or_else(|| Error::InvalidArgument(format!("unknown op {op}")))?;
-            Ok((op, col, lags_ns(window_ns, closed)))
+/// A prepared aggregation matrix read: the ops parsed and the table resolved once
+/// (again only when it is dropped or re-created), so a call converts the keys and
+/// serves them.
+#[pyclass(name = "AggMatrix", module = "pitstop._core", frozen)]
+pub struct PyAggMatrix {
+    store: std::sync::Arc<crate::online::OnlineStore>,
+    rows: crate::online::read::RowsPlan,
+    specs: Vec<(Op, Option<usize>, (i64, i64))>,
+}
+
+#[pymethods]
+impl PyAggMatrix {
+    #[new]
+    fn new(
+        store: &super::online::PyOnlineStore,
+        table: String,
+        aggregations: Vec<MatrixArgs>,
+        closed: String,
+    ) -> PyResult<Self> {
+        use crate::agg::serve::lags_ns;
+
+        let closed = match closed.as_str() {
+            "left" => Closed::Left,
+            "right" => Closed::Right,
+            _ => Closed::Both,
+        };
+        let specs = aggregations
+            .into_iter()
+            .map(|(op, col, window_ns, k)| {
+                let op = Op::parse(&op, k)
+                    .ok_or_else(|| Error::InvalidArgument(format!("unknown op {op}")))?;
+                Ok((op, col, lags_ns(window_ns, closed)))
+            })
+            .collect::<Result<Vec<_>, Error>>()
+            .py()?;
+        Ok(PyAggMatrix {
+            store: std::sync::Arc::clone(&store.inner),
+            rows: crate::online::read::RowsPlan::new(&table),
+            specs,
         })
-        .collect::<Result<Vec<_>, Error>>()
-        .py()?;
-    let keys = super::online::extract_keys(keys)?;
-    let n = match &keys {
-        super::online::OwnedKeys::Table(t) => t.num_rows(),
-        super::online::OwnedKeys::Values { arity, values } => values.len() / (*arity).max(1),
-    };
-    let store = std::sync::Arc::clone(&store.inner);
-    super::online::float_buffer(py, n * specs.len(), |out| {
-        matrix(&store, &table, &keys.keys(), &specs, now_ns, out)
-    })
+    }
+
+    /// `len(keys) × len(aggregations)` float32 at `now_ns`, as a bytearray.
+    fn matrix<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+        now_ns: i64,
+    ) -> PyResult<Bound<'py, pyo3::types::PyByteArray>> {
+        let keys = super::keys::extract_keys(keys)?;
+        let keys = keys.keys();
+        super::online::float_buffer(py, keys.len() * self.specs.len(), |out| {
+            crate::agg::serve::matrix_prepared(
+                &self.store,
+                &self.rows,
+                &keys,
+                &self.specs,
+                now_ns,
+                out,
+            )
+        })
+    }
 }

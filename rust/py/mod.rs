@@ -4,6 +4,7 @@
 pub mod agg;
 pub mod errors;
 pub mod join;
+pub mod keys;
 pub mod online;
 #[cfg(feature = "serve")]
 pub mod serve;

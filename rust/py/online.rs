@@ -7,100 +7,15 @@
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::PyByteArray;
 use pyo3_arrow::{PySchema, PyTable};
 
 use super::errors::IntoPyResult;
+use super::keys::{extract_keys, push_entity};
 use crate::error::Error;
-use crate::online::{self, FeatureRef, KeyValue, Keys, MatrixPlan, OnlineStore, WriteSpec};
+use crate::online::{self, FeatureRef, Keys, MatrixPlan, OnlineStore, WriteSpec};
 use crate::table::Table;
-
-/// Keys converted from Python, owned so the GIL can be released.
-pub(crate) enum OwnedKeys {
-    Table(Table),
-    Values { arity: usize, values: Vec<KeyValue> },
-}
-
-impl OwnedKeys {
-    pub(crate) fn keys(&self) -> Keys<'_> {
-        match self {
-            OwnedKeys::Table(t) => Keys::Columns(t),
-            OwnedKeys::Values { arity, values } => Keys::Values {
-                arity: *arity,
-                values,
-            },
-        }
-    }
-}
-
-fn key_value(item: &Bound<'_, PyAny>) -> PyResult<KeyValue> {
-    if item.is_none() {
-        return Ok(KeyValue::Null);
-    }
-    if let Ok(s) = item.cast::<PyString>() {
-        return Ok(KeyValue::Str(s.to_str()?.to_owned()));
-    }
-    if item.is_instance_of::<PyBool>() {
-        return Err(input_type("keys must be integers or strings, not bool"));
-    }
-    if item.is_instance_of::<PyInt>() || item.hasattr("__index__")? {
-        return match item.extract::<i128>() {
-            Ok(v) => Ok(KeyValue::Int(v)),
-            // Too large for any Arrow integer: it cannot be stored, so it is missing.
-            Err(_) => Ok(KeyValue::Int(i128::MAX)),
-        };
-    }
-    Err(input_type(&format!(
-        "keys must be integers or strings (or tuples of them for composite keys); got {} {}",
-        item.get_type().name()?,
-        item.repr()?
-    )))
-}
-
-fn input_type(msg: &str) -> PyErr {
-    super::errors::to_py(Error::InputType(msg.to_string()))
-}
-
-/// One entity: a scalar, or a tuple for a composite key.
-fn push_entity(item: &Bound<'_, PyAny>, values: &mut Vec<KeyValue>) -> PyResult<usize> {
-    if let Ok(t) = item.cast::<PyTuple>() {
-        for v in t.iter() {
-            values.push(key_value(&v)?);
-        }
-        Ok(t.len())
-    } else {
-        values.push(key_value(item)?);
-        Ok(1)
-    }
-}
-
-/// A list of entities (scalars or tuples) or an Arrow table of key columns.
-pub(crate) fn extract_keys(obj: &Bound<'_, PyAny>) -> PyResult<OwnedKeys> {
-    if let Ok(list) = obj.cast::<PyList>() {
-        let mut values = Vec::with_capacity(list.len());
-        let mut arity = None;
-        for item in list.iter() {
-            let a = push_entity(&item, &mut values)?;
-            if *arity.get_or_insert(a) != a {
-                return Err(input_type(
-                    "keys mix entities of different lengths; give every composite key the \
-                     same number of values",
-                ));
-            }
-        }
-        return Ok(OwnedKeys::Values {
-            arity: arity.unwrap_or(1),
-            values,
-        });
-    }
-    let t: PyTable = obj.extract().map_err(|_| {
-        PyTypeError::new_err("keys must be a list or an object with __arrow_c_stream__")
-    })?;
-    let (batches, schema) = t.into_inner();
-    Ok(OwnedKeys::Table(Table::new("keys", schema, batches)))
-}
 
 /// Runs `fill` on a fresh float32 buffer of `len` floats with the GIL released.
 pub(crate) fn float_buffer<'py>(
@@ -357,51 +272,79 @@ impl PyOnlineStore {
         ttl_ns: Vec<Option<i64>>,
         threads: Option<usize>,
     ) -> PyResult<PyReader> {
+        let store = Arc::clone(&self.inner);
+        let prepared = py
+            .detach(|| PreparedMatrix::new(store, tables, features, ttl_ns, None))
+            .py()?;
+        Ok(PyReader { prepared, threads })
+    }
+}
+
+/// A matrix plan that resolves itself again (once) when a table it reads was dropped
+/// (and maybe re-created) since: what `Reader` and `ModelInput` read through.
+pub(crate) struct PreparedMatrix {
+    pub(crate) store: Arc<OnlineStore>,
+    plan: RwLock<Arc<MatrixPlan>>,
+    pub(crate) tables: Vec<String>,
+    pub(crate) features: Vec<FeatureRef>,
+    ttl_ns: Vec<Option<i64>>,
+    /// Floats per output row; None: one per feature.
+    row_width: Option<usize>,
+}
+
+impl PreparedMatrix {
+    /// `features`: (table or None, name) pairs, as Python gives them.
+    pub(crate) fn new(
+        store: Arc<OnlineStore>,
+        tables: Vec<String>,
+        features: Vec<(Option<String>, String)>,
+        ttl_ns: Vec<Option<i64>>,
+        row_width: Option<usize>,
+    ) -> crate::error::Result<Self> {
         let features: Vec<FeatureRef> = features
             .into_iter()
             .map(|(table, name)| FeatureRef { table, name })
             .collect();
-        let plan = py
-            .detach(|| self.inner.matrix_plan(&tables, &features, ttl_ns.clone()))
-            .py()?;
-        Ok(PyReader {
-            store: Arc::clone(&self.inner),
+        let plan = Self::resolve(&store, &tables, &features, &ttl_ns, row_width)?;
+        Ok(PreparedMatrix {
+            store,
             plan: RwLock::new(Arc::new(plan)),
             tables,
             features,
             ttl_ns,
-            threads,
+            row_width,
         })
     }
-}
 
-/// A prepared read of several tables into float32 rows: tables, feature positions and
-/// TTLs are resolved once, so a call only converts keys and looks them up.
-#[pyclass(name = "Reader", module = "pitstop._core", frozen)]
-pub struct PyReader {
-    store: Arc<OnlineStore>,
-    /// Resolved again when a table read was dropped (and maybe re-created) since.
-    plan: RwLock<Arc<MatrixPlan>>,
-    tables: Vec<String>,
-    features: Vec<FeatureRef>,
-    ttl_ns: Vec<Option<i64>>,
-    threads: Option<usize>,
-}
+    fn resolve(
+        store: &OnlineStore,
+        tables: &[String],
+        features: &[FeatureRef],
+        ttl_ns: &[Option<i64>],
+        row_width: Option<usize>,
+    ) -> crate::error::Result<MatrixPlan> {
+        let plan = store.matrix_plan(tables, features, ttl_ns.to_vec())?;
+        match row_width {
+            Some(w) => plan.with_row_width(w),
+            None => Ok(plan),
+        }
+    }
 
-impl PyReader {
     /// Runs `f` with the current plan; resolves the plan again once if the catalog
     /// changed under it.
-    fn with_plan(
+    pub(crate) fn with_plan(
         &self,
         mut f: impl FnMut(&MatrixPlan) -> crate::error::Result<()>,
     ) -> crate::error::Result<()> {
         let plan = Arc::clone(&self.plan.read().unwrap_or_else(|e| e.into_inner()));
         match f(&plan) {
             Err(Error::StaleCatalog) => {
-                let fresh = Arc::new(self.store.matrix_plan(
+                let fresh = Arc::new(Self::resolve(
+                    &self.store,
                     &self.tables,
                     &self.features,
-                    self.ttl_ns.clone(),
+                    &self.ttl_ns,
+                    self.row_width,
                 )?);
                 *self.plan.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&fresh);
                 f(&fresh)
@@ -410,9 +353,29 @@ impl PyReader {
         }
     }
 
-    fn width_now(&self) -> usize {
+    /// Floats per output row.
+    pub(crate) fn width(&self) -> usize {
         self.plan.read().unwrap_or_else(|e| e.into_inner()).width
     }
+
+    /// Fills `out` (rows of [`Self::width`] floats) with the features of `keys`.
+    pub(crate) fn read(
+        &self,
+        keys: &Keys,
+        now_ns: i64,
+        out: &mut [f32],
+        threads: Option<usize>,
+    ) -> crate::error::Result<()> {
+        self.with_plan(|plan| self.store.read_matrix(plan, keys, now_ns, out, threads))
+    }
+}
+
+/// A prepared read of several tables into float32 rows: tables, feature positions and
+/// TTLs are resolved once, so a call only converts keys and looks them up.
+#[pyclass(name = "Reader", module = "pitstop._core", frozen)]
+pub struct PyReader {
+    prepared: PreparedMatrix,
+    threads: Option<usize>,
 }
 
 #[pymethods]
@@ -420,17 +383,18 @@ impl PyReader {
     /// Features per row.
     #[getter]
     fn width(&self) -> usize {
-        self.width_now()
+        self.prepared.width()
     }
 
     #[getter]
     fn tables(&self) -> Vec<String> {
-        self.tables.clone()
+        self.prepared.tables.clone()
     }
 
     #[getter]
     fn features(&self) -> Vec<(Option<String>, String)> {
-        self.features
+        self.prepared
+            .features
             .iter()
             .map(|f| (f.table.clone(), f.name.clone()))
             .collect()
@@ -447,11 +411,8 @@ impl PyReader {
         let keys = extract_keys(keys)?;
         let now = now_ns.unwrap_or_else(online::now_ns);
         let n = keys.keys().len();
-        float_buffer(py, n * self.width_now(), |out| {
-            self.with_plan(|plan| {
-                self.store
-                    .read_matrix(plan, &keys.keys(), now, out, self.threads)
-            })
+        float_buffer(py, n * self.prepared.width(), |out| {
+            self.prepared.read(&keys.keys(), now, out, self.threads)
         })
     }
 
@@ -467,8 +428,10 @@ impl PyReader {
         let keys = extract_keys(keys)?;
         let now = now_ns.unwrap_or_else(online::now_ns);
         let n = keys.keys().len();
-        float_buffer(py, n * self.width_now(), |out| {
-            self.with_plan(|plan| self.store.read_matrix_naive(plan, &keys.keys(), now, out))
+        let store = &self.prepared.store;
+        float_buffer(py, n * self.prepared.width(), |out| {
+            self.prepared
+                .with_plan(|plan| store.read_matrix_naive(plan, &keys.keys(), now, out))
         })
     }
 
@@ -483,12 +446,12 @@ impl PyReader {
         let mut values = Vec::with_capacity(1);
         let arity = push_entity(key, &mut values)?;
         let now = now_ns.unwrap_or_else(online::now_ns);
-        float_buffer(py, self.width_now(), |out| {
+        float_buffer(py, self.prepared.width(), |out| {
             let keys = Keys::Values {
                 arity,
                 values: &values,
             };
-            self.with_plan(|plan| self.store.read_matrix(plan, &keys, now, out, Some(1)))
+            self.prepared.read(&keys, now, out, Some(1))
         })
     }
 }

@@ -1,11 +1,19 @@
-//! Binding of `transform`: a prepared plan of fitted steps applied to float32 input.
+//! Bindings of `transform`: a prepared plan of fitted steps applied to float32 input
+//! (`TransformPlan`), and the whole model input of a predictor prepared once
+//! (`ModelInput`: keys -> online features -> missing-value fills and fitted steps in
+//! one call, the hot path of `Predictor.predict`).
+
+use std::sync::Arc;
 
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
-use pyo3::types::PyByteArray;
+use pyo3::types::{PyByteArray, PyDict, PyList};
 
 use super::errors::IntoPyResult;
+use super::keys::{dict_keys, extract_keys};
+use super::online::{float_buffer, PreparedMatrix, PyOnlineStore};
 use crate::error::Error;
+use crate::online;
 use crate::transform::{apply, Step};
 
 /// One step as Python gives it: (column, kind, a, b, edges).
@@ -42,18 +50,7 @@ pub struct PyTransformPlan {
 impl PyTransformPlan {
     #[new]
     fn new(width: usize, steps: Vec<StepArgs>) -> PyResult<Self> {
-        let steps = steps
-            .into_iter()
-            .map(|(col, kind, a, b, edges)| {
-                if col >= width {
-                    return Err(Error::InvalidArgument(format!(
-                        "a transform reads column {col} of a {width}-column input"
-                    )));
-                }
-                Ok((col, step(&kind, a, b, edges)?))
-            })
-            .collect::<Result<Vec<_>, Error>>()
-            .py()?;
+        let steps = checked_steps(width, steps).py()?;
         Ok(PyTransformPlan { width, steps })
     }
 
@@ -64,22 +61,165 @@ impl PyTransformPlan {
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyByteArray>> {
-        let buf: PyBuffer<f32> = PyBuffer::get(x)
-            .map_err(|_| Error::InputType("transforms take a C-contiguous float32 matrix".into()))
-            .py()?;
-        if !buf.is_c_contiguous()
-            || (self.width > 0 && !buf.item_count().is_multiple_of(self.width))
-        {
-            return Err(Error::InputType(format!(
-                "transforms take a C-contiguous float32 matrix of {} columns",
-                self.width
-            )))
-            .py();
-        }
+        let buf = matrix_buffer(x, self.width)?;
         let mut data: Vec<f32> = buf.to_vec(py)?;
         apply(&mut data, self.width, &self.steps).py()?;
-        // SAFETY-free byte view: every f32 is 4 plain bytes.
-        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        Ok(PyByteArray::new(py, &bytes))
+        // SAFETY: an f32 slice viewed as its bytes (u8 has no alignment or validity
+        // requirement), alive for the whole borrow.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), data.len() * 4) };
+        Ok(PyByteArray::new(py, bytes))
+    }
+}
+
+/// `x` as a C-contiguous float32 buffer of rows of `width` values.
+fn matrix_buffer(x: &Bound<'_, PyAny>, width: usize) -> PyResult<PyBuffer<f32>> {
+    let buf: PyBuffer<f32> = PyBuffer::get(x)
+        .map_err(|_| Error::InputType("transforms take a C-contiguous float32 matrix".into()))
+        .py()?;
+    if !buf.is_c_contiguous() || (width > 0 && !buf.item_count().is_multiple_of(width)) {
+        return Err(Error::InputType(format!(
+            "transforms take a C-contiguous float32 matrix of {width} columns"
+        )))
+        .py();
+    }
+    Ok(buf)
+}
+
+/// Steps as Python gives them, checked against a row of `width` values.
+fn checked_steps(width: usize, steps: Vec<StepArgs>) -> Result<Vec<(usize, Step)>, Error> {
+    steps
+        .into_iter()
+        .map(|(col, kind, a, b, edges)| {
+            if col >= width {
+                return Err(Error::InvalidArgument(format!(
+                    "a transform reads column {col} of a {width}-column input"
+                )));
+            }
+            Ok((col, step(&kind, a, b, edges)?))
+        })
+        .collect()
+}
+
+/// A model input prepared once per predictor: the looked-up features (positions
+/// `0..features`) of rows `width` wide, then `pre` steps applied in the same call
+/// (missing-value fills, and the fitted transforms when nothing comes between), and
+/// `post` steps applied by `finish` after the caller has filled the other columns
+/// (on-demand features). Keys, the read and the steps are one call from Python.
+#[pyclass(name = "ModelInput", module = "pitstop._core", frozen)]
+pub struct PyModelInput {
+    read: PreparedMatrix,
+    /// The key columns, in entity-key order, as the keys dict names them.
+    key_names: Vec<String>,
+    width: usize,
+    pre: Vec<(usize, Step)>,
+    post: Vec<(usize, Step)>,
+}
+
+#[pymethods]
+impl PyModelInput {
+    #[new]
+    #[pyo3(signature = (store, tables, features, ttl_ns, key_names, width, pre, post))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        store: &PyOnlineStore,
+        tables: Vec<String>,
+        features: Vec<(Option<String>, String)>,
+        ttl_ns: Vec<Option<i64>>,
+        key_names: Vec<String>,
+        width: usize,
+        pre: Vec<StepArgs>,
+        post: Vec<StepArgs>,
+    ) -> PyResult<Self> {
+        let (pre, post) = (
+            checked_steps(width, pre).py()?,
+            checked_steps(width, post).py()?,
+        );
+        let store = Arc::clone(&store.inner);
+        let read = py
+            .detach(|| PreparedMatrix::new(store, tables, features, ttl_ns, Some(width)))
+            .py()?;
+        Ok(PyModelInput {
+            read,
+            key_names,
+            width,
+            pre,
+            post,
+        })
+    }
+
+    /// Values per row.
+    #[getter]
+    fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The key columns a keys dict gives, in entity-key order.
+    #[getter]
+    fn key_names(&self) -> Vec<String> {
+        self.key_names.clone()
+    }
+
+    /// `len(keys) * width` float32 (row-major) as a bytearray: the features of `keys`
+    /// (NaN where missing, expired or null), then the `pre` steps; the other columns
+    /// are 0. `keys`: a dict of key columns or a list of entities; with
+    /// `normalized=True` also an Arrow table. None when the keys need converting in
+    /// Python first (see `online.rs`'s `dict_keys`).
+    #[pyo3(signature = (keys, now_ns=None, normalized=false))]
+    fn matrix<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+        now_ns: Option<i64>,
+        normalized: bool,
+    ) -> PyResult<Option<Bound<'py, PyByteArray>>> {
+        let keys = if normalized {
+            extract_keys(keys)?
+        } else if let Ok(d) = keys.cast::<PyDict>() {
+            match dict_keys(d, &self.key_names)? {
+                Some(k) => k,
+                None => return Ok(None),
+            }
+        } else if let Ok(list) = keys.cast::<PyList>() {
+            let first_is_dict = list.len() > 0 && list.get_item(0)?.is_instance_of::<PyDict>();
+            if first_is_dict {
+                return Ok(None);
+            }
+            extract_keys(keys)?
+        } else {
+            return Ok(None);
+        };
+        let now = now_ns.unwrap_or_else(online::now_ns);
+        let keys = keys.keys();
+        float_buffer(py, keys.len() * self.width, |out| {
+            self.read.read(&keys, now, out, None)?;
+            apply(out, self.width, &self.pre)
+        })
+        .map(Some)
+    }
+
+    /// Applies the `post` steps to `x` in place (a writable C-contiguous float32
+    /// buffer of rows of `width` values, e.g. the array `matrix` returned).
+    fn finish(&self, x: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.post.is_empty() {
+            return Ok(());
+        }
+        let buf = matrix_buffer(x, self.width)?;
+        if buf.readonly() {
+            return Err(Error::InputType(
+                "transforms need a writable float32 matrix".into(),
+            ))
+            .py();
+        }
+        if buf.item_count() == 0 {
+            return Ok(());
+        }
+        // SAFETY: the buffer is writable, C-contiguous, aligned for f32 (checked by
+        // PyBuffer::get) and `item_count` floats long; the GIL is held for the whole
+        // call, so no Python code sees it change midway.
+        let data =
+            unsafe { std::slice::from_raw_parts_mut(buf.buf_ptr() as *mut f32, buf.item_count()) };
+        apply(data, self.width, &self.post).py()
     }
 }
