@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 import pitstop as ps
 from pitstop import agg, errors
@@ -95,6 +95,9 @@ def test_training_data_and_serving_agree(tmp_path):
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), splits=st.lists(st.integers(1, 60), min_size=1, max_size=5),
        offsets=st.lists(st.integers(0, 40 * HOUR), min_size=1, max_size=3))
+# Found by this test: a key whose newest event is its second, the first older than
+# every window; `last` at exactly the newest time (which leaves it out) needs the first.
+@example(seed=0, splits=[1, 1, 1], offsets=[0])
 def test_parity_after_any_order_and_split_of_inserts(tmp_path_factory, seed, splits, offsets):
     tmp = tmp_path_factory.mktemp("parity")
     fs, purchases = store(tmp)

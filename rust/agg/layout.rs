@@ -155,8 +155,8 @@ impl Sources<'_, '_> {
 
 /// Merges `new` events (any order) into `old` (None: no state yet) and encodes the
 /// result: events already in `old` (same sequence number) are skipped, then events
-/// older than the newest minus `keep_ns` are dropped except each `last_cols` column's
-/// newest valid one. The same result as [`super::state::State::merge`] then
+/// older than the newest minus `keep_ns` are dropped except, per `last_cols` column,
+/// its newest valid value and its newest valid value before the newest event's time. The same result as [`super::state::State::merge`] then
 /// `encode`. Returns the bytes and the newest event time (None: empty). Errors (as
 /// None) only when `old` is not sorted, which a state never is unless damaged.
 pub fn merge(
@@ -206,7 +206,16 @@ pub fn merge(
     let cut = order.partition_point(|&p| src.ecs(p).0 < oldest);
     let mut extra: Vec<usize> = last_cols
         .iter()
-        .filter_map(|&j| order.iter().rposition(|&p| src.valid(tags[j], j, p)))
+        .flat_map(|&j| {
+            let valid = |p: &Pick| src.valid(tags[j], j, *p);
+            [
+                order.iter().rposition(valid),
+                order
+                    .iter()
+                    .rposition(|p| src.ecs(*p).0 < newest && valid(p)),
+            ]
+        })
+        .flatten()
         .filter(|&at| at < cut)
         .collect();
     extra.sort_unstable();

@@ -122,7 +122,9 @@ impl State {
 
     /// Adds `new` events (any order; ones already present by sequence number are
     /// skipped), then drops what no future lookup can see: events older than the
-    /// newest minus `keep_ns`, except each column of `last_cols`' newest valid one.
+    /// newest minus `keep_ns`, except, for each column of `last_cols`, its newest valid
+    /// value and its newest valid value before the newest event's time (what `last`
+    /// gives at exactly that time, when the window `[.., t)` leaves the newest out).
     pub fn merge(&mut self, new: Vec<Event>, keep_ns: i64, last_cols: &[usize]) {
         let seen: HashSet<i64> = self.events.iter().map(|e| e.seq).collect();
         self.events
@@ -135,6 +137,10 @@ impl State {
         let mut keep: Vec<bool> = self.events.iter().map(|e| e.e >= oldest).collect();
         for &j in last_cols {
             if let Some(i) = self.events.iter().rposition(|e| e.vals[j].valid()) {
+                keep[i] = true;
+            }
+            let before = |e: &Event| e.e < newest && e.vals[j].valid();
+            if let Some(i) = self.events.iter().rposition(before) {
                 keep[i] = true;
             }
         }
@@ -164,6 +170,26 @@ mod tests {
             seq,
             vals: vec![x.map_or(Val::Null, Val::F), Val::B(s.as_bytes().to_vec())],
         }
+    }
+
+    #[test]
+    fn last_keeps_the_value_a_lookup_at_the_newest_time_sees() {
+        // keep = 10: the event at 0 is older than every window, but `last` at t = 50
+        // (window [.., 50), which leaves the newest out) gives its value.
+        let mut s = State::new(vec![Tag::F64, Tag::Bytes]);
+        s.merge(vec![ev(0, 1, Some(1.0), "old")], 10, &[1]);
+        s.merge(vec![ev(50, 2, Some(2.0), "new")], 10, &[1]);
+        assert_eq!(s.events.len(), 2);
+        let bytes = s.encode();
+        let v = StateView::parse(&bytes).unwrap();
+        let at_newest = v.serve(Op::Last, Some(1), lags_ns(None, Closed::Left), 50);
+        assert_eq!(at_newest, Served::Events(vec![0]));
+        // A third event drops the first: the second is now the one before the newest.
+        s.merge(vec![ev(60, 3, None, "newer")], 10, &[1]);
+        assert_eq!(
+            s.events.iter().map(|e| e.e).collect::<Vec<_>>(),
+            vec![50, 60]
+        );
     }
 
     #[test]
