@@ -130,19 +130,44 @@ pub fn run(plan: &Plan, prepared: Prepared) -> Vec<Out> {
                 .any(|a| a.op == Op::Std && a.input == Some(i))
         })
         .collect();
+    // The longest finite window (None when some aggregation has no window: `last`).
+    let longest = (plan.aggs.iter())
+        .map(|a| (a.lags.1 != i64::MAX).then_some(a.lags.1))
+        .collect::<Option<Vec<i64>>>()
+        .map(|l| l.into_iter().max().unwrap_or(0));
+    let tasks = tasks(p, knowledge, longest.is_some());
     crate::trace::phase("agg   keys' sweeps", || {
-        (0..p.n_keys)
+        tasks
             .into_par_iter()
             .with_min_len(16)
-            .for_each(|k| {
-                let labels = &positions[p.label_off[k]..p.label_off[k + 1]];
+            .for_each(|(k, from, to)| {
+                let labels = &positions[p.label_off[k] + from..p.label_off[k] + to];
                 if labels.is_empty() {
                     return;
                 }
+                // A part of a hot key's labels reads its events from the oldest one
+                // its first label's longest window holds (every later window starts
+                // there or later: labels are in time order) ...
+                let (lo, hi) = (p.event_off[k], p.event_off[k + 1]);
+                let base = match longest {
+                    Some(w) if from > 0 => {
+                        let t = p.label_t[labels[0] as usize];
+                        let oldest = t.saturating_sub(w);
+                        p.e[lo..hi].partition_point(|&x| x < oldest)
+                    }
+                    _ => 0,
+                };
+                // ... and up to the newest its last label can see.
+                let top = if to - from < p.label_off[k + 1] - p.label_off[k] {
+                    let t = p.label_t[labels[labels.len() - 1] as usize];
+                    lo + p.e[lo..hi].partition_point(|&x| x <= t)
+                } else {
+                    hi
+                };
                 let key = Key {
                     p,
-                    lo: p.event_off[k],
-                    hi: p.event_off[k + 1],
+                    lo: lo + base,
+                    hi: top.max(lo + base),
                 };
                 // Windows and prefix sums are shared by the aggregations that have the same
                 // window or read the same column.
@@ -172,6 +197,35 @@ pub fn run(plan: &Plan, prepared: Prepared) -> Vec<Out> {
             })
             .collect()
     })
+}
+
+/// A key with this many labels and events is swept in parts, in parallel.
+const HOT_LABELS: usize = 8192;
+const HOT_EVENTS: usize = 1 << 16;
+
+/// The sweep's tasks: (key, first label, end label) of each key's labels in time order;
+/// a hot key (skewed data: one key can hold a tenth of the events) is cut into parts of
+/// at least HOT_LABELS labels, so its sweep runs on every thread instead of one. A
+/// part reads the key's events from its first window's start (see `run`), which only
+/// works when every aggregation has a finite window and labels have no knowledge time.
+fn tasks(p: &Prepared, knowledge: bool, finite: bool) -> Vec<(usize, usize, usize)> {
+    let parts = 4 * rayon::current_num_threads().max(1);
+    let mut out = Vec::with_capacity(p.n_keys);
+    for k in 0..p.n_keys {
+        let labels = p.label_off[k + 1] - p.label_off[k];
+        let events = p.event_off[k + 1] - p.event_off[k];
+        if knowledge || !finite || labels < 2 * HOT_LABELS || events < HOT_EVENTS {
+            out.push((k, 0, labels));
+            continue;
+        }
+        let size = labels.div_ceil(parts).max(HOT_LABELS);
+        out.extend(
+            (0..labels)
+                .step_by(size)
+                .map(|a| (k, a, (a + size).min(labels))),
+        );
+    }
+    out
 }
 
 /// Hands memory freed on the heap back to the system (glibc keeps freed chunks of a
