@@ -83,9 +83,13 @@ impl<'a> StateView<'a> {
     /// [`StateView::damaged`] after its reads and discards them if it says so.
     pub fn parse_lazy(bytes: &'a [u8], lazy: Option<Lazy<'a>>) -> Option<StateView<'a>> {
         let mut r = Rd(bytes);
-        // Read, then checked (the bytes of the header and directory): all reads are
-        // bounds-checked, and a damaged directory only leads to a discarded result.
-        let mut read: Vec<(&'a [u8], usize, usize)> = Vec::new();
+        // The header and the directory are checked as they are read (every read is
+        // bounds-checked, so damage only leads to a result the caller discards).
+        let touch = |part: &[u8], from: usize, to: usize| {
+            if let Some(l) = &lazy {
+                l.touch(part, from, to);
+            }
+        };
         let magic = r.take(4)?;
         let v2 = magic == MAGIC;
         if !v2 && magic != MAGIC_V1 {
@@ -98,14 +102,14 @@ impl<'a> StateView<'a> {
             return None;
         }
         debug_assert_eq!(bytes.len() - r.0.len(), if v2 { HEADER } else { HEADER_V1 });
-        read.push((bytes, 0, bytes.len() - r.0.len()));
+        touch(bytes, 0, bytes.len() - r.0.len());
         let e = r.take(n.checked_mul(8)?)?;
         let c = r.take(n.checked_mul(8)?)?;
         let seq = r.take(n.checked_mul(8)?)?;
         let mut cols = Vec::with_capacity(ncols);
         for _ in 0..ncols {
             let at = bytes.len() - r.0.len();
-            read.push((bytes, at, at + 1));
+            touch(bytes, at, at + 1);
             let tag = Tag::from_code(r.take(1)?[0])?;
             let bits = r.take(n.div_ceil(8))?;
             let (vals, data) = match tag {
@@ -114,7 +118,7 @@ impl<'a> StateView<'a> {
                     let off =
                         |i: usize| u32::from_le_bytes(offs[i * 4..i * 4 + 4].try_into().unwrap());
                     let total = off(n) as usize;
-                    read.push((offs, 0, offs.len()));
+                    touch(offs, 0, offs.len());
                     if (0..n).any(|i| off(i) > off(i + 1)) {
                         return None;
                     }
@@ -138,10 +142,6 @@ impl<'a> StateView<'a> {
         }
         if !r.0.is_empty() {
             return None;
-        }
-        if let Some(l) = &lazy {
-            read.iter()
-                .for_each(|&(part, from, to)| l.touch(part, from, to));
         }
         let view = StateView {
             n,

@@ -130,10 +130,7 @@ pub fn check_lazy<'a>(key: &[&[u8]], bytes: &'a [u8]) -> Result<Segments<'a>, Ro
     if outer(key, &bytes[..ds], &bytes[ds + d..end]) != u32_at(bytes, end) {
         return Err(RowDecodeError::Checksum);
     }
-    Ok(Segments {
-        data: &bytes[ds..ds + d],
-        table: &bytes[ds + d..ds + d + 4 * count(d)],
-    })
+    parsed(bytes, ds).ok_or(RowDecodeError::Truncated(bytes.len()))
 }
 
 /// The segments of a segmented row whose lengths were checked ([`lengths`]) with its
