@@ -147,8 +147,9 @@ pub struct State {
     pub inflight: std::sync::atomic::AtomicUsize,
     /// The ingest route's handler (None: the route answers 404).
     pub ingest: Option<Ingest>,
-    /// The prediction log's queue (None: not logging; taken when the server stops).
-    pub log: Mutex<Option<std::sync::mpsc::SyncSender<LogEntry>>>,
+    /// The prediction log's queue (None: not logging); `None` sent on it stops its
+    /// thread once every request is answered.
+    pub log: Option<std::sync::mpsc::SyncSender<Option<LogEntry>>>,
 }
 
 /// A plan and the matrix reads prepared under it (dropped with it).
@@ -165,9 +166,8 @@ impl State {
 
     /// Queues a prediction for the log, when logging.
     pub fn log(&self, entry: impl FnOnce() -> LogEntry) {
-        let tx = self.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some(tx) = tx {
-            let _ = tx.send(entry());
+        if let Some(tx) = &self.log {
+            let _ = tx.send(Some(entry()));
         }
     }
 }
@@ -209,6 +209,21 @@ impl Server {
             .enable_all()
             .build()
             .map_err(|e| io("start a runtime for", e))?;
+        let (log_tx, log_thread) = match log {
+            None => (None, None),
+            Some(f) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Option<LogEntry>>(LOG_QUEUE);
+                let t = std::thread::Builder::new()
+                    .name("pitstop-serve-log".into())
+                    .spawn(move || {
+                        for e in rx.iter().map_while(|e| e) {
+                            f(&e.model, e.version, &e.entities, &e.x, e.n, e.d, &e.y);
+                        }
+                    })
+                    .map_err(|e| io("start a thread for", e))?;
+                (Some(tx), Some(t))
+            }
+        };
         let state = Arc::new(State {
             store,
             loaded: RwLock::new(Arc::new(Loaded {
@@ -220,24 +235,8 @@ impl Server {
             metrics: Default::default(),
             inflight: Default::default(),
             ingest,
-            log: Mutex::new(None),
+            log: log_tx,
         });
-        let log_thread = match log {
-            None => None,
-            Some(f) => {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<LogEntry>(LOG_QUEUE);
-                *state.log.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-                let t = std::thread::Builder::new()
-                    .name("pitstop-serve-log".into())
-                    .spawn(move || {
-                        for e in rx {
-                            f(&e.model, e.version, &e.entities, &e.x, e.n, e.d, &e.y);
-                        }
-                    })
-                    .map_err(|e| io("start a thread for", e))?;
-                Some(t)
-            }
-        };
         let (tx, rx) = tokio::sync::oneshot::channel::<Duration>();
         let st = Arc::clone(&state);
         let thread = std::thread::Builder::new()
@@ -274,21 +273,15 @@ impl Server {
         if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = t.join();
         }
-        // Every request is answered: the log's queue closes and its thread writes what
-        // is queued before it ends.
-        drop(
-            self.state
-                .log
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(),
-        );
-        if let Some(t) = self
-            .log_thread
-            .lock()
+        // Every request is answered: the log's thread writes what is queued, then
+        // stops at the `None` that ends its queue.
+        if let Some(t) = (self.log_thread.lock())
             .unwrap_or_else(|e| e.into_inner())
             .take()
         {
+            if let Some(tx) = &self.state.log {
+                let _ = tx.send(None);
+            }
             let _ = t.join();
         }
     }

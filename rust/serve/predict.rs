@@ -173,11 +173,7 @@ pub fn predict(state: &State, tail: &str, body: &Value) -> Result<Resp, Reject> 
     let at = now(map.get("now"))?;
     let x = lookup::matrix(&state.store, &loaded.cache, view, &features, &ents, at)?;
     let (n, d) = (ents.n, features.len());
-    let logging = state
-        .log
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .is_some();
+    let logging = state.log.is_some();
     let logged_x = if logging { x.clone() } else { Vec::new() };
     let y = if n == 0 {
         Vec::new()
