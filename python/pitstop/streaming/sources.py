@@ -126,6 +126,17 @@ class Source:
         """Releases connections and files."""
 
 
+def _poll(read: Any, max_messages: int, timeout_s: float) -> list[Message]:
+    """``read(max_messages)`` until it gives messages or ``timeout_s`` passes (the
+    tailing sources look again every 10 ms)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = read(max_messages)
+        if out or time.monotonic() >= deadline:
+            return out
+        time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+
+
 class FileSource(Source):
     """Tails a JSON-lines file: one JSON object per line (the group's columns). Lines
     that are not complete yet (no newline) wait for the next poll."""
@@ -140,12 +151,7 @@ class FileSource(Source):
         self._offset = 0 if pos is None else int.from_bytes(pos, "big")
 
     def poll(self, max_messages: int, timeout_s: float) -> list[Message]:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            out = self._read(max_messages)
-            if out or time.monotonic() >= deadline:
-                return out
-            time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+        return _poll(self._read, max_messages, timeout_s)
 
     def _read(self, max_messages: int) -> list[Message]:
         try:
@@ -197,12 +203,7 @@ class ArrowDirSource(Source):
             self._file, self._row = name.decode(), int.from_bytes(row, "big")
 
     def poll(self, max_messages: int, timeout_s: float) -> list[Message]:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            out = self._read(max_messages)
-            if out or time.monotonic() >= deadline:
-                return out
-            time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+        return _poll(self._read, max_messages, timeout_s)
 
     def _read(self, max_messages: int) -> list[Message]:
         import pyarrow as pa
