@@ -1,5 +1,6 @@
-//! The output: the spine's batches, each widened with one column per aggregation,
-//! sliced from whole-spine arrays. `last` and `last_k` gather the events' own values
+//! The output: the sweep's results moved from key order to spine order, then the
+//! spine's batches, each widened with one column per aggregation, sliced from
+//! whole-spine arrays. `last` and `last_k` gather the events' own values
 //! (any type) with Arrow's `take`.
 
 use std::sync::Arc;
@@ -11,8 +12,8 @@ use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 
-use super::plan::Plan;
-use super::sweep::{Out, NO_ROW};
+use super::plan::{Plan, Resolved};
+use super::sweep::{new_out, Out, NO_ROW};
 use super::{Op, WindowAggSpec};
 use crate::error::{Error, Result};
 
@@ -127,4 +128,58 @@ fn events_column(plan: &Plan, i: usize) -> Result<ArrayRef> {
             arrow_select::concat::concat(&chunks)?
         }
     })
+}
+
+/// Hands memory freed on the heap back to the system (glibc keeps freed chunks of a
+/// few MB mapped; an output copied to spine order frees one such buffer while the
+/// next is allocated, so without this the copies stack up: +70 MB of peak resident
+/// memory at 1M labels x 16 outputs). ~1 ms a call; a no-op elsewhere.
+pub(super) fn release_freed() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// `out` (by label position) in spine order. Every spine row has a count: 0 when its
+/// window is empty, which is also the case of a label whose key no event has, a null
+/// key or a null time (no events match, no position).
+pub(super) fn to_spine_order(
+    out: Out,
+    a: &Resolved,
+    rows: &[u32],
+    n: usize,
+    int_input: bool,
+) -> Out {
+    let mut spine = new_out(a.op, n, int_input);
+    match (&mut spine, out) {
+        (Out::I64 { vals, valid }, Out::I64 { vals: v, valid: ok }) => {
+            if matches!(a.op, Op::Count | Op::Distinct) {
+                valid.fill(true);
+            }
+            for ((&r, x), b) in rows.iter().zip(v).zip(ok) {
+                vals[r as usize] = x;
+                valid[r as usize] = b;
+            }
+        }
+        (Out::F64 { vals, valid }, Out::F64 { vals: v, valid: ok }) => {
+            for ((&r, x), b) in rows.iter().zip(v).zip(ok) {
+                vals[r as usize] = x;
+                valid[r as usize] = b;
+            }
+        }
+        (Out::Rows(dst), Out::Rows(src)) => {
+            for (&r, x) in rows.iter().zip(src) {
+                dst[r as usize] = x;
+            }
+        }
+        (Out::Lists(dst), Out::Lists(src)) => {
+            for (&r, x) in rows.iter().zip(src) {
+                dst[r as usize] = x;
+            }
+        }
+        _ => unreachable!("an output keeps its kind"),
+    }
+    spine
 }

@@ -76,7 +76,7 @@ impl Sink {
     }
 }
 
-fn new_out(op: Op, n: usize, int_input: bool) -> Out {
+pub(super) fn new_out(op: Op, n: usize, int_input: bool) -> Out {
     match op {
         Op::Count | Op::Distinct => Out::I64 {
             vals: vec![0; n],
@@ -191,8 +191,8 @@ pub fn run(plan: &Plan, prepared: Prepared) -> Vec<Out> {
         outs.into_par_iter()
             .zip(plan.aggs.par_iter())
             .map(|(out, a)| {
-                let spine = to_spine_order(out, a, &label_rows, n, int_input(a));
-                release_freed();
+                let spine = super::output::to_spine_order(out, a, &label_rows, n, int_input(a));
+                super::output::release_freed();
                 spine
             })
             .collect()
@@ -226,54 +226,6 @@ fn tasks(p: &Prepared, knowledge: bool, finite: bool) -> Vec<(usize, usize, usiz
         );
     }
     out
-}
-
-/// Hands memory freed on the heap back to the system (glibc keeps freed chunks of a
-/// few MB mapped; an output copied to spine order frees one such buffer while the
-/// next is allocated, so without this the copies stack up: +70 MB of peak resident
-/// memory at 1M labels x 16 outputs). ~1 ms a call; a no-op elsewhere.
-fn release_freed() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// `out` (by label position) in spine order. Every spine row has a count: 0 when its
-/// window is empty, which is also the case of a label whose key no event has, a null
-/// key or a null time (no events match, no position).
-fn to_spine_order(out: Out, a: &Resolved, rows: &[u32], n: usize, int_input: bool) -> Out {
-    let mut spine = new_out(a.op, n, int_input);
-    match (&mut spine, out) {
-        (Out::I64 { vals, valid }, Out::I64 { vals: v, valid: ok }) => {
-            if matches!(a.op, Op::Count | Op::Distinct) {
-                valid.fill(true);
-            }
-            for ((&r, x), b) in rows.iter().zip(v).zip(ok) {
-                vals[r as usize] = x;
-                valid[r as usize] = b;
-            }
-        }
-        (Out::F64 { vals, valid }, Out::F64 { vals: v, valid: ok }) => {
-            for ((&r, x), b) in rows.iter().zip(v).zip(ok) {
-                vals[r as usize] = x;
-                valid[r as usize] = b;
-            }
-        }
-        (Out::Rows(dst), Out::Rows(src)) => {
-            for (&r, x) in rows.iter().zip(src) {
-                dst[r as usize] = x;
-            }
-        }
-        (Out::Lists(dst), Out::Lists(src)) => {
-            for (&r, x) in rows.iter().zip(src) {
-                dst[r as usize] = x;
-            }
-        }
-        _ => unreachable!("an output keeps its kind"),
-    }
-    spine
 }
 
 /// A window's inclusive lag range.
