@@ -218,6 +218,10 @@ pub enum Error {
     #[error("{0}")]
     InputType(String),
 
+    /// A column whose type does not fit what was fitted or declared for it.
+    #[error("{0}")]
+    Schema(String),
+
     // --- statistics and drift (rust/stats/) ---
     #[error("{table} column '{column}' has type {dtype}; {detail}")]
     StatsColumnType {
@@ -269,6 +273,7 @@ impl Error {
             Error::AggColumnType { .. } => "ColumnTypeError",
             Error::OutputNameTaken { .. } => "SchemaError",
             Error::InputType(_) => "InputTypeError",
+            Error::Schema(_) => "SchemaError",
             Error::StatsColumnType { .. } => "ColumnTypeError",
             Error::StaleCatalog => "StoreError",
         }

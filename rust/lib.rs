@@ -35,6 +35,7 @@ fn _core(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
     m.add_class::<py::online::PyOnlineStore>()?;
     m.add_class::<py::online::PyReader>()?;
     m.add_class::<py::online::PyPreparedWrite>()?;
+    m.add_function(wrap_pyfunction!(py::transform::encode_categories, m)?)?;
     m.add_class::<py::transform::PyTransformPlan>()?;
     m.add_class::<py::transform::PyModelInput>()?;
     m.add_class::<py::agg::PyAggMatrix>()?;

@@ -207,22 +207,13 @@ def fit_categories(t: Transform, column: pa.ChunkedArray, name: str) -> dict:
 
 
 def encode(fit: dict, column: pa.ChunkedArray | pa.Array, name: str) -> np.ndarray:
-    """``column`` encoded as ``fit`` says: rows x width float32 (the same function for
-    training rows and served rows)."""
+    """``column`` encoded as ``fit`` says: rows x width float32. The encoding runs in
+    Rust (``rust/transform/categories.rs``), the function training rows, the predictor
+    and the HTTP server all go through."""
     values = _categories(column, name)
-    value_set = pa.array(fit["categories"], pa.type_for_alias(fit["type"]))
-    idx = pc.fill_null(pc.index_in(values, value_set=value_set), -1).to_numpy(zero_copy_only=False)
-    null = pc.is_null(values).to_numpy(zero_copy_only=False)
-    n, k = len(idx), len(fit["categories"])
-    if fit["transform"] == "label_encoder":
-        out = np.where(idx >= 0, idx, k).astype(np.float32)
-        out[null] = np.nan
-        return out.reshape(n, 1)
-    out = np.zeros((n, fit["width"]), np.float32)
-    rows = np.arange(n)
-    out[rows[idx >= 0], idx[idx >= 0]] = 1.0
-    out[(idx < 0) & ~null, fit["width"] - 1] = 1.0
-    return out
+    raw = _core.encode_categories(fit["transform"], fit["type"], fit["categories"],
+                                  fit["width"], pa.table({name: values}), name)
+    return np.frombuffer(raw, np.float32).reshape(len(values), fit["width"])
 
 
 def chains(transforms: dict[str, Any] | None) -> dict[str, list[Transform]]:

@@ -14,6 +14,7 @@ use super::keys::{dict_keys, extract_keys};
 use super::online::{float_buffer, PreparedMatrix, PyOnlineStore};
 use crate::error::Error;
 use crate::online;
+use crate::transform::categories::{Categories, Encoder};
 use crate::transform::{apply, Step};
 
 /// One step as Python gives it: (column, kind, a, b, edges).
@@ -222,4 +223,54 @@ impl PyModelInput {
             unsafe { std::slice::from_raw_parts_mut(buf.buf_ptr() as *mut f32, buf.item_count()) };
         apply(data, self.width, &self.post).py()
     }
+}
+
+/// The categories of a fitted encoder as Python stores them (a list, of the fitted
+/// `type`: `string`, `int64` or `bool`).
+pub(crate) fn categories(type_: &str, values: &Bound<'_, PyAny>) -> PyResult<Categories> {
+    let bad = |e: PyErr| {
+        Error::InvalidArgument(format!(
+            "fitted categories of type {type_} must be a list of that type ({e})"
+        ))
+    };
+    Ok(match type_ {
+        "string" => Categories::Str(values.extract().map_err(bad).py()?),
+        "int64" => Categories::Int(values.extract().map_err(bad).py()?),
+        "bool" => Categories::Bool(values.extract().map_err(bad).py()?),
+        other => {
+            return Err(Error::InvalidArgument(format!(
+                "fitted categories have type {other}; expected string, int64 or bool"
+            )))
+            .py()
+        }
+    })
+}
+
+/// The single column of `column` (a table of one column, feature `name`) encoded by a
+/// fitted `kind` (`label_encoder` / `one_hot`) encoder: rows × `width` float32,
+/// row-major, as a bytearray (see `transform::categories`).
+#[pyfunction]
+pub fn encode_categories<'py>(
+    py: Python<'py>,
+    kind: &str,
+    type_: &str,
+    categories_: &Bound<'py, PyAny>,
+    width: usize,
+    column: pyo3_arrow::PyTable,
+    name: &str,
+) -> PyResult<Bound<'py, PyByteArray>> {
+    let enc = Encoder::new(kind, categories(type_, categories_)?, width).py()?;
+    let (batches, _) = column.into_inner();
+    let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+    float_buffer(py, n * width, move |out| {
+        let mut row = 0;
+        for b in &batches {
+            let Some(a) = b.columns().first() else {
+                continue;
+            };
+            enc.encode(a.as_ref(), name, &mut out[row * width..], width, 0)?;
+            row += b.num_rows();
+        }
+        Ok(())
+    })
 }

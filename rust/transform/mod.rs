@@ -10,6 +10,8 @@
 //! Cost: one pass over the touched columns, O(rows × steps) (`Bucketize`: a binary
 //! search over its edges), no allocation.
 
+pub mod categories;
+
 use crate::error::{Error, Result};
 
 /// One fitted step.
