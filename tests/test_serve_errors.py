@@ -139,17 +139,22 @@ def test_fuzzed_bodies_never_crash_the_server(fs):
         assert call(srv.url, "/healthz")[0] == 200
 
 
-def test_on_demand_and_categorical_features_are_501_the_rest_served(tmp_path):
+def test_on_demand_features_need_the_request_the_rest_served_without(tmp_path):
     fs, g = small_store(tmp_path / "s")
     fv = fs.create_feature_view("od", features=[g.select(["income", "age"])],
                                 on_demand=[transform_fns.log_amount])
     with fs.serve_background() as srv:
         status, out = post_json(srv.url, "/v1/features/od", {"entities": {"user_id": [1]}})
-        assert status == 501 and "'log_amount'" in out["error"] and "income" in out["error"]
+        assert status == 400 and "log_amount" in out["error"] and '"amount"' in out["error"]
         status, out = post_json(srv.url, "/v1/features/od",
                                 {"entities": {"user_id": [1, 99]}, "features": ["income", "age"]})
         want = fv.get_feature_vectors({"user_id": [1, 99]}, request={"amount": [1.0, 2.0]})
         assert status == 200 and [r[0] for r in out["values"]] == [want.column("income")[0].as_py(), None]
+        status, out = post_json(srv.url, "/v1/features/od",
+                                {"entities": {"user_id": [1, 99]}, "request": {"amount": [1.0, 2.0]}})
+        assert status == 200  # float32 outputs as JSON: their shortest float32 text
+        assert np.array([r[2] for r in out["values"]], np.float32).tobytes() == \
+            want.column("log_amount").to_numpy().tobytes()
 
 
 def test_numeric_transforms_applied_in_rust_equal_python(tmp_path):

@@ -9,9 +9,13 @@ watcher thread compares the registry file's (and its WAL's) size and mtime every
 every request reads the newest LMDB snapshot, so rows written by other processes are
 served at once.
 
-What the server does not compute: on-demand features (Python functions) and
-categorical encoders. A request for one is a 501 naming it; the view's other features
-are served (list them in ``"features"``).
+Derived features are served too. Categorical encoders (``label_encoder``,
+``one_hot``) run in Rust, the same function training rows go through. On-demand
+features are Python functions: the server looks up their inputs in Rust and calls
+:class:`OnDemandHandler` (this process's Python, on a blocking thread, holding the GIL)
+with them and the request's ``"request"`` fields; only views with on-demand features
+ever call Python. Not served: models registered with ``request_features`` (raw
+request columns as model inputs) and non-numeric aggregations, which answer 501.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import threading
 import time
@@ -76,29 +81,44 @@ def _view_plan(fs: FeatureStore, view: Any, fitted: Any = None) -> dict:
         schema = g.schema
         for f, o in zip(sel.features, sel.output_names):
             types[o] = None if schema is None or f not in schema.names else str(schema.field(f).type)
+    on_demand = None
+    outputs = [o for od in view.on_demand for o in od.outputs]
     for od in view.on_demand:
         for o in od.outputs:
-            python_only[o] = f"computed by the on-demand function {od.path}"
             types[o] = str(od.outputs[o])
+    if outputs and view.features[len(view.features) - len(outputs):] == outputs:
+        on_demand = {"outputs": outputs, "request": list(view.request_fields)}
+    else:
+        python_only.update({o: "on-demand outputs are not the view's last features" for o in outputs})
+    encoders: list[dict] = []
     for f, t in view.categorical.items():
         for n in T.encoded_names(f, t):
-            python_only[n] = f"encoded by the {t.kind} transform in Python"
             types[n] = "float"
     transforms: dict[str, list] = {}
-    numeric = [f for f in view.transforms if f not in view.categorical]
-    if numeric:
+    if view.transforms:
         try:
             fitted = fitted or view.fitted_transforms()
         except PitstopError as e:
-            for f in numeric:
-                python_only[f] = f"its transforms are not fitted ({e})"
+            for f in view.transforms:
+                for n in T.encoded_names(f, view.categorical[f]) if f in view.categorical else [f]:
+                    python_only[n] = f"its transforms are not fitted ({e})"
         else:
             for f, chain in fitted.numeric.items():
                 transforms[f] = _steps(chain)
                 types[f] = "float"
+            for f, fit in fitted.categorical.items():
+                names = T.encoded_names(f, T.Transform(fit["transform"], {"top_k": fit["width"] - 1}))
+                encoders.append({"feature": f, "kind": fit["transform"], "type": fit["type"],
+                                 "categories": fit["categories"], "width": fit["width"],
+                                 "names": names})
+            grouped = {o for s in selections if s["kind"] == "group" for o in s["outputs"]}
+            for e in [e for e in encoders if e["feature"] not in grouped]:
+                encoders.remove(e)
+                python_only.update({n: "it encodes an aggregation" for n in e["names"]})
     return {"name": view.name, "version": view.version, "keys": view.keys,
             "features": view.features, "types": types, "selections": selections,
-            "python_only": python_only, "transforms": transforms}
+            "python_only": python_only, "transforms": transforms, "encoders": encoders,
+            "on_demand": on_demand}
 
 
 def plan_json(fs: FeatureStore) -> str:
@@ -132,8 +152,6 @@ def _model_plan(fs: FeatureStore, m: Any) -> tuple[dict | None, str | None]:
     view = fs.get_feature_view(m.view_name, m.view_version)
     if m.request_features:
         return None, f"it takes request features {m.request_features}"
-    if view.on_demand or view.categorical:
-        return None, "its view has on-demand or categorical features (computed in Python)"
     if view.features != m.inputs:
         return None, f"it was registered for {m.inputs} but its view now gives {view.features}"
     fitted = None
@@ -206,11 +224,12 @@ class Server:
             self._logs = _PredictionLogs(fs)
         self._fs = fs
         self._stamp = _registry_stamp(fs)
+        self._on_demand = OnDemandHandler(fs)
         self._core = _core.Server(
             fs.online._core, plan_json(fs), host=host, port=port,
             token=None if token is None else token.strip(), workers=workers,
             max_batch=max_batch, max_body=max_body, max_inflight=max_inflight,
-            timeout_s=float(timeout), ingest=handler, log=self._logs)
+            timeout_s=float(timeout), ingest=handler, log=self._logs, on_demand=self._on_demand)
         self.host, self.port = host, self._core.port
         self._stop = threading.Event()
         self._watch_s = watch_s
@@ -227,6 +246,7 @@ class Server:
         """Resolves the registry again and hands the plan to the server."""
         self._stamp = _registry_stamp(self._fs)
         self._core.set_plan(plan_json(self._fs))
+        self._on_demand.clear()
 
     def _watch(self) -> None:
         while not self._stop.wait(self._watch_s):
@@ -268,6 +288,62 @@ class Server:
             self.stop()
             for sig, h in old.items():
                 signal.signal(sig, h)
+
+
+class OnDemandHandler:
+    """What the Rust server calls for a view with on-demand features:
+    ``(view key "name@version", x, rows, cols, request JSON)`` -> a pyarrow RecordBatch
+    of the on-demand outputs in their declared types, or ``(status, message)`` for a
+    request it refuses. ``x`` holds the view's looked-up features (float32, row-major,
+    before transforms); the functions read them and the request fields exactly as
+    ``get_feature_vectors`` does (:class:`pitstop.ondemand.FeatureColumns`,
+    :func:`pitstop.ondemand.request_columns`), so the server's values are the bits a
+    model sees in training."""
+
+    def __init__(self, fs: FeatureStore):
+        self._fs = fs
+        self._views: dict[str, Any] = {}
+
+    def clear(self) -> None:
+        """Forgets resolved views (the registry changed)."""
+        self._views = {}
+
+    def _view(self, key: str) -> Any:
+        view = self._views.get(key)
+        if view is None:
+            name, _, version = key.rpartition("@")
+            model = re.fullmatch(r"model:(.*):v(\d+)", name)
+            if model:
+                m = self._fs.models.get(model.group(1), int(model.group(2)))
+                view = self._fs.get_feature_view(m.view_name, m.view_version)
+            else:
+                view = self._fs.get_feature_view(name, int(version))
+            self._views[key] = view
+        return view
+
+    def __call__(self, key: str, x: bytes, n: int, width: int, request: str) -> Any:
+        import numpy as np
+
+        from . import ondemand as OD
+
+        try:
+            view = self._view(key)
+            req = json.loads(request)
+            if n == 1 and isinstance(req, dict) and not any(isinstance(v, list) for v in req.values()):
+                req = {k: [v] for k, v in req.items()}  # one entity's fields as scalars
+            cols = OD.FeatureColumns(np.frombuffer(x, np.float32).reshape(n, width),
+                                     OD._layout(view)[0], width)
+            cols.update(OD.request_columns(req, view.request_fields, n, view.name))
+            names, arrays = [], []
+            for od in view.on_demand:
+                out = od.compute(cols, n)
+                for name in od.outputs:
+                    names.append(name)
+                    arrays.append(pa.array(out[name]))
+                    cols[name] = out[name].astype(np.float32).astype(np.float64)
+            return pa.RecordBatch.from_arrays(arrays, names=names)
+        except PitstopError as e:
+            return 400, str(e)
 
 
 class _PredictionLogs:

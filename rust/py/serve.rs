@@ -8,7 +8,8 @@ use pyo3::prelude::*;
 
 use super::errors::IntoPyResult;
 use super::online::PyOnlineStore;
-use crate::serve::{plan::Plan, Config, Ingest, LogFn, Server};
+use crate::serve::derived::OnDemandFn;
+use crate::serve::{plan::Plan, Config, Ingest, LogFn, Reject, Server};
 
 /// The ingest route's handler: `f(group, body, content_type, query) -> (status, bytes)`
 /// called with the GIL; anything it raises or returns malformed is a 500.
@@ -60,6 +61,32 @@ fn log_handler(f: Py<PyAny>) -> LogFn {
     })
 }
 
+/// The on-demand handler: `f(view_key, x_bytes, rows, cols, request_json)` called with
+/// the GIL returns a pyarrow RecordBatch of the outputs, or `(status, message)` for a
+/// request it refuses; anything it raises is a 500.
+fn on_demand_handler(f: Py<PyAny>) -> OnDemandFn {
+    use pyo3::types::PyBytes;
+
+    std::sync::Arc::new(move |key, x, n, d, request| {
+        let xb: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Python::attach(|py| {
+            let got = f
+                .call1(py, (key, PyBytes::new(py, &xb), n, d, request))
+                .map_err(|e| Reject::new(500, format!("on-demand features failed: {e}")))?;
+            if let Ok((status, msg)) = got.extract::<(u16, String)>(py) {
+                return Err(Reject::new(status, msg));
+            }
+            let batch = got
+                .extract::<pyo3_arrow::PyRecordBatch>(py)
+                .map_err(|e| {
+                    Reject::new(500, format!("the on-demand handler returned no batch: {e}"))
+                })?
+                .into_inner();
+            Ok(batch.columns().to_vec())
+        })
+    })
+}
+
 #[pyclass(name = "Server", module = "pitstop._core", frozen)]
 pub struct PyServer {
     inner: Server,
@@ -69,7 +96,7 @@ pub struct PyServer {
 impl PyServer {
     #[new]
     #[pyo3(signature = (store, plan, *, host, port, token, workers, max_batch, max_body,
-                        max_inflight, timeout_s, ingest=None, log=None))]
+                        max_inflight, timeout_s, ingest=None, log=None, on_demand=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -85,6 +112,7 @@ impl PyServer {
         timeout_s: f64,
         ingest: Option<Py<PyAny>>,
         log: Option<Py<PyAny>>,
+        on_demand: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let plan = Plan::from_json(plan).py()?;
         let cfg = Config {
@@ -100,8 +128,9 @@ impl PyServer {
         let store = std::sync::Arc::clone(&store.inner);
         let ingest = ingest.map(ingest_handler);
         let log = log.map(log_handler);
+        let on_demand = on_demand.map(on_demand_handler);
         let inner = py
-            .detach(|| Server::start(store, plan, cfg, ingest, log))
+            .detach(|| Server::start(store, plan, cfg, ingest, log, on_demand))
             .py()?;
         Ok(PyServer { inner })
     }

@@ -146,7 +146,22 @@ pub fn feast(state: &State, body: &Value) -> Result<Resp, Reject> {
         let features = feature_list(view, wanted.as_ref())?;
         let keys = lookup::required_keys(view, &features);
         let ents = entities(ents_v, &keys, state.cfg.max_batch)?;
-        let parts: Vec<Part> = lookup::typed(&state.store, view, &features, &ents, now, true)?;
+        let mut parts: Vec<Part> = lookup::typed(&state.store, view, &features, &ents, now, true)?;
+        if super::derived::any(view, &features) {
+            let d = super::derived::Derive {
+                cache: &loaded.cache,
+                handler: None, // Feast's request has no request fields
+                request: None,
+            };
+            parts.extend(super::derived::typed_parts(
+                &state.store,
+                view,
+                &features,
+                &ents,
+                now,
+                &d,
+            )?);
+        }
         state.metrics.statuses(
             &view.name,
             parts.iter().flat_map(|p| p.status.iter().copied()),

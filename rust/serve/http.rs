@@ -14,6 +14,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response};
 use serde_json::Value;
 
+use super::derived::{self, Derive};
 use super::plan::View;
 use super::respond::{self, Format};
 use super::{lookup, Reject, State};
@@ -106,7 +107,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, I
 }
 
 async fn respond_to(
-    state: &State,
+    state: &Arc<State>,
     route: &'static str,
     req: Request<Incoming>,
 ) -> Result<Resp, Reject> {
@@ -147,11 +148,45 @@ async fn respond_to(
         _ => Bytes::new(),
     };
     // Handlers are synchronous (microseconds of LMDB reads); a panic is this request's
-    // 500, never the server's end.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        dispatch(state, route, &path, format, &body)
-    }))
-    .unwrap_or_else(|_| Err(Reject::new(500, "internal error (a bug: please report it)")))
+    // 500, never the server's end. Those that call Python (on-demand features) wait
+    // for the GIL on a blocking thread, never on a worker that serves lookups.
+    let python = calls_python(state, route, &path);
+    let run = move |state: &State| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            dispatch(state, route, &path, format, &body)
+        }))
+        .unwrap_or_else(|_| Err(Reject::new(500, "internal error (a bug: please report it)")))
+    };
+    if !python {
+        return run(state);
+    }
+    let st = Arc::clone(state);
+    tokio::task::spawn_blocking(move || run(&st))
+        .await
+        .unwrap_or_else(|_| Err(Reject::new(500, "internal error (a bug: please report it)")))
+}
+
+/// Whether a request may call the on-demand handler (its view has on-demand
+/// features).
+fn calls_python(state: &State, route: &str, path: &str) -> bool {
+    if state.on_demand.is_none() {
+        return false;
+    }
+    let loaded = state.loaded();
+    let plan = &loaded.plan;
+    let view = match route {
+        "features" => {
+            let (name, version) = name_version(&path["/v1/features/".len()..]);
+            plan.view(name, version)
+        }
+        "predict" => {
+            let (name, version) = name_version(&path["/v1/predict/".len()..]);
+            plan.model(name, version)
+                .and_then(|m| plan.views.iter().find(|v| v.name == m.input_view))
+        }
+        _ => None,
+    };
+    view.is_some_and(|v| v.on_demand.is_some())
 }
 
 /// `POST /v1/ingest/{group}`: the body handed to the ingest handler (Python, which
@@ -324,21 +359,19 @@ fn features(state: &State, tail: &str, format: Format, body: &[u8]) -> Result<Re
     let view = view_ref(&loaded.plan, tail)?;
     let body = parse(body)?;
     let req = respond::request(view, &body, state.cfg.max_batch)?;
+    let d = Derive {
+        cache: &loaded.cache,
+        handler: state.on_demand.as_ref(),
+        request: req.request.as_deref(),
+    };
     match format {
         Format::Float32 => {
-            let m = lookup::matrix(
-                &state.store,
-                &loaded.cache,
-                view,
-                &req.features,
-                &req.ents,
-                req.now_ns,
-            )?;
+            let m = derived::matrix(&state.store, view, &req.features, &req.ents, req.now_ns, &d)?;
             Ok(respond::float32(view, &req.features, req.ents.n, &m))
         }
         _ => {
             let json = format == Format::Json;
-            let parts = lookup::typed(
+            let mut parts = lookup::typed(
                 &state.store,
                 view,
                 &req.features,
@@ -346,6 +379,16 @@ fn features(state: &State, tail: &str, format: Format, body: &[u8]) -> Result<Re
                 req.now_ns,
                 json,
             )?;
+            if derived::any(view, &req.features) {
+                parts.extend(derived::typed_parts(
+                    &state.store,
+                    view,
+                    &req.features,
+                    &req.ents,
+                    req.now_ns,
+                    &d,
+                )?);
+            }
             state.metrics.statuses(
                 &view.name,
                 parts.iter().flat_map(|p| p.status.iter().copied()),

@@ -1,14 +1,12 @@
-//! A request's features, read from the LMDB snapshot: typed Arrow columns with a
-//! status and event time per (entity, selection) for JSON, Arrow and the Feast shape,
-//! or a float32 matrix through prepared [`MatrixPlan`]s for models.
+//! A request's features, read from the LMDB snapshot as typed Arrow columns with a
+//! status and event time per (entity, selection), for JSON, Arrow and the Feast shape
+//! (the float32 form: [`super::matrix`]; derived features: [`super::derived`]).
 //!
-//! Cost: one LMDB read transaction per selection (typed path) or per set of
-//! selections keyed by the same request columns (matrix path: one descent per entity
-//! for all of them, see [`crate::online::read`]); values are decoded straight from the
-//! map. Nothing here allocates per feature per entity beyond the output itself.
+//! Cost: one LMDB read transaction per selection; values are decoded straight from
+//! the map. Nothing here allocates per feature per entity beyond the output itself.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, Float32Array};
 use arrow_schema::DataType;
@@ -19,8 +17,9 @@ use super::Reject;
 use crate::encode::columns::decode_column;
 use crate::encode::row::RowView;
 use crate::error::{Error, Result};
+use crate::online::catalog::TableDef;
 use crate::online::read::Status;
-use crate::online::{FeatureRef, KeyValue, Keys, MatrixPlan, OnlineStore};
+use crate::online::{KeyValue, Keys, OnlineStore};
 use crate::transform::Step;
 
 /// The request's entities: per key name, one value per entity.
@@ -31,7 +30,7 @@ pub struct Entities {
 
 impl Entities {
     /// The positional key values of the request keys `spine` (in table key order).
-    fn values(&self, spine: &[String], table: &str) -> Result<Vec<KeyValue>, Reject> {
+    pub fn values(&self, spine: &[String], table: &str) -> Result<Vec<KeyValue>, Reject> {
         let mut cols = Vec::with_capacity(spine.len());
         for k in spine {
             cols.push(self.columns.get(k).ok_or_else(|| {
@@ -52,7 +51,7 @@ impl Entities {
 }
 
 /// The request key names that key `sel`'s online table, in its key order.
-fn spine(store: &OnlineStore, sel: &Selection) -> Result<Vec<String>> {
+pub fn spine(store: &OnlineStore, sel: &Selection) -> Result<Vec<String>> {
     sel.spine_for(&store.table(&sel.table)?.key_names())
 }
 
@@ -82,14 +81,24 @@ pub fn needed(view: &View, features: &[usize]) -> Vec<(usize, Vec<(usize, usize)
     out
 }
 
-/// The request keys that `features` need (in the view's key order).
+/// The request keys that `features` need (in the view's key order): those of the
+/// selections they read, of the raw columns of encoded ones, and all of the view's
+/// when an on-demand feature (which may read any looked-up feature) is asked for.
 pub fn required_keys(view: &View, features: &[usize]) -> Vec<String> {
-    let sels = needed(view, features);
+    let mut sels: Vec<usize> = needed(view, features).iter().map(|(si, _)| *si).collect();
+    sels.extend(
+        features
+            .iter()
+            .filter_map(|&f| view.encoded[f].map(|(ei, _)| view.encoders[ei].source.0)),
+    );
+    if super::derived::wants_on_demand(view, features) {
+        sels = (0..view.selections.len()).collect();
+    }
     view.keys
         .iter()
         .filter(|k| {
             sels.iter()
-                .any(|(si, _)| view.selections[*si].on.iter().any(|(s, _)| s == *k))
+                .any(|si| view.selections[*si].on.iter().any(|(s, _)| s == *k))
         })
         .cloned()
         .collect()
@@ -118,95 +127,36 @@ pub fn typed(
         let mut part = match &sel.source {
             Source::Group { columns, ttl_ns } => {
                 let cols: Vec<&String> = outs.iter().map(|&(oi, _)| &columns[oi]).collect();
-                store.with_rows(&sel.table, &keys, now_ns, |rows, def| {
-                    let mut status = Vec::with_capacity(rows.len());
-                    let mut event = Vec::with_capacity(rows.len());
-                    let live: Vec<Option<RowView>> = rows
-                        .iter()
-                        .map(|r| match r {
-                            None => {
-                                status.push(Status::Missing);
-                                event.push(None);
-                                None
-                            }
-                            Some(v) => {
-                                let e = v.stamp().event;
-                                event.push(Some(e));
-                                if ttl_ns.is_some_and(|t| e < now_ns.saturating_sub(t)) {
-                                    status.push(Status::Expired);
-                                    None
-                                } else {
-                                    status.push(Status::Found);
-                                    Some(*v)
-                                }
-                            }
-                        })
-                        .collect();
-                    let ats = cols
-                        .iter()
-                        .map(|&c| {
-                            def.schema.index_of(c).map_err(|_| Error::UnknownFeature {
-                                table: format!("table '{}'", def.name),
-                                feature: c.clone(),
-                                found: def.feature_names(),
-                            })
-                        })
-                        .collect::<Result<Vec<usize>>>()?;
-                    if json && ats.iter().all(|&at| simple(def.layout.types[at])) {
-                        let steps: Vec<Option<&Vec<Step>>> = outs
-                            .iter()
-                            .map(|&(_, pos)| view.transforms.get(&view.features[features[pos]]))
-                            .collect();
-                        let k = ats.len();
-                        let mut buf = String::with_capacity(live.len() * k * 12);
-                        let mut spans = Vec::with_capacity(live.len() * k);
-                        for row in &live {
-                            for (j, &at) in ats.iter().enumerate() {
-                                let start = buf.len() as u32;
-                                match (steps[j], row) {
-                                    (Some(chain), _) => {
-                                        let x = row.map_or(f32::NAN, |v| v.f32(at));
-                                        let y = chain.iter().fold(x, |x, s| s.apply(x));
-                                        float(&mut buf, y as f64, true);
-                                    }
-                                    (None, Some(v)) if !v.is_null(at) => {
-                                        cell(&mut buf, v, at, def.layout.types[at])
-                                    }
-                                    (None, _) => buf.push_str("null"),
-                                }
-                                spans.push((start, buf.len() as u32));
-                            }
+                let ((columns, text), status, event) = group_rows(
+                    store,
+                    &sel.table,
+                    &keys,
+                    &cols,
+                    *ttl_ns,
+                    now_ns,
+                    |live, def, ats| {
+                        if json && ats.iter().all(|&at| simple(def.layout.types[at])) {
+                            let steps: Vec<Option<&Vec<Step>>> = outs
+                                .iter()
+                                .map(|&(_, pos)| view.transforms.get(&view.features[features[pos]]))
+                                .collect();
+                            let text = json_text(live, def, ats, &steps);
+                            let positions = outs.iter().map(|&(_, p)| p).collect();
+                            return Ok((Vec::new(), Some(Text { positions, ..text })));
                         }
-                        let positions = outs.iter().map(|&(_, p)| p).collect();
-                        return Ok(Part {
-                            columns: Vec::new(),
-                            text: Some(Text {
-                                positions,
-                                buf,
-                                spans,
-                            }),
-                            status,
-                            event,
-                        });
-                    }
-                    let mut columns = Vec::with_capacity(cols.len());
-                    for (&at, &(_, pos)) in ats.iter().zip(&outs) {
-                        let dt = def.schema.field(at).data_type();
-                        let a = decode_column(&def.layout, at, dt, &live).map_err(|e| {
-                            Error::CorruptStore {
-                                path: def.name.clone(),
-                                detail: e,
-                            }
-                        })?;
-                        columns.push((pos, a));
-                    }
-                    Ok(Part {
-                        columns,
-                        text: None,
-                        status,
-                        event,
-                    })
-                })?
+                        let mut columns = Vec::with_capacity(ats.len());
+                        for (&at, &(_, pos)) in ats.iter().zip(&outs) {
+                            columns.push((pos, decoded(def, at, live)?));
+                        }
+                        Ok((columns, None))
+                    },
+                )?;
+                Part {
+                    columns,
+                    text,
+                    status,
+                    event,
+                }
             }
             Source::Aggregation { specs } => {
                 let specs: Vec<_> = outs.iter().map(|&(oi, _)| specs[oi]).collect();
@@ -239,8 +189,99 @@ pub fn typed(
     Ok(parts)
 }
 
+/// The rows of `keys` in group table `table`, live ones only (None where missing or
+/// expired by `ttl_ns`), handed to `f` with the table's definition and the positions
+/// of `cols` in its schema; with each entity's status and row event time.
+pub fn group_rows<R>(
+    store: &OnlineStore,
+    table: &str,
+    keys: &Keys,
+    cols: &[&String],
+    ttl_ns: Option<i64>,
+    now_ns: i64,
+    mut f: impl FnMut(&[Option<RowView>], &TableDef, &[usize]) -> Result<R>,
+) -> Result<(R, Vec<Status>, Vec<Option<i64>>)> {
+    store.with_rows(table, keys, now_ns, |rows, def| {
+        let mut status = Vec::with_capacity(rows.len());
+        let mut event = Vec::with_capacity(rows.len());
+        let live: Vec<Option<RowView>> = rows
+            .iter()
+            .map(|r| match r {
+                None => {
+                    status.push(Status::Missing);
+                    event.push(None);
+                    None
+                }
+                Some(v) => {
+                    let e = v.stamp().event;
+                    event.push(Some(e));
+                    if ttl_ns.is_some_and(|t| e < now_ns.saturating_sub(t)) {
+                        status.push(Status::Expired);
+                        None
+                    } else {
+                        status.push(Status::Found);
+                        Some(*v)
+                    }
+                }
+            })
+            .collect();
+        let ats = cols
+            .iter()
+            .map(|&c| {
+                def.schema.index_of(c).map_err(|_| Error::UnknownFeature {
+                    table: format!("table '{}'", def.name),
+                    feature: c.clone(),
+                    found: def.feature_names(),
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        Ok((f(&live, def, &ats)?, status, event))
+    })
+}
+
+/// Column `at` of the live rows, decoded to its Arrow type.
+pub fn decoded(def: &TableDef, at: usize, live: &[Option<RowView>]) -> Result<ArrayRef> {
+    let dt = def.schema.field(at).data_type();
+    decode_column(&def.layout, at, dt, live).map_err(|e| Error::CorruptStore {
+        path: def.name.clone(),
+        detail: e,
+    })
+}
+
+/// Columns `ats` of the live rows as JSON text (transformed where `steps` says).
+fn json_text(
+    live: &[Option<RowView>],
+    def: &TableDef,
+    ats: &[usize],
+    steps: &[Option<&Vec<Step>>],
+) -> Text {
+    let k = ats.len();
+    let mut buf = String::with_capacity(live.len() * k * 12);
+    let mut spans = Vec::with_capacity(live.len() * k);
+    for row in live {
+        for (j, &at) in ats.iter().enumerate() {
+            let start = buf.len() as u32;
+            match (steps[j], row) {
+                (Some(chain), _) => {
+                    let x = row.map_or(f32::NAN, |v| v.f32(at));
+                    let y = chain.iter().fold(x, |x, s| s.apply(x));
+                    float(&mut buf, y as f64, true);
+                }
+                (None, Some(v)) if !v.is_null(at) => cell(&mut buf, v, at, def.layout.types[at]),
+                (None, _) => buf.push_str("null"),
+            }
+            spans.push((start, buf.len() as u32));
+        }
+    }
+    Text {
+        positions: Vec::new(),
+        buf,
+        spans,
+    }
+}
+
 /// A column through its fitted steps, as float32 (what `get_feature_vectors` gives).
-fn transformed(col: &ArrayRef, steps: &[Step], name: &str) -> Result<ArrayRef, Reject> {
+pub fn transformed(col: &ArrayRef, steps: &[Step], name: &str) -> Result<ArrayRef, Reject> {
     let f = arrow_cast::cast(col, &DataType::Float32).map_err(|e| {
         Reject::bad(format!(
             "feature '{name}' has fitted transforms but is not numeric ({e})"
@@ -256,264 +297,4 @@ fn transformed(col: &ArrayRef, steps: &[Step], name: &str) -> Result<ArrayRef, R
     let with: Vec<(usize, Step)> = steps.iter().map(|s| (0, s.clone())).collect();
     crate::transform::apply(&mut x, 1, &with)?;
     Ok(Arc::new(Float32Array::from(x)))
-}
-
-/// A prepared float32 read of some features of a view: per set of selections keyed by
-/// the same request columns one [`MatrixPlan`], aggregations on their own.
-pub struct Prepared {
-    parts: Vec<Prep>,
-    /// Per response position: its fitted steps.
-    steps: Vec<(usize, Step)>,
-    width: usize,
-}
-
-enum Prep {
-    Rows {
-        /// The request keys, in the tables' key order.
-        spine: Vec<String>,
-        plan: MatrixPlan,
-        positions: Vec<usize>,
-    },
-    Agg {
-        spine: Vec<String>,
-        table: String,
-        specs: Vec<(crate::agg::Op, Option<usize>, (i64, i64))>,
-        positions: Vec<usize>,
-    },
-}
-
-/// Prepared matrix reads by (view, version, requested features), per plan.
-#[derive(Default)]
-pub struct MatrixCache(Mutex<HashMap<MatrixKey, Arc<Prepared>>>);
-
-/// (view, version, requested features).
-type MatrixKey = (String, i64, Vec<usize>);
-
-/// Selections keyed by the same request columns: (those columns, tables, features,
-/// response positions).
-struct KeySet {
-    spine: Vec<String>,
-    tables: Vec<String>,
-    refs: Vec<FeatureRef>,
-    positions: Vec<usize>,
-}
-
-impl MatrixCache {
-    fn get(&self, store: &OnlineStore, view: &View, features: &[usize]) -> Result<Arc<Prepared>> {
-        let key = (view.name.clone(), view.version, features.to_vec());
-        if let Some(p) = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return Ok(Arc::clone(p));
-        }
-        let p = Arc::new(prepare(store, view, features)?);
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, Arc::clone(&p));
-        Ok(p)
-    }
-
-    fn forget(&self, view: &View, features: &[usize]) {
-        let key = (view.name.clone(), view.version, features.to_vec());
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
-    }
-}
-
-fn spine_for_env(env: &crate::online::Env, sel: &Selection) -> Result<Vec<String>> {
-    sel.spine_for(&env.table(&sel.table)?.key_names())
-}
-
-fn prepare(store: &OnlineStore, view: &View, features: &[usize]) -> Result<Prepared> {
-    let env = store.env()?;
-    // Group selections by the request columns (in table key order) that key them.
-    let mut sets: Vec<KeySet> = Vec::new();
-    let mut parts = Vec::new();
-    for (si, outs) in needed(view, features) {
-        let sel = &view.selections[si];
-        let spine = spine_for_env(&env, sel)?;
-        match &sel.source {
-            Source::Group { columns, .. } => {
-                let at = match sets.iter().position(|s| s.spine == spine) {
-                    Some(at) => at,
-                    None => {
-                        sets.push(KeySet {
-                            spine,
-                            tables: Vec::new(),
-                            refs: Vec::new(),
-                            positions: Vec::new(),
-                        });
-                        sets.len() - 1
-                    }
-                };
-                let set = &mut sets[at];
-                set.tables.push(sel.table.clone());
-                for (oi, pos) in outs {
-                    set.refs.push(FeatureRef {
-                        table: Some(sel.table.clone()),
-                        name: columns[oi].clone(),
-                    });
-                    set.positions.push(pos);
-                }
-            }
-            Source::Aggregation { specs } => parts.push(Prep::Agg {
-                spine,
-                table: sel.table.clone(),
-                specs: outs.iter().map(|&(oi, _)| specs[oi]).collect(),
-                positions: outs.iter().map(|&(_, p)| p).collect(),
-            }),
-        }
-    }
-    for KeySet {
-        spine,
-        tables,
-        refs,
-        positions,
-    } in sets
-    {
-        let ttl: Vec<Option<i64>> = tables
-            .iter()
-            .map(|t| {
-                view.selections
-                    .iter()
-                    .find(|s| &s.table == t)
-                    .and_then(|s| match s.source {
-                        Source::Group { ttl_ns, .. } => ttl_ns,
-                        _ => None,
-                    })
-            })
-            .collect();
-        let plan = MatrixPlan::new(&env, &tables, &refs, ttl)?;
-        parts.push(Prep::Rows {
-            spine,
-            plan,
-            positions,
-        });
-    }
-    let steps = features
-        .iter()
-        .enumerate()
-        .flat_map(|(pos, &f)| {
-            view.transforms
-                .get(&view.features[f])
-                .into_iter()
-                .flatten()
-                .map(move |s| (pos, s.clone()))
-        })
-        .collect();
-    Ok(Prepared {
-        parts,
-        steps,
-        width: features.len(),
-    })
-}
-
-/// The float32 matrix (entities × features, row-major) of `features`: NaN where
-/// missing, expired or null, transforms applied.
-pub fn matrix(
-    store: &OnlineStore,
-    cache: &MatrixCache,
-    view: &View,
-    features: &[usize],
-    ents: &Entities,
-    now_ns: i64,
-) -> Result<Vec<f32>, Reject> {
-    let mut attempts = 0;
-    loop {
-        let prepared = cache.get(store, view, features)?;
-        match fill(store, &prepared, ents, now_ns) {
-            Err(FillError::Stale) if attempts < 3 => {
-                cache.forget(view, features);
-                attempts += 1;
-            }
-            Err(FillError::Stale) => return Err(Error::StaleCatalog.into()),
-            Err(FillError::Reject(r)) => return Err(r),
-            Ok(m) => return Ok(m),
-        }
-    }
-}
-
-enum FillError {
-    Stale,
-    Reject(Reject),
-}
-
-impl From<Reject> for FillError {
-    fn from(r: Reject) -> Self {
-        FillError::Reject(r)
-    }
-}
-
-impl From<Error> for FillError {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::StaleCatalog | Error::UnknownTable { .. } => FillError::Stale,
-            e => FillError::Reject(e.into()),
-        }
-    }
-}
-
-fn fill(
-    store: &OnlineStore,
-    p: &Prepared,
-    ents: &Entities,
-    now_ns: i64,
-) -> Result<Vec<f32>, FillError> {
-    let (n, d) = (ents.n, p.width);
-    let mut out = vec![f32::NAN; n * d];
-    let mut scratch = Vec::new();
-    for part in &p.parts {
-        let (spine, positions, table) = match part {
-            Prep::Rows {
-                spine,
-                positions,
-                plan,
-            } => (spine, positions, &plan.read.tables[0].name),
-            Prep::Agg {
-                spine,
-                positions,
-                table,
-                ..
-            } => (spine, positions, table),
-        };
-        let values = ents.values(spine, table)?;
-        let keys = Keys::Values {
-            arity: spine.len(),
-            values: &values,
-        };
-        let w = positions.len();
-        if p.parts.len() == 1 && positions.iter().enumerate().all(|(j, &q)| j == q) {
-            // Every feature from one read, in order: fill the output itself.
-            write_part(store, part, &keys, now_ns, &mut out)?;
-            break;
-        }
-        scratch.clear();
-        scratch.resize(n * w, 0.0);
-        write_part(store, part, &keys, now_ns, &mut scratch)?;
-        for r in 0..n {
-            for (j, &q) in positions.iter().enumerate() {
-                out[r * d + q] = scratch[r * w + j];
-            }
-        }
-    }
-    if !p.steps.is_empty() {
-        crate::transform::apply(&mut out, d, &p.steps).map_err(Reject::from)?;
-    }
-    Ok(out)
-}
-
-fn write_part(
-    store: &OnlineStore,
-    part: &Prep,
-    keys: &Keys,
-    now_ns: i64,
-    out: &mut [f32],
-) -> Result<()> {
-    match part {
-        Prep::Rows { plan, .. } => store.read_matrix(plan, keys, now_ns, out, None),
-        Prep::Agg { table, specs, .. } => {
-            crate::agg::serve::matrix(store, table, keys, specs, now_ns, out)
-        }
-    }
 }

@@ -11,14 +11,16 @@
 //! second language, for a file that changes a few times a day. Data changes need no
 //! plan change: every request reads the newest LMDB snapshot, so rows written by other
 //! processes are served at once, and a dropped or re-created table is noticed by its
-//! catalog version (prepared matrix reads are re-resolved, see [`lookup`]).
+//! catalog version (prepared matrix reads are re-resolved, see [`matrix`]).
 //!
-//! **What it serves.** Feature-group columns of every stored type and aggregation
-//! features, with the view's fitted numeric transforms applied in Rust
-//! ([`crate::transform`], the function training rows go through). On-demand features
-//! (Python functions) and categorical encoders are *not* computed here: asking for
-//! one is a 501 that names it and says to list the others in `"features"` (or to use
-//! the Python API); views without them are served whole.
+//! **What it serves.** Feature-group columns of every stored type, aggregation
+//! features, categorical encodings and on-demand features ([`derived`]), with the
+//! view's fitted transforms applied in Rust ([`crate::transform`], the function
+//! training rows go through). On-demand features are Python functions: their inputs
+//! are looked up here and the functions called through the handler Python started
+//! the server with, on a blocking thread; no other request touches Python. Not
+//! served (a 501 naming them): non-numeric aggregations, and models registered with
+//! raw `request_features`.
 //!
 //! **Failure behaviour.** Loopback bind by default; an optional bearer token
 //! (constant-time compare) guards every route but `/healthz`; bodies over
@@ -36,9 +38,11 @@
 //! Cost per request: parsing the JSON body, one LMDB read transaction (pooled), one
 //! descent per entity per set of tables sharing a key, and writing the response.
 
+pub mod derived;
 pub mod feast;
 pub mod http;
 pub mod lookup;
+pub mod matrix;
 pub mod metrics;
 pub mod plan;
 pub mod predict;
@@ -147,6 +151,8 @@ pub struct State {
     pub inflight: std::sync::atomic::AtomicUsize,
     /// The ingest route's handler (None: the route answers 404).
     pub ingest: Option<Ingest>,
+    /// The on-demand features' handler (None: they answer 501).
+    pub on_demand: Option<derived::OnDemandFn>,
     /// The prediction log's queue (None: not logging); `None` sent on it stops its
     /// thread once every request is answered.
     pub log: Option<std::sync::mpsc::SyncSender<Option<LogEntry>>>,
@@ -155,7 +161,7 @@ pub struct State {
 /// A plan and the matrix reads prepared under it (dropped with it).
 pub struct Loaded {
     pub plan: plan::Plan,
-    pub cache: lookup::MatrixCache,
+    pub cache: matrix::MatrixCache,
     pub sessions: predict::Sessions,
 }
 
@@ -190,6 +196,7 @@ impl Server {
         cfg: Config,
         ingest: Option<Ingest>,
         log: Option<LogFn>,
+        on_demand: Option<derived::OnDemandFn>,
     ) -> Result<Server> {
         let at = format!("{}:{}", cfg.host, cfg.port);
         let io = |op: &str, e: std::io::Error| {
@@ -235,6 +242,7 @@ impl Server {
             metrics: Default::default(),
             inflight: Default::default(),
             ingest,
+            on_demand,
             log: log_tx,
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<Duration>();

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::agg::serve::lags_ns;
 use crate::agg::{Closed, Op};
 use crate::error::{Error, Result};
+use crate::transform::categories::{Categories, Encoder};
 use crate::transform::Step;
 
 /// What a selection reads: the rows of a feature group, or an aggregation's state.
@@ -60,6 +61,34 @@ pub struct View {
     pub source: Vec<Option<(usize, usize)>>,
     /// Feature name -> its index in `features`.
     pub index: HashMap<String, usize>,
+    /// Categorical features encoded in Rust (`label_encoder`, `one_hot`).
+    pub encoders: Vec<Encoded>,
+    /// Per feature: (encoder, output slot) when it is an encoded column.
+    pub encoded: Vec<Option<(usize, usize)>>,
+    /// The on-demand features, computed by Python functions (see [`OnDemand`]).
+    pub on_demand: Option<OnDemand>,
+}
+
+/// A categorical feature and its fitted encoder: the raw column is read as a group
+/// column is, then encoded into `names` (the view's features it becomes).
+#[derive(Debug)]
+pub struct Encoded {
+    /// (selection, output) that reads the raw column.
+    pub source: (usize, usize),
+    pub encoder: Encoder,
+    pub names: Vec<String>,
+}
+
+/// A view's on-demand features: the view's features `0..first` are their inputs (the
+/// looked-up ones, as the float32 a model reads, before transforms), `outputs` (the
+/// features from `first` on) come back from the on-demand handler (Python) given the
+/// request's `request` fields.
+#[derive(Debug)]
+pub struct OnDemand {
+    pub first: usize,
+    pub outputs: Vec<String>,
+    /// The request fields the functions read.
+    pub request: Vec<String>,
 }
 
 /// A registered model the server can run.
@@ -258,12 +287,50 @@ fn view(v: &Value) -> Result<View> {
                 .find_map(|(si, sel)| sel.outputs.iter().position(|o| o == f).map(|oi| (si, oi)))
         })
         .collect();
-    let index = features
+    let index: HashMap<String, usize> = features
         .iter()
         .enumerate()
         .map(|(j, f)| (f.clone(), j))
         .collect();
+    let encoders = match v.get("encoders") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(es)) => es
+            .iter()
+            .map(|e| encoded(e, &selections))
+            .collect::<Result<_>>()?,
+        Some(_) => return Err(bad("'encoders' must be a list")),
+    };
+    let mut encoded_at = vec![None; features.len()];
+    for (ei, e) in encoders.iter().enumerate() {
+        for (slot, name) in e.names.iter().enumerate() {
+            let j = *index
+                .get(name)
+                .ok_or_else(|| bad(&format!("encoded feature '{name}' is not a feature")))?;
+            encoded_at[j] = Some((ei, slot));
+        }
+    }
+    let on_demand = match v.get("on_demand") {
+        None | Some(Value::Null) => None,
+        Some(od) => {
+            let outputs = strings(od, "outputs")?;
+            let first = outputs
+                .first()
+                .and_then(|o| index.get(o).copied())
+                .ok_or_else(|| bad("on-demand outputs must be features"))?;
+            if (0..outputs.len()).any(|j| features.get(first + j) != Some(&outputs[j])) {
+                return Err(bad("on-demand outputs must be the view's last features"));
+            }
+            Some(OnDemand {
+                first,
+                outputs,
+                request: strings(od, "request")?,
+            })
+        }
+    };
     Ok(View {
+        encoders,
+        encoded: encoded_at,
+        on_demand,
         name: s(v, "name")?,
         version: i(v, "version")?,
         keys: strings(v, "keys")?,
@@ -274,6 +341,66 @@ fn view(v: &Value) -> Result<View> {
         python_only: string_map(v, "python_only")?,
         transforms,
         source,
+    })
+}
+
+/// `{"feature", "kind", "type", "categories", "width", "names"}`: a fitted encoder.
+fn encoded(v: &Value, selections: &[Selection]) -> Result<Encoded> {
+    let feature = s(v, "feature")?;
+    let source = selections
+        .iter()
+        .enumerate()
+        .find_map(|(si, sel)| match sel.source {
+            Source::Group { .. } => sel
+                .outputs
+                .iter()
+                .position(|o| *o == feature)
+                .map(|oi| (si, oi)),
+            Source::Aggregation { .. } => None,
+        })
+        .ok_or_else(|| bad(&format!("encoded feature '{feature}' is read by no group")))?;
+    let cats = v
+        .get("categories")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("'categories' must be a list"))?;
+    let wrong = || {
+        bad(&format!(
+            "the categories of '{feature}' do not match their type"
+        ))
+    };
+    let categories = match s(v, "type")?.as_str() {
+        "string" => Categories::Str(
+            cats.iter()
+                .map(|c| c.as_str().map(str::to_string).ok_or_else(wrong))
+                .collect::<Result<_>>()?,
+        ),
+        "int64" => Categories::Int(
+            cats.iter()
+                .map(|c| c.as_i64().ok_or_else(wrong))
+                .collect::<Result<_>>()?,
+        ),
+        "bool" => Categories::Bool(
+            cats.iter()
+                .map(|c| c.as_bool().ok_or_else(wrong))
+                .collect::<Result<_>>()?,
+        ),
+        other => return Err(bad(&format!("unknown category type '{other}'"))),
+    };
+    let width = v
+        .get("width")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| bad("'width' must be an integer"))? as usize;
+    let names = strings(v, "names")?;
+    if names.len() != width {
+        return Err(bad(&format!(
+            "'{feature}' has {width} columns but {} names",
+            names.len()
+        )));
+    }
+    Ok(Encoded {
+        source,
+        encoder: Encoder::new(&s(v, "kind")?, categories, width)?,
+        names,
     })
 }
 

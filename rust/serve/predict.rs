@@ -9,8 +9,10 @@
 //! (one intra-op thread, full graph optimization, as the Python predictor) after the
 //! file's SHA-256 matches the registry's, and kept with the plan.
 //!
-//! Not served here (a 501 that says so): models whose view has on-demand or
-//! categorical features, and models with request features.
+//! A view's categorical encodings and on-demand features are part of the input as
+//! in `/v1/features` (the body's `"request"` fields feed the on-demand functions).
+//! Not served here (a 501 that says so): models registered with raw
+//! `request_features` (request columns as model inputs).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -158,9 +160,10 @@ pub fn predict(state: &State, tail: &str, body: &Value) -> Result<Resp, Reject> 
         ));
     };
     for k in map.keys() {
-        if !matches!(k.as_str(), "entities" | "now") {
+        if !matches!(k.as_str(), "entities" | "now" | "request") {
             return Err(Reject::bad(format!(
-                "unknown field '{k}'; the body takes \"entities\" and \"now\""
+                "unknown field '{k}'; the body takes \"entities\", \"now\" and \"request\" \
+                 (fields of on-demand features)"
             )));
         }
     }
@@ -171,7 +174,13 @@ pub fn predict(state: &State, tail: &str, body: &Value) -> Result<Resp, Reject> 
         .ok_or_else(|| Reject::bad("the body lacks \"entities\", e.g. {\"user_id\": [1, 2]}"))?;
     let ents = entities(ents_v, &keys, state.cfg.max_batch)?;
     let at = now(map.get("now"))?;
-    let x = lookup::matrix(&state.store, &loaded.cache, view, &features, &ents, at)?;
+    let request = super::respond::request_fields(map.get("request"))?;
+    let d = super::derived::Derive {
+        cache: &loaded.cache,
+        handler: state.on_demand.as_ref(),
+        request: request.as_deref(),
+    };
+    let x = super::derived::matrix(&state.store, view, &features, &ents, at, &d)?;
     let (n, d) = (ents.n, features.len());
     let logging = state.log.is_some();
     let logged_x = if logging { x.clone() } else { Vec::new() };

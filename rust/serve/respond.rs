@@ -48,6 +48,8 @@ pub struct FeatureRequest {
     pub features: Vec<usize>,
     pub ents: Entities,
     pub now_ns: i64,
+    /// The `"request"` fields of on-demand features, as JSON text.
+    pub request: Option<String>,
 }
 
 /// One key value: an integer, a string or null.
@@ -268,9 +270,10 @@ pub fn request(view: &View, body: &Value, max_batch: usize) -> Result<FeatureReq
         ));
     };
     for k in map.keys() {
-        if !matches!(k.as_str(), "entities" | "features" | "now") {
+        if !matches!(k.as_str(), "entities" | "features" | "now" | "request") {
             return Err(Reject::bad(format!(
-                "unknown field '{k}'; the body takes \"entities\", \"features\" and \"now\""
+                "unknown field '{k}'; the body takes \"entities\", \"features\", \"now\" \
+                 and \"request\" (fields of on-demand features)"
             )));
         }
     }
@@ -283,7 +286,21 @@ pub fn request(view: &View, body: &Value, max_batch: usize) -> Result<FeatureReq
         ents: entities(ents, &keys, max_batch)?,
         features,
         now_ns: now(map.get("now"))?,
+        request: request_fields(map.get("request"))?,
     })
+}
+
+/// The `"request"` object (fields of on-demand features) as JSON text; its fields
+/// are checked by the on-demand handler, against the view's declared types.
+pub fn request_fields(v: Option<&Value>) -> Result<Option<String>, Reject> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(o @ Value::Object(_)) => Ok(Some(o.to_string())),
+        Some(other) => Err(Reject::bad(format!(
+            "'request' must be an object of request fields, e.g. {{\"amount\": [12.5]}}; \
+             got {other}"
+        ))),
+    }
 }
 
 /// Appends value `i` of `a` as JSON (null for a null or non-finite number).

@@ -161,12 +161,8 @@ impl Encoder {
     /// `a` as the type the categories were fitted as (Utf8, Int64 or Boolean).
     fn normalized(&self, a: &dyn Array, name: &str) -> Result<ArrayRef> {
         let t = a.data_type();
-        let stringy = |t: &DataType| {
-            matches!(
-                t,
-                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-            )
-        };
+        let stringy =
+            |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
         let want = match (&self.kind, t) {
             (_, DataType::Null) => None,
             (Categories::Str(_), t) if stringy(t) => Some(DataType::Utf8),
@@ -206,9 +202,7 @@ impl Encoder {
 }
 
 /// Each value's first position (the fitted list has no repeats; be safe anyway).
-fn first_positions<T: std::hash::Hash + Eq>(
-    values: impl Iterator<Item = T>,
-) -> HashMap<T, u32> {
+fn first_positions<T: std::hash::Hash + Eq>(values: impl Iterator<Item = T>) -> HashMap<T, u32> {
     let mut m = HashMap::new();
     for (j, v) in values.enumerate() {
         m.entry(v).or_insert(j as u32);
