@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import transform_fns
@@ -46,6 +46,9 @@ def trained(path, seed, n_users):
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), n_users=st.integers(1, 30), batch=st.integers(0, 6))
+# Found by this test: serde_json's default float parsing read a fitted median 1 ulp off
+# (now parsed with float_roundtrip).
+@example(seed=217, n_users=21, batch=1)
 def test_served_over_http_equals_the_training_row_to_the_bit(tmp_path_factory, seed, n_users, batch):
     fs, fv, snap, rng = trained(tmp_path_factory.mktemp("s") / "store", seed, n_users)
     now = dt.datetime.fromtimestamp(5000, UTC)

@@ -22,13 +22,15 @@ def profiles(n_users, rng, t0, *, nulls=True, countries=("de", "fr", "us", "it")
     age = rng.integers(15, 90, n_users).astype(float)
     country = rng.choice(list(countries), n_users).astype(object)
     plan = rng.integers(0, 4, n_users).astype(object)
+    income_null = np.zeros(n_users, bool)
     if nulls:
-        income[rng.random(n_users) < 0.2] = np.nan
+        income_null = rng.random(n_users) < 0.15  # nulls, and NaN values apart from them
+        income[rng.random(n_users) < 0.1] = np.nan
         age[rng.random(n_users) < 0.2] = np.nan
         country[rng.random(n_users) < 0.15] = None
         plan[rng.random(n_users) < 0.15] = None
     return pa.table({"user_id": np.arange(n_users), "ts": ts(t0 + rng.integers(0, 1000, n_users)),
-                     "income": pa.array(income, from_pandas=True),
+                     "income": pa.array(income, mask=income_null),
                      "age": pa.array(age, from_pandas=True),
                      "country": pa.array(country, pa.string()), "plan": pa.array(plan, pa.int64())})
 
