@@ -199,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--feast-entities", type=int, default=100_000)
     ap.add_argument("--peers", default="pitstop,fastapi,feast")
     ap.add_argument("--dir", help="where to build (reused when it holds a build of this size)")
+    ap.add_argument("--spin-us", default="200,0", help="pitstop serve --spin-us values to run "
+                    "(comma-separated; 0: workers sleep at once)")
     args = ap.parse_args(argv)
     if shutil.which("wrk") is None:
         print("benches.serve needs wrk: apt-get install -y wrk", file=sys.stderr)
@@ -219,16 +221,18 @@ def main(argv: list[str] | None = None) -> int:
             (base / "store" / ".built").write_text(f"{t:.1f} s\n")
         ensure_model(base / "store", f)
         harness_warm(base / "store" / "online")
-        port = free_port()
-        proc = serve_process([sys.executable, "-m", "pitstop", "serve", "--store", str(base / "store"),
-                              "--port", str(port), "--workers", "1", "--max-batch", "1000"],
-                             f"http://127.0.0.1:{port}/healthz")
-        try:
-            warm_server(f"http://127.0.0.1:{port}", "/v1/features/bench", n)
-            rows += run_suite("pitstop serve", f"http://127.0.0.1:{port}", "/v1/features/bench", body, n,
-                              args.seconds, "application/octet-stream", "/v1/predict/bench")
-        finally:
-            stop(proc)
+        for spin in (int(s) for s in args.spin_us.split(",")):
+            port = free_port()
+            proc = serve_process([sys.executable, "-m", "pitstop", "serve", "--store", str(base / "store"),
+                                  "--port", str(port), "--workers", "1", "--max-batch", "1000",
+                                  "--spin-us", str(spin)], f"http://127.0.0.1:{port}/healthz")
+            try:
+                warm_server(f"http://127.0.0.1:{port}", "/v1/features/bench", n)
+                rows += run_suite(f"pitstop serve, spin {spin} µs", f"http://127.0.0.1:{port}",
+                                  "/v1/features/bench", body, n, args.seconds, "application/octet-stream",
+                                  "/v1/predict/bench")
+            finally:
+                stop(proc)
     if "fastapi" in peers:
         if not (base / "lmdb" / ".built").exists():
             shutil.rmtree(base / "lmdb", ignore_errors=True)

@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 DEFAULT_PORT = 6566
 MAX_BODY = 1 << 20
+#: How long a server worker keeps polling for the next request before it sleeps
+#: (``rust/serve/spin.rs``): a request within it skips the CPU's wake-up.
+DEFAULT_SPIN_US = 200
 
 
 def _finite(x: Any) -> float | None:
@@ -197,7 +200,8 @@ class Server:
     def __init__(self, fs: FeatureStore, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  token: str | None = None, workers: int | None = None, max_batch: int = 10_000,
                  max_body: int = MAX_BODY, max_inflight: int = 256, timeout: float = 10.0,
-                 watch_s: float = 1.0, ingest: bool = False, log_predictions: bool = False):
+                 watch_s: float = 1.0, ingest: bool = False, log_predictions: bool = False,
+                 spin_us: int = DEFAULT_SPIN_US):
         for name, v in (("max_batch", max_batch), ("max_body", max_body),
                         ("max_inflight", max_inflight)):
             if not isinstance(v, int) or v < 1:
@@ -206,6 +210,8 @@ class Server:
             raise InvalidArgumentError(f"port must be an integer in 0..65535; got {port!r}")
         if token is not None and (not isinstance(token, str) or not token.strip()):
             raise InvalidArgumentError("token must be a non-empty string (or None for no auth)")
+        if isinstance(spin_us, bool) or not isinstance(spin_us, int) or not 0 <= spin_us <= 1_000_000:
+            raise InvalidArgumentError(f"spin_us must be an integer from 0 to 1,000,000; got {spin_us!r}")
         if not isinstance(timeout, (int, float)) or not timeout > 0:
             raise InvalidArgumentError(f"timeout must be a positive number of seconds; got {timeout!r}")
         workers = workers or min(os.cpu_count() or 1, 4)
@@ -229,7 +235,7 @@ class Server:
             fs.online._core, plan_json(fs), host=host, port=port,
             token=None if token is None else token.strip(), workers=workers,
             max_batch=max_batch, max_body=max_body, max_inflight=max_inflight,
-            timeout_s=float(timeout), ingest=handler, log=self._logs, on_demand=self._on_demand)
+            timeout_s=float(timeout), spin_us=spin_us, ingest=handler, log=self._logs, on_demand=self._on_demand)
         self.host, self.port = host, self._core.port
         self._stop = threading.Event()
         self._watch_s = watch_s
@@ -423,7 +429,7 @@ def _cmd_serve(args: Any) -> int:
     fs = FeatureStore(args.store, create=False, readonly=not writes)
     srv = Server(fs, host=args.host, port=args.port, token=token, workers=args.workers,
                  max_batch=args.max_batch, max_inflight=args.max_inflight, timeout=args.timeout,
-                 ingest=args.ingest, log_predictions=args.log_predictions)
+                 ingest=args.ingest, log_predictions=args.log_predictions, spin_us=args.spin_us)
     print(f"pitstop: serving {fs.path} on {srv.url} (auth: {'bearer token' if token else 'none'}); "
           "SIGTERM or Ctrl-C stops", flush=True)
     srv.wait()
@@ -482,6 +488,9 @@ def add_commands(sub: Any) -> None:
                    help="requests handled at once; more get 503")
     s.add_argument("--timeout", type=float, default=10.0,
                    help="seconds a client has to send a request's headers and body")
+    s.add_argument("--spin-us", type=int, default=DEFAULT_SPIN_US,
+                   help="microseconds a worker keeps polling for the next request before it "
+                   "sleeps (saves the CPU wake-up on a quiet machine; 0: sleep at once)")
     s.add_argument("--ingest", action="store_true", help="also take rows on POST "
                    "/v1/ingest/{group} (opens the store writable; see pitstop.streaming.http)")
     s.add_argument("--log-predictions", action="store_true", help="log /v1/predict calls to "

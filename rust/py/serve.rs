@@ -96,7 +96,8 @@ pub struct PyServer {
 impl PyServer {
     #[new]
     #[pyo3(signature = (store, plan, *, host, port, token, workers, max_batch, max_body,
-                        max_inflight, timeout_s, ingest=None, log=None, on_demand=None))]
+                        max_inflight, timeout_s, spin_us=0, ingest=None, log=None,
+                        on_demand=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -110,6 +111,7 @@ impl PyServer {
         max_body: usize,
         max_inflight: usize,
         timeout_s: f64,
+        spin_us: u64,
         ingest: Option<Py<PyAny>>,
         log: Option<Py<PyAny>>,
         on_demand: Option<Py<PyAny>>,
@@ -124,6 +126,7 @@ impl PyServer {
             max_body,
             max_inflight,
             timeout: Duration::from_secs_f64(timeout_s.max(0.001)),
+            spin: Duration::from_micros(spin_us),
         };
         let store = std::sync::Arc::clone(&store.inner);
         let ingest = ingest.map(ingest_handler);

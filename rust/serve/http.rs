@@ -96,10 +96,12 @@ impl Drop for Inflight<'_> {
 
 pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, Infallible> {
     let start = Instant::now();
+    state.spin.touch(true);
     let route = route(req.method(), req.uri().path());
     let resp = respond_to(&state, route, req)
         .await
         .unwrap_or_else(|r| error(&r));
+    state.spin.touch(false);
     state
         .metrics
         .record(route, resp.status().as_u16(), start.elapsed());

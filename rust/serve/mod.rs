@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod plan;
 pub mod predict;
 pub mod respond;
+pub mod spin;
 pub mod text;
 
 use std::net::SocketAddr;
@@ -73,6 +74,9 @@ pub struct Config {
     pub max_body: usize,
     pub max_inflight: usize,
     pub timeout: Duration,
+    /// How long a worker keeps polling for the next request after one before it
+    /// parks (zero: park at once); see [`spin`].
+    pub spin: Duration,
 }
 
 /// `POST /v1/ingest/{group}` when the server takes writes: (group path, body, content
@@ -156,6 +160,8 @@ pub struct State {
     /// The prediction log's queue (None: not logging); `None` sent on it stops its
     /// thread once every request is answered.
     pub log: Option<std::sync::mpsc::SyncSender<Option<LogEntry>>>,
+    /// When requests came last, for the spinning worker.
+    pub spin: spin::Spin,
 }
 
 /// A plan and the matrix reads prepared under it (dropped with it).
@@ -244,6 +250,7 @@ impl Server {
             ingest,
             on_demand,
             log: log_tx,
+            spin: Default::default(),
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<Duration>();
         let st = Arc::clone(&state);
@@ -326,6 +333,9 @@ async fn accept_loop(
         return;
     };
     let graceful = GracefulShutdown::new();
+    if !state.cfg.spin.is_zero() {
+        tokio::spawn(spin::spinner(Arc::clone(&state)));
+    }
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let drain = loop {
         tokio::select! {
