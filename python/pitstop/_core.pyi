@@ -92,6 +92,19 @@ def stats_drift(
     (rows_ref, rows_cur, missing_ref, missing_cur, psi, js, ks_d, p_value, wasserstein,
     edges, labels, counts_ref, counts_cur)."""
 
+def encode_categories(
+    kind: str,
+    type_: str,
+    categories_: list[Any],
+    width: int,
+    column: Any,
+    name: str,
+) -> bytearray:
+    """The one column of ``column`` (a table) encoded by a fitted ``label_encoder`` or
+    ``one_hot`` of ``categories_`` (of type ``string``, ``int64`` or ``bool``): rows x
+    ``width`` float32, row-major. Unseen values are "other", missing ones NaN (label) or
+    all zeros (one-hot)."""
+
 class OnlineStore:
     """The LMDB online store of one directory (``pitstop.OnlineStore`` wraps it).
     ``path`` is a store root (the environment is ``<path>/online/``) or the ``online/``
@@ -205,9 +218,10 @@ class Server:
     (``pitstop.serve.plan_json``)."""
     def __init__(self, store: OnlineStore, plan: str, *, host: str, port: int,
                  token: str | None, workers: int, max_batch: int, max_body: int,
-                 max_inflight: int, timeout_s: float,
+                 max_inflight: int, timeout_s: float, spin_us: int = 0,
                  ingest: Callable[[str, bytes, str, str], tuple[int, bytes]] | None = None,
-                 log: Callable[..., None] | None = None) -> None: ...
+                 log: Callable[..., None] | None = None,
+                 on_demand: Callable[[str, bytes, int, int, str], Any] | None = None) -> None: ...
     @property
     def port(self) -> int: ...
     @property
