@@ -39,6 +39,7 @@
 
 pub mod dd;
 pub mod layout;
+mod naive;
 mod order;
 mod output;
 mod plan;
