@@ -4,14 +4,19 @@
 //! The offline kernels gather and scatter at random across buffers of tens of MB (a
 //! time or value per event, an output per label): on 4 KiB pages nearly every such
 //! access misses the TLB and walks the page tables, and the first touch of each page
-//! faults. On 2 MiB pages a 80 MB buffer is 40 TLB entries and 40 faults. On 10M
+//! faults. On 2 MiB pages an 80 MB buffer is 40 TLB entries and 40 faults. On 10M
 //! events this takes about a quarter off the gathers of the aggregation's prepare
 //! phase. Asking costs one `madvise` call per buffer; the memory used is the same
 //! (the buffers are filled whole). Elsewhere, or when the kernel says no, nothing
 //! changes.
 
-/// Buffers smaller than this stay on ordinary pages.
-const MIN_BYTES: usize = 4 << 20;
+/// Buffers smaller than this stay on ordinary pages. glibc gives an allocation of
+/// 32 MiB or more a mapping of its own (its mmap threshold never rises above that),
+/// unmapped when freed; a smaller one can come from a heap area that is later
+/// trimmed and refilled by small allocations, each of whose first touches would then
+/// clear a whole 2 MiB page (measured: +0.4 s of kernel time per 10M-event call when
+/// the 8 MB outputs were advised too).
+const MIN_BYTES: usize = 32 << 20;
 
 /// Asks for huge pages over the spare capacity of `v` not yet touched (call it right
 /// after `Vec::with_capacity`, before writing). Only whole 2 MiB pages inside the
@@ -42,6 +47,9 @@ pub fn advise<T>(v: &mut Vec<T>) {
 
 /// `vec![value; n]` on huge pages (see [`advise`]).
 pub fn filled<T: Clone>(n: usize, value: T) -> Vec<T> {
+    if n.saturating_mul(std::mem::size_of::<T>()) < MIN_BYTES {
+        return vec![value; n]; // zeros come from calloc: no pass of our own
+    }
     let mut v = Vec::with_capacity(n);
     advise(&mut v);
     v.resize(n, value);

@@ -43,15 +43,15 @@ fn group_in(
         .step_by(size)
         .map(|a| (a, (a + size).min(ids.len())))
         .collect();
-    let kept = |i: usize| ids[i] != NO_KEY && keep(i);
+    let kept = |i: usize, k: u32| k != NO_KEY && keep(i);
     // Per part: how many of its rows each key has, then where they start.
     let mut starts: Vec<Vec<usize>> = ranges
         .par_iter()
         .map(|&(a, b)| {
             let mut h = vec![0usize; n_keys];
-            for i in a..b {
-                if kept(i) {
-                    h[ids[i] as usize] += 1;
+            for (i, &k) in (a..b).zip(&ids[a..b]) {
+                if kept(i, k) {
+                    h[k as usize] += 1;
                 }
             }
             h
@@ -71,9 +71,9 @@ fn group_in(
     let dest = Dest(rows.as_mut_ptr());
     let dest = &dest;
     (ranges.into_par_iter().zip(starts.par_iter_mut())).for_each(|((a, b), next)| {
-        for i in a..b {
-            if kept(i) {
-                let k = ids[i] as usize;
+        for (i, &k) in (a..b).zip(&ids[a..b]) {
+            if kept(i, k) {
+                let k = k as usize;
                 // SAFETY: slots next[k].. up to this part's count of key k are this
                 // part's alone, and below off[n_keys] = rows.len().
                 unsafe { *dest.0.add(next[k]) = i as u32 };
@@ -223,7 +223,7 @@ mod tests {
                         .wrapping_mul(6364136223846793005)
                         .wrapping_add(1442695040888963407);
                     let r = (seed >> 33) as usize;
-                    if r % 10 == 0 {
+                    if r.is_multiple_of(10) {
                         NO_KEY
                     } else {
                         (r % n_keys) as u32

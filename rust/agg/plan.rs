@@ -361,12 +361,30 @@ fn f64_values(col: &Column) -> Result<std::borrow::Cow<'_, [f64]>> {
         safe: false,
         ..Default::default()
     };
-    let mut v = Vec::with_capacity(col.len());
+    // The chunks are cast and copied in parallel, each into its own part of `v`.
+    let n = col.len();
+    let mut v: Vec<f64> = Vec::with_capacity(n);
     crate::huge::advise(&mut v);
+    let mut parts = Vec::with_capacity(col.chunks.len());
+    let mut rest = &mut v.spare_capacity_mut()[..n];
     for chunk in &col.chunks {
-        let a = cast_with_options(chunk, &DataType::Float64, &strict)?;
-        v.extend_from_slice(a.as_primitive::<Float64Type>().values());
+        let (part, tail) = rest.split_at_mut(chunk.len());
+        parts.push((chunk, part));
+        rest = tail;
     }
+    parts.into_par_iter().try_for_each(|(chunk, part)| {
+        let a = cast_with_options(chunk, &DataType::Float64, &strict)?;
+        for (slot, x) in part
+            .iter_mut()
+            .zip(a.as_primitive::<Float64Type>().values())
+        {
+            slot.write(*x);
+        }
+        Ok::<(), Error>(())
+    })?;
+    // SAFETY: the parts cover the first n slots (the chunks' lengths sum to n) and
+    // every one was written above.
+    unsafe { v.set_len(n) };
     Ok(Cow::Owned(v))
 }
 

@@ -486,7 +486,10 @@ impl Key<'_> {
             return;
         }
         let mut deque: VecDeque<usize> = VecDeque::new();
-        let mut pushed = 0;
+        // Events before the first window's tail are in no window (tails only move
+        // forward): a part of a hot key, which starts at its longest window's oldest
+        // event, skips them for its shorter windows.
+        let mut pushed = wins.first().map_or(0, |w| w.0);
         for (&r, &(tail, head)) in labels.iter().zip(wins) {
             while pushed < head {
                 if x.is_valid(self.lo + pushed) {
