@@ -8,6 +8,7 @@
 pub mod agg;
 pub mod encode;
 pub mod error;
+pub mod huge;
 pub mod join;
 pub mod online;
 #[cfg(feature = "serve")]

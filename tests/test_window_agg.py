@@ -93,6 +93,40 @@ def test_keys_named_differently(data):
     assert_same(got, want, spine, events, aggs)
 
 
+@given(st.data())
+def test_min_max_and_sums_on_keys_with_many_events(data):
+    """Min and max scan each window when the windows hold fewer events in all than the
+    key's history up to its last label, and keep a monotonic deque otherwise (chosen
+    per key and window); sums skip their counts when every value is present and
+    finite. Windows from one second to longer than the history, on keys with up to
+    hundreds of events, ties (equal times, equal values, 0.0 and -0.0), nulls or none."""
+    n = data.draw(st.integers(0, 300), label="events")
+    n_keys = data.draw(st.integers(1, 3), label="keys")
+    nulls = data.draw(st.booleans(), label="nulls")
+    floats = [0.0, -0.0, 1.0, -1.0, 2.5, 1e15, 0.1] + ([None] * 3 if nulls else [])
+    ints = [0, 1, -1, 7, -7] + ([None] if nulls else [])
+    span = data.draw(st.sampled_from([5, 60, 400]), label="span")
+    ev = data.draw(st.lists(st.tuples(st.integers(0, n_keys - 1), st.integers(0, span),
+                                      st.sampled_from(floats), st.sampled_from(ints)),
+                            min_size=n, max_size=n), label="rows")
+    labels = data.draw(st.lists(st.tuples(st.integers(0, n_keys), st.integers(0, span + 10)),
+                                min_size=1, max_size=40), label="labels")
+    events = pa.table({"k": pa.array([r[0] for r in ev], pa.int64()),
+                       "ts": pa.array([r[1] for r in ev], pa.timestamp("s")),
+                       "vf": pa.array([r[2] for r in ev], pa.float64()),
+                       "vi": pa.array([r[3] for r in ev], pa.int64())})
+    spine = pa.table({"k": pa.array([r[0] for r in labels], pa.int64()),
+                      "t": pa.array([r[1] for r in labels], pa.timestamp("s"))})
+    ws = ["1s", "3s", "20s", "200s", "1d"]
+    aggs = [A.min("vf", windows=ws), A.max("vf", windows=ws), A.min("vi", windows=ws),
+            A.max("vi", windows=ws), A.count("vf", windows=ws), A.sum("vf", windows=ws),
+            A.mean("vf", windows=ws), A.std("vf", windows=["20s"])]
+    closed = data.draw(st.sampled_from(AS.CLOSED), label="closed")
+    kw = dict(on="k", spine_time="t", event_time="ts", aggregations=aggs, closed=closed)
+    got, want = run_both(spine, events, **kw)
+    assert_same(got, want, spine, events, aggs)
+
+
 # --- the contract on small hand-made cases --------------------------------------------
 
 

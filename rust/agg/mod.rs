@@ -25,7 +25,10 @@
 //!   double-double ([`dd`]): exact to ~1e-16 relative as long as a key's running sum
 //!   does not exceed its window sums by more than ~10^15; ±inf are counted apart, so
 //!   one infinity makes only the windows holding it infinite (NaN for std);
-//! - min and max use a monotonic deque per window (amortized O(1) per event);
+//! - min and max use a monotonic deque per window (amortized O(1) per event), or scan
+//!   each window when the key's windows hold fewer events in all than its history
+//!   (short windows: cheaper than the deque, and the same result, the newest of the
+//!   window's best values);
 //! - `approx_distinct` keeps a count per distinct value in the window (exact, so its
 //!   error is 0), amortized O(1) per event;
 //! - `last` and `last_k` follow a "previous non-null" chain back from the head.
@@ -39,6 +42,7 @@
 
 pub mod dd;
 pub mod layout;
+mod naive;
 mod order;
 mod output;
 mod plan;

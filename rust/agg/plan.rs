@@ -224,7 +224,7 @@ impl<'s> Plan<'s> {
         let (event_off, mut event_rows) =
             phase("agg   group", || group(&event_ids, n_keys, |_| true));
         drop(event_ids); // the buffers no later phase reads go before the next is made
-        let mut e = vec![0i64; event_rows.len()];
+        let mut e = crate::huge::filled(event_rows.len(), 0i64);
         let c = phase("agg   sort", || {
             sort_runs(
                 &event_off,
@@ -361,11 +361,30 @@ fn f64_values(col: &Column) -> Result<std::borrow::Cow<'_, [f64]>> {
         safe: false,
         ..Default::default()
     };
-    let mut v = Vec::with_capacity(col.len());
+    // The chunks are cast and copied in parallel, each into its own part of `v`.
+    let n = col.len();
+    let mut v: Vec<f64> = Vec::with_capacity(n);
+    crate::huge::advise(&mut v);
+    let mut parts = Vec::with_capacity(col.chunks.len());
+    let mut rest = &mut v.spare_capacity_mut()[..n];
     for chunk in &col.chunks {
-        let a = cast_with_options(chunk, &DataType::Float64, &strict)?;
-        v.extend_from_slice(a.as_primitive::<Float64Type>().values());
+        let (part, tail) = rest.split_at_mut(chunk.len());
+        parts.push((chunk, part));
+        rest = tail;
     }
+    parts.into_par_iter().try_for_each(|(chunk, part)| {
+        let a = cast_with_options(chunk, &DataType::Float64, &strict)?;
+        for (slot, x) in part
+            .iter_mut()
+            .zip(a.as_primitive::<Float64Type>().values())
+        {
+            slot.write(*x);
+        }
+        Ok::<(), Error>(())
+    })?;
+    // SAFETY: the parts cover the first n slots (the chunks' lengths sum to n) and
+    // every one was written above.
+    unsafe { v.set_len(n) };
     Ok(Cow::Owned(v))
 }
 
@@ -373,7 +392,10 @@ fn f64_values(col: &Column) -> Result<std::borrow::Cow<'_, [f64]>> {
 /// gather, NaN found in the gathered values (a validity vector only when there is one).
 fn floats_without_nulls(col: &Column, rows: &[u32]) -> Result<Input> {
     let raw = f64_values(col)?;
-    let f64s: Vec<f64> = rows.par_iter().map(|&r| raw[r as usize]).collect();
+    let mut f64s = crate::huge::filled(rows.len(), 0.0);
+    (f64s.par_iter_mut().zip(rows))
+        .with_min_len(1 << 14)
+        .for_each(|(x, &r)| *x = raw[r as usize]);
     let valid = f64s
         .par_iter()
         .any(|x| x.is_nan())

@@ -8,10 +8,13 @@ use super::Op;
 
 /// Prefix sums of one key's values in double-double: finite values summed, values
 /// and squares, and the infinities counted apart (so one does not poison every later
-/// window's difference).
+/// window's difference). When every value is present and finite (the usual case) the
+/// counts are not kept: a window's count is its length.
 pub(super) struct Sums {
     /// Whether `q` (the squares) is kept: only a std reads it.
     squares: bool,
+    /// Every position holds a finite value: `cnt`, `pinf` and `ninf` stay `[0]`.
+    dense: bool,
     /// Each position's value (0 where skipped), for the two-pass std.
     vals: Vec<f64>,
     cnt: Vec<u32>,
@@ -25,6 +28,7 @@ impl Sums {
     pub(super) fn empty() -> Sums {
         Sums {
             squares: true,
+            dense: false,
             vals: Vec::new(),
             cnt: vec![0],
             pinf: vec![0],
@@ -37,6 +41,26 @@ impl Sums {
     pub(super) fn new(x: &Input, lo: usize, m: usize, squares: bool) -> Sums {
         let mut s = Sums::empty();
         s.squares = squares;
+        let xs = &x.f64s[lo..lo + m];
+        if x.valid.is_none() && xs.iter().all(|v| v.is_finite()) {
+            s.dense = true;
+            s.s.reserve_exact(m);
+            let mut acc = DD::ZERO;
+            s.s.extend(xs.iter().map(|&v| {
+                acc = acc.add_f64(v);
+                acc
+            }));
+            if squares {
+                s.vals.extend_from_slice(xs);
+                let mut acc = DD::ZERO;
+                s.q.reserve_exact(m);
+                s.q.extend(xs.iter().map(|&v| {
+                    acc = acc.add(DD::product(v, v));
+                    acc
+                }));
+            }
+            return s;
+        }
         for v in [&mut s.cnt, &mut s.pinf, &mut s.ninf] {
             v.reserve_exact(m);
         }
@@ -56,9 +80,10 @@ impl Sums {
     }
 
     pub(super) fn len(&self) -> usize {
-        self.cnt.len() - 1
+        self.s.len() - 1
     }
 
+    /// (Not on a dense Sums: only [`Sums::new`] makes those.)
     pub(super) fn skip(&mut self) {
         let n = self.len();
         if self.squares {
@@ -91,9 +116,12 @@ impl Sums {
 
     /// Sum, mean or std of the values at `[tail, head)`.
     pub(super) fn get(&self, op: Op, tail: usize, head: usize) -> Option<f64> {
-        let n = u64::from(self.cnt[head] - self.cnt[tail]);
-        let pinf = u64::from(self.pinf[head] - self.pinf[tail]);
-        let ninf = u64::from(self.ninf[head] - self.ninf[tail]);
+        let (n, pinf, ninf) = if self.dense {
+            ((head - tail) as u64, 0, 0)
+        } else {
+            let d = |v: &[u32]| u64::from(v[head] - v[tail]);
+            (d(&self.cnt), d(&self.pinf), d(&self.ninf))
+        };
         let sum = self.s[head].sub(self.s[tail]);
         let squares = || {
             // The difference of prefix sums of squares is exact to ~2^-104 of the
@@ -113,7 +141,7 @@ impl Sums {
     fn two_pass(&self, tail: usize, head: usize) -> f64 {
         let values = || {
             (tail..head)
-                .filter(|&i| self.cnt[i + 1] > self.cnt[i])
+                .filter(|&i| self.dense || self.cnt[i + 1] > self.cnt[i])
                 .map(|i| self.vals[i])
         };
         two_pass_std(values)

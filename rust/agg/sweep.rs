@@ -31,7 +31,7 @@ pub enum Out {
 }
 
 /// Raw pointers to output slots that the keys' tasks write disjointly.
-struct Slots<T>(*mut T);
+pub(super) struct Slots<T>(*mut T);
 // SAFETY: a Slots is only used to write slots that no other task writes (each spine
 // row belongs to exactly one key, and each key is one task), while the owning Vec is
 // alive and not otherwise accessed.
@@ -45,12 +45,12 @@ impl<T> Slots<T> {
     }
     /// SAFETY: `i` is in bounds and no other thread reads or writes slot `i`.
     #[inline]
-    unsafe fn set(&self, i: usize, value: T) {
+    pub(super) unsafe fn set(&self, i: usize, value: T) {
         *self.0.add(i) = value;
     }
 }
 
-enum Sink {
+pub(super) enum Sink {
     I64(Slots<i64>, Slots<bool>),
     F64(Slots<f64>, Slots<bool>),
     Rows(Slots<u32>),
@@ -60,7 +60,7 @@ enum Sink {
 impl Sink {
     /// SAFETY: as [`Slots::set`] for slot `row`.
     #[inline]
-    unsafe fn int(&self, row: usize, v: Option<i64>) {
+    pub(super) unsafe fn int(&self, row: usize, v: Option<i64>) {
         if let Sink::I64(vals, valid) = self {
             vals.set(row, v.unwrap_or(0));
             valid.set(row, v.is_some());
@@ -68,7 +68,7 @@ impl Sink {
     }
     /// SAFETY: as [`Slots::set`] for slot `row`.
     #[inline]
-    unsafe fn float(&self, row: usize, v: Option<f64>) {
+    pub(super) unsafe fn float(&self, row: usize, v: Option<f64>) {
         if let Sink::F64(vals, valid) = self {
             vals.set(row, v.unwrap_or(0.0));
             valid.set(row, v.is_some());
@@ -79,18 +79,18 @@ impl Sink {
 pub(super) fn new_out(op: Op, n: usize, int_input: bool) -> Out {
     match op {
         Op::Count | Op::Distinct => Out::I64 {
-            vals: vec![0; n],
-            valid: vec![false; n],
+            vals: crate::huge::filled(n, 0),
+            valid: crate::huge::filled(n, false),
         },
         Op::Min | Op::Max if int_input => Out::I64 {
-            vals: vec![0; n],
-            valid: vec![false; n],
+            vals: crate::huge::filled(n, 0),
+            valid: crate::huge::filled(n, false),
         },
         Op::Sum | Op::Mean | Op::Std | Op::Min | Op::Max => Out::F64 {
-            vals: vec![0.0; n],
-            valid: vec![false; n],
+            vals: crate::huge::filled(n, 0.0),
+            valid: crate::huge::filled(n, false),
         },
-        Op::Last => Out::Rows(vec![NO_ROW; n]),
+        Op::Last => Out::Rows(crate::huge::filled(n, NO_ROW)),
         Op::LastK(_) => Out::Lists(vec![Vec::new(); n]),
     }
 }
@@ -232,18 +232,20 @@ fn tasks(p: &Prepared, knowledge: bool, finite: bool) -> Vec<(usize, usize, usiz
 type Lags = (i64, i64);
 
 /// Per key: each distinct window's `(tail, head)` for every label (in label order),
-/// and each input's prefix sums.
+/// each distinct newest lag's heads (windows that differ only in length share them:
+/// with `closed = left` every window does), and each input's prefix sums.
 #[derive(Default)]
 struct Cache {
     windows: Vec<(Lags, Vec<(usize, usize)>)>,
+    heads: Vec<(i64, Vec<usize>)>,
     sums: Vec<(usize, Sums)>,
 }
 
 /// One key's events: positions `lo..hi` of the prepared (sorted) arrays.
-struct Key<'p> {
-    p: &'p Prepared,
-    lo: usize,
-    hi: usize,
+pub(super) struct Key<'p> {
+    pub(super) p: &'p Prepared,
+    pub(super) lo: usize,
+    pub(super) hi: usize,
 }
 
 impl Key<'_> {
@@ -253,7 +255,7 @@ impl Key<'_> {
 
     /// The window `[tail, head)` (key-local event indices) of a label at `t`.
     #[inline]
-    fn window(&self, t: i64, (min_lag, max_lag): (i64, i64)) -> (usize, usize) {
+    pub(super) fn window(&self, t: i64, (min_lag, max_lag): (i64, i64)) -> (usize, usize) {
         let e = self.e();
         let newest = t.saturating_sub(min_lag);
         let oldest = t.saturating_sub(max_lag);
@@ -266,44 +268,67 @@ impl Key<'_> {
         (tail.min(head), head)
     }
 
-    /// The windows of `labels` (in time order). On a large key both ends move forward
-    /// with two pointers, O(events + labels), reading the events once in order (a
-    /// binary search per label would miss the cache at every step on a key with
-    /// millions of events).
-    fn windows(&self, labels: &[u32], (min_lag, max_lag): (i64, i64)) -> Vec<(usize, usize)> {
+    /// Each label's window head: how many events are at most `min_lag` before it.
+    /// On a large key the head moves forward with one pointer, O(events + labels),
+    /// reading the events once in order (a binary search per label would miss the
+    /// cache at every step on a key with millions of events); a small key's events
+    /// are in cache, where a binary search per label is cheaper.
+    fn heads(&self, labels: &[u32], min_lag: i64) -> Vec<usize> {
         let e = self.e();
+        let newest = |r: u32| self.p.label_t[r as usize].saturating_sub(min_lag);
         if e.len() < 4096 {
-            // A small key's events are in cache: a binary search per label is cheaper.
             return (labels.iter())
-                .map(|&r| self.window(self.p.label_t[r as usize], (min_lag, max_lag)))
+                .map(|&r| e.partition_point(|&x| x <= newest(r)))
                 .collect();
         }
-        let (mut head, mut tail) = (0, 0);
-        labels
-            .iter()
+        let mut head = 0;
+        (labels.iter())
             .map(|&r| {
-                let t = self.p.label_t[r as usize];
-                let newest = t.saturating_sub(min_lag);
+                let newest = newest(r);
                 while head < e.len() && e[head] <= newest {
                     head += 1;
                 }
-                if max_lag != i64::MAX {
-                    let oldest = t.saturating_sub(max_lag);
-                    while tail < head && e[tail] < oldest {
-                        tail += 1;
-                    }
+                head
+            })
+            .collect()
+    }
+
+    /// The windows of `labels` (in time order) given their `heads` (see
+    /// [`Key::heads`]): each tail found the same way, below its head.
+    fn windows(
+        &self,
+        labels: &[u32],
+        (_, max_lag): (i64, i64),
+        heads: &[usize],
+    ) -> Vec<(usize, usize)> {
+        let e = self.e();
+        let oldest = |r: u32| self.p.label_t[r as usize].saturating_sub(max_lag);
+        if max_lag == i64::MAX {
+            return heads.iter().map(|&h| (0, h)).collect();
+        }
+        if e.len() < 4096 {
+            return (labels.iter().zip(heads))
+                .map(|(&r, &head)| (e[..head].partition_point(|&x| x < oldest(r)), head))
+                .collect();
+        }
+        let mut tail = 0;
+        (labels.iter().zip(heads))
+            .map(|(&r, &head)| {
+                let oldest = oldest(r);
+                while tail < head && e[tail] < oldest {
+                    tail += 1;
                 }
                 (tail.min(head), head)
             })
             .collect()
     }
 
-    fn input(&self, a: &Resolved) -> Option<&Input> {
+    pub(super) fn input(&self, a: &Resolved) -> Option<&Input> {
         a.input.map(|i| &self.p.inputs[i])
     }
 
     #[inline]
-    fn valid(&self, input: Option<&Input>, i: usize) -> bool {
+    pub(super) fn valid(&self, input: Option<&Input>, i: usize) -> bool {
         input.is_none_or(|x| x.is_valid(self.lo + i))
     }
 
@@ -323,7 +348,15 @@ impl Key<'_> {
         let w = match cache.windows.iter().position(|(l, _)| *l == a.lags) {
             Some(i) => i,
             None => {
-                cache.windows.push((a.lags, self.windows(labels, a.lags)));
+                let h = match cache.heads.iter().position(|(l, _)| *l == a.lags.0) {
+                    Some(h) => h,
+                    None => {
+                        cache.heads.push((a.lags.0, self.heads(labels, a.lags.0)));
+                        cache.heads.len() - 1
+                    }
+                };
+                let wins = self.windows(labels, a.lags, &cache.heads[h].1);
+                cache.windows.push((a.lags, wins));
                 cache.windows.len() - 1
             }
         };
@@ -425,8 +458,12 @@ impl Key<'_> {
         }
     }
 
-    /// Sliding min/max with a monotonic deque: `beats(i, j)` says event i's value
-    /// must be preferred over j's (strictly better, or equal and newer).
+    /// Sliding min/max: `beats(i, j)` says event i's value is strictly better than
+    /// j's; the result is the newest of the window's best values. A monotonic deque
+    /// costs O(1) amortized per event up to the last head, whatever the windows'
+    /// lengths; when the windows hold fewer events than that in all (short windows
+    /// over a long history: a 1-hour window of a key with months of events) each is
+    /// scanned instead, one comparison per event in it.
     fn extreme(
         &self,
         labels: &[u32],
@@ -435,8 +472,24 @@ impl Key<'_> {
         beats: impl Fn(usize, usize) -> bool,
         mut emit: impl FnMut((usize, Option<usize>)),
     ) {
+        let inside: usize = wins.iter().map(|&(tail, head)| head - tail).sum();
+        if inside <= wins.last().map_or(0, |w| w.1) {
+            for (&r, &(tail, head)) in labels.iter().zip(wins) {
+                let mut best: Option<usize> = None;
+                for i in tail..head {
+                    if x.is_valid(self.lo + i) && best.is_none_or(|b| !beats(b, i)) {
+                        best = Some(i);
+                    }
+                }
+                emit((r as usize, best));
+            }
+            return;
+        }
         let mut deque: VecDeque<usize> = VecDeque::new();
-        let mut pushed = 0;
+        // Events before the first window's tail are in no window (tails only move
+        // forward): a part of a hot key, which starts at its longest window's oldest
+        // event, skips them for its shorter windows.
+        let mut pushed = wins.first().map_or(0, |w| w.0);
         for (&r, &(tail, head)) in labels.iter().zip(wins) {
             while pushed < head {
                 if x.is_valid(self.lo + pushed) {
@@ -482,77 +535,12 @@ impl Key<'_> {
         }
         prev
     }
-
-    /// The slow path for knowledge time: each window scanned, keeping the events
-    /// created at or before the label's time.
-    ///
-    /// SAFETY: as [`Key::sweep`].
-    unsafe fn naive(&self, a: &Resolved, labels: &[u32], sink: &Sink) {
-        let input = self.input(a);
-        let c = self
-            .p
-            .c
-            .as_ref()
-            .expect("checked: knowledge time has created times");
-        for &r in labels {
-            let t = self.p.label_t[r as usize];
-            let (tail, head) = self.window(t, a.lags);
-            let known: Vec<usize> = (tail..head)
-                .filter(|&i| c[self.lo + i] <= t && self.valid(input, i))
-                .collect();
-            let row = r as usize;
-            match a.op {
-                Op::Count => sink.int(row, Some(known.len() as i64)),
-                Op::Sum | Op::Mean | Op::Std => {
-                    let x = input.expect("checked");
-                    let mut s = Sums::empty();
-                    for &i in &known {
-                        s.push(x.f64s[self.lo + i]);
-                    }
-                    sink.float(row, s.get(a.op, 0, s.len()));
-                }
-                Op::Min | Op::Max => {
-                    let x = input.expect("checked");
-                    let best = |v: &dyn Fn(usize, usize) -> bool| {
-                        known
-                            .iter()
-                            .copied()
-                            .reduce(|b, i| if v(i, b) { i } else { b })
-                    };
-                    if x.i64s.is_empty() {
-                        let v = &x.f64s[self.lo..self.hi];
-                        sink.float(row, best(&|i, j| better(a.op, v[i], v[j])).map(|j| v[j]));
-                    } else {
-                        let v = &x.i64s[self.lo..self.hi];
-                        sink.int(row, best(&|i, j| better(a.op, v[i], v[j])).map(|j| v[j]));
-                    }
-                }
-                Op::Last | Op::LastK(_) => {
-                    let want = if let Op::LastK(k) = a.op { k } else { 1 };
-                    let rows: Vec<u32> = (known.iter().rev().take(want))
-                        .map(|&i| self.p.event_rows[self.lo + i])
-                        .collect();
-                    match sink {
-                        Sink::Rows(s) => s.set(row, rows.first().copied().unwrap_or(NO_ROW)),
-                        Sink::Lists(s) => s.set(row, rows),
-                        _ => unreachable!(),
-                    }
-                }
-                Op::Distinct => {
-                    let x = input.expect("checked");
-                    let set: hashbrown::HashSet<u32> =
-                        known.iter().map(|&i| x.ids[self.lo + i]).collect();
-                    sink.int(row, Some(set.len() as i64));
-                }
-            }
-        }
-    }
 }
 
 /// `a` must replace `b` at the back of a min (max) deque: it is no worse. (Equal
 /// values keep the newer one; the value is the same either way.)
 #[inline]
-fn better<T: PartialOrd>(op: Op, a: T, b: T) -> bool {
+pub(super) fn better<T: PartialOrd>(op: Op, a: T, b: T) -> bool {
     match op {
         Op::Min => a < b,
         _ => a > b,

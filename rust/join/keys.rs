@@ -265,7 +265,7 @@ impl<'a> KeyDict<'a> {
             "one feature key per spine key"
         );
         let n = cols[0].len();
-        let mut out = vec![0u32; n];
+        let mut out = crate::huge::filled(n, 0u32);
         let parts: Vec<(usize, &mut [u32])> = blocks(n, BLOCK)
             .map(|(s, _)| s)
             .zip(out.chunks_mut(BLOCK))

@@ -93,6 +93,7 @@ pub fn to_unit(col: &Column, role: &str, unit: TimeUnit) -> Result<Times> {
         "target unit must be at least as fine as the column's"
     );
     let mut values = Vec::with_capacity(col.len());
+    crate::huge::advise(&mut values);
     let mut valid: Option<Vec<bool>> = None;
     for chunk in &col.chunks {
         let base = values.len();
