@@ -20,7 +20,7 @@
 //!   decoded straight from the map into the output (Arrow buffers or the matrix);
 //! - **descents overlapped**: by default the sorted keys do not go through LMDB's
 //!   cursor one after another but through [`super::walk`], which reads the B-tree's
-//!   pages from the map itself and advances up to 64 keys' descents together with
+//!   pages from the map itself and advances up to 128 keys' descents together with
 //!   prefetches, so their cache and TLB misses overlap; the cursor walk below
 //!   (`MDB_SET_RANGE` + `MDB_NEXT`) is its fallback and reference.
 //!

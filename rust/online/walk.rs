@@ -16,19 +16,30 @@
 //! **Algorithm.** Per request: take the snapshot of the caller's read transaction
 //! ([`Snapshot::of`]), then for each window of entities, probe `entity ++ first
 //! table id`: in a branch page, the last node whose key is <= the probe (the first
-//! node's key counts as -inf); in the leaf, the first node >= the probe. Then,
-//! sequentially, scan forward from there for `entity ++ id` of each wanted table id
-//! (ascending, like the keys); when the scan runs off the end of the leaf, the next
-//! wanted key is looked up with a fresh descent of its own (rare: the rows of one
-//! entity share a leaf unless a page boundary falls between them). A value stored
-//! in an overflow run (`F_BIGDATA`, larger than about half a page) is read from the
-//! run's pages.
+//! node's key counts as -inf); in the leaf, the first node >= the probe. The upper
+//! levels (all but the last two), whose few pages every key shares and which stay
+//! cached, are searched and descended in one step; the last branch level and the
+//! leaves (hundreds of MB for a large store: each page a cache and TLB miss) take one
+//! binary-search probe per round, with the next node (or the child page's header and
+//! node offsets) prefetched. Once every probe rests on its leaf, the nodes of each
+//! entity's rows are prefetched together; then, sequentially, each entity's scan
+//! goes forward from its node for `entity ++ id` of each wanted table id (ascending,
+//! like the keys); when a scan runs off the end of the leaf, the next wanted key is
+//! looked up with a fresh descent of its own (rare: the rows of one entity share a
+//! leaf unless a page boundary falls between them). A value stored in an overflow
+//! run (`F_BIGDATA`, larger than about half a page) is read from the run's pages.
+//! Keys are compared eight bytes at a time ([`compare`], LMDB's default order).
 //!
 //! **Cost.** Per entity the same comparisons as LMDB (log2 of the page's nodes per
 //! level) plus a bounds check per page and node read; the memory latency of a
-//! request is about `depth + log2(nodes per leaf)` rounds of overlapped misses
-//! instead of that many misses per entity. Taking the snapshot reads the meta page
-//! and descends the main DB (a page or two) once per request and transaction.
+//! window is about `2 + log2(nodes per branch) + log2(nodes per leaf)` rounds of
+//! overlapped misses instead of that many misses per entity, one after another.
+//! Taking the snapshot costs one `mdb_get` (to find the map, see [`Snapshot::map_base`]), a
+//! read of the meta page and a descent of the main DB (a page or two), once per
+//! request and transaction. Measured (BENCHMARKS.md, 1M entities x 3 tables, 100
+//! entities per request): the lookup part of a request drops from about 1.3 µs to
+//! about 0.6 µs per entity; what remains of a request's time is outside the walk
+//! (see there).
 //!
 //! **Which snapshot.** A read transaction reads the meta page whose `mm_txnid` is its
 //! id (`me_metas[id & 1]` in `mdb_txn_renew0`; with `MDB_NOLOCK` the newest one,
@@ -42,7 +53,7 @@
 //! transaction lives, so the page slices handed out stay valid and unchanged for its
 //! lifetime `'t` (like LMDB's own values); the map cannot move meanwhile either
 //! (this process only resizes it with no transaction active, see [`super::env`]).
-//! LMDB does not publish the map's address; [`map_base`] derives it from a value
+//! LMDB does not publish the map's address; [`Snapshot::map_base`] derives it from a value
 //! the transaction returns.
 //!
 //! **Trust.** The format is LMDB 0.9's (0.9.70 as bundled by `lmdb-master-sys`
@@ -61,6 +72,7 @@
 //! the cursor path, for comparisons; tests pick either through
 //! [`super::read::ReadPlan::set_walk`].
 
+use std::cmp::Ordering;
 use std::marker::PhantomData;
 
 use super::catalog;
@@ -74,7 +86,11 @@ use crate::encode::columns::Encoded;
 
 /// Keys descended together: enough to keep the memory system busy, few enough that
 /// the lines prefetched for a round are still cached when their key's turn comes.
-pub const WINDOW: usize = 64;
+pub const WINDOW: usize = 128;
+
+/// Cache lines prefetched per row before the scans: the node header, key and the
+/// start of the value (a row of 20 float32 features spans about three).
+const PREFETCH_LINES: usize = 3;
 
 /// Why the walker did not answer.
 #[derive(Debug)]
@@ -120,6 +136,28 @@ struct Probe<'t> {
 
 fn damaged<T>(what: String) -> Result<T, Refusal> {
     Err(Refusal::Damaged(what))
+}
+
+/// Byte order, then shorter first (LMDB's default `memcmp`-then-length order, the
+/// order of `[u8]`), eight bytes at a time: keys are short, and a call to `memcmp`
+/// per comparison costs more than the comparison.
+#[inline(always)]
+fn compare(a: &[u8], b: &[u8]) -> Ordering {
+    let n = a.len().min(b.len());
+    let (mut a8, mut b8) = (a[..n].chunks_exact(8), b[..n].chunks_exact(8));
+    for (x, y) in (&mut a8).zip(&mut b8) {
+        let x = u64::from_be_bytes(x.try_into().expect("8 bytes"));
+        let y = u64::from_be_bytes(y.try_into().expect("8 bytes"));
+        if x != y {
+            return x.cmp(&y);
+        }
+    }
+    for (x, y) in a8.remainder().iter().zip(b8.remainder()) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 #[inline(always)]
@@ -399,46 +437,63 @@ impl<'t> Snapshot<'t> {
     /// `lo` the first node >= `target`.
     #[inline]
     fn step(&self, pr: &mut Probe<'t>, target: &[u8], what: &str) -> Result<bool, Refusal> {
-        let Some(p) = pr.page else {
-            let p = self.page(pr.next, pr.level, what)?;
+        loop {
+            // The pages of the upper levels are shared by every key and stay cached: they
+            // are searched, and descended through, in one step; the last two levels
+            // take one probe per round.
+            let whole = pr.level + 1 < self.depth;
+            let p = match pr.page {
+                Some(p) => p,
+                None => {
+                    let p = self.page(pr.next, pr.level, what)?;
+                    pr.page = Some(p);
+                    (pr.lo, pr.hi) = (usize::from(pr.level < self.depth), p.n);
+                    if !whole {
+                        if pr.lo < pr.hi {
+                            prefetch(Self::node_addr(p, (pr.lo + pr.hi) / 2));
+                        }
+                        return Ok(false);
+                    }
+                    p
+                }
+            };
             let branch = pr.level < self.depth;
-            pr.page = Some(p);
-            (pr.lo, pr.hi) = (usize::from(branch), p.n);
-            if pr.lo < pr.hi {
-                prefetch(Self::node_addr(p, (pr.lo + pr.hi) / 2));
+            while pr.lo < pr.hi {
+                let mid = (pr.lo + pr.hi) / 2;
+                let order = compare(self.key(p, mid)?, target);
+                if order == Ordering::Less || (branch && order == Ordering::Equal) {
+                    pr.lo = mid + 1;
+                } else {
+                    pr.hi = mid;
+                }
+                if !whole && pr.lo < pr.hi {
+                    prefetch(Self::node_addr(p, (pr.lo + pr.hi) / 2));
+                    return Ok(false);
+                }
             }
-            return Ok(false);
-        };
-        let branch = pr.level < self.depth;
-        if pr.lo < pr.hi {
-            let mid = (pr.lo + pr.hi) / 2;
-            let k = self.key(p, mid)?;
-            if if branch { k <= target } else { k < target } {
-                pr.lo = mid + 1;
-            } else {
-                pr.hi = mid;
+            if !branch {
+                return Ok(true);
             }
-            if pr.lo < pr.hi {
-                prefetch(Self::node_addr(p, (pr.lo + pr.hi) / 2));
+            let child = self.child(p, pr.lo - 1)?;
+            pr.page = None;
+            pr.next = child;
+            pr.level += 1;
+            if pr.level > self.depth {
+                return damaged(format!("{what} is deeper than its depth"));
+            }
+            if (FIRST_PAGE..=self.last).contains(&child) {
+                // The header and the start of the node offsets; a branch page's offsets
+                // (two bytes per child, ~200 children) span more lines.
+                let at = self.base.wrapping_add(child as usize * self.psize);
+                let lines = if pr.level < self.depth { 6 } else { 2 };
+                for line in 0..lines {
+                    prefetch(at.wrapping_add(64 * line));
+                }
+            }
+            if pr.level + 1 >= self.depth {
                 return Ok(false);
             }
         }
-        if !branch {
-            return Ok(true);
-        }
-        let child = self.child(p, pr.lo - 1)?;
-        pr.page = None;
-        pr.next = child;
-        pr.level += 1;
-        if pr.level > self.depth {
-            return damaged(format!("{what} is deeper than its depth"));
-        }
-        if (FIRST_PAGE..=self.last).contains(&child) {
-            let at = self.base.wrapping_add(child as usize * self.psize);
-            prefetch(at);
-            prefetch(at.wrapping_add(64));
-        }
-        Ok(false)
     }
 
     /// One key's descent on its own: the leaf and the first node >= `target`.
@@ -491,6 +546,18 @@ impl<'t> Snapshot<'t> {
                     }
                 }
             }
+            // The nodes the scans will read (an entity's rows are the `g` nodes from
+            // where its probe ended, anywhere in the page), all requested at once.
+            for pr in &probes {
+                if let Some(page) = pr.page {
+                    for k in pr.lo..(pr.lo + g).min(page.n) {
+                        let at = Self::node_addr(page, k);
+                        for line in 0..PREFETCH_LINES {
+                            prefetch(at.wrapping_add(64 * line));
+                        }
+                    }
+                }
+            }
             // The scans, one entity after another.
             for (i, &r) in window.iter().enumerate() {
                 let p = first + i;
@@ -535,7 +602,7 @@ impl<'t> Snapshot<'t> {
             key.extend_from_slice(entity);
             key.extend_from_slice(id);
             loop {
-                while at < leaf.n && self.key(leaf, at)? < key.as_slice() {
+                while at < leaf.n && compare(self.key(leaf, at)?, key) == Ordering::Less {
                     at += 1;
                 }
                 if at < leaf.n || descended_for == j {
@@ -544,7 +611,7 @@ impl<'t> Snapshot<'t> {
                 (leaf, at) = self.descend(key, WHAT)?;
                 descended_for = j;
             }
-            if at < leaf.n && self.key(leaf, at)? == key.as_slice() {
+            if at < leaf.n && compare(self.key(leaf, at)?, key) == Ordering::Equal {
                 out[j] = Some(self.value(leaf, at)?);
                 at += 1;
             }

@@ -173,6 +173,19 @@ fn rows_strategy(pool: usize) -> impl Strategy<Value = Rows> {
 }
 
 proptest! {
+    #[test]
+    fn compare_is_slice_order(
+        a in prop::collection::vec(0u8..4, 0..40),
+        b in prop::collection::vec(0u8..4, 0..40),
+        shared in prop::collection::vec(any::<u8>(), 0..30),
+    ) {
+        let (a, b) = ([&shared[..], &a].concat(), [&shared[..], &b].concat());
+        prop_assert_eq!(compare(&a, &b), a.cmp(&b));
+        prop_assert_eq!(compare(&a, &a), std::cmp::Ordering::Equal);
+    }
+}
+
+proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     #[test]
