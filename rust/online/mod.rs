@@ -49,6 +49,7 @@ pub mod lmdb;
 pub mod matrix;
 pub mod read;
 pub mod verify;
+pub mod walk;
 pub mod write;
 
 use std::path::{Path, PathBuf};

@@ -17,7 +17,12 @@
 //! - **big batches split across cores**: the sorted keys are cut into contiguous runs,
 //!   one per thread, each with its own read transaction on the same snapshot;
 //! - **one copy**: rows stay in the memory map while the transaction lives; values are
-//!   decoded straight from the map into the output (Arrow buffers or the matrix).
+//!   decoded straight from the map into the output (Arrow buffers or the matrix);
+//! - **descents overlapped**: by default the sorted keys do not go through LMDB's
+//!   cursor one after another but through [`super::walk`], which reads the B-tree's
+//!   pages from the map itself and advances up to 128 keys' descents together with
+//!   prefetches, so their cache and TLB misses overlap; the cursor walk below
+//!   (`MDB_SET_RANGE` + `MDB_NEXT`) is its fallback and reference.
 //!
 //! Every row is validated ([`RowView::parse`], its checksum included) before use: a
 //! damaged value is a [`Error::CorruptStore`], never a wrong number or a crash (the
@@ -34,6 +39,7 @@ use rayon::prelude::*;
 use super::catalog::TableDef;
 use super::env::{pool, Env};
 use super::lmdb::{LResult, RoCursor, RoTxn};
+use super::walk::{Refusal, Snapshot};
 use crate::encode::columns::{decode_column, encode_keys, Encoded};
 use crate::encode::key::{self, MAX_ENTITY_LEN};
 use crate::encode::row::{self, RowView};
@@ -129,6 +135,9 @@ pub struct ReadPlan {
     /// Rows are checked with [`row::check_lazy`]: the data of a segmented row is left
     /// to its reader ([`with_rows`]).
     lazy: bool,
+    /// Lookups read the pages themselves ([`super::walk`]) rather than through a
+    /// cursor: on unless `PITSTOP_ONLINE_WALK=0` when the plan was made.
+    walk: bool,
 }
 
 impl ReadPlan {
@@ -189,7 +198,15 @@ impl ReadPlan {
             ttl_ns,
             groups,
             lazy: false,
+            walk: std::env::var_os("PITSTOP_ONLINE_WALK").is_none_or(|v| v != "0"),
         })
+    }
+
+    /// Chooses the page walker (true) or the cursor path (false) for this plan's
+    /// lookups; both give the same answers (the walker falls back to the cursor when
+    /// it meets anything it does not expect).
+    pub fn set_walk(&mut self, on: bool) {
+        self.walk = on;
     }
 }
 
@@ -345,9 +362,11 @@ fn walk<'a>(
 /// Raw rows of a run of entities, `ids.len()` per entity.
 type Rows<'a> = Vec<Option<&'a [u8]>>;
 
-/// Looks up the sorted run `order` (row indices) of one group with one cursor;
-/// returns the raw rows, `group.ids.len()` per entry of `order`, each checked against
-/// its checksum (here, on the lookup threads, while the row is at hand).
+/// Looks up the sorted run `order` (row indices) of one group: through the page
+/// walker ([`super::walk`]) unless the plan says otherwise or the walker steps aside,
+/// else with one cursor. Returns the raw rows, `group.ids.len()` per entry of
+/// `order`, each checked against its checksum (here, on the lookup threads, while the
+/// row is at hand).
 fn lookup_run<'a>(
     env: &Env,
     txn: &'a RoTxn,
@@ -367,6 +386,52 @@ fn lookup_run<'a>(
     if order.is_empty() {
         return Ok(out);
     }
+    let walked = plan.walk
+        && match Snapshot::of(env, txn)
+            .and_then(|s| s.lookup(enc, order, &group.id_bytes, &mut out))
+        {
+            Ok(()) => true,
+            Err(Refusal::Fallback(_)) => {
+                out.fill(None);
+                false
+            }
+            Err(Refusal::Damaged(d)) => {
+                return Err(env.corrupt(format!("data.mdb is damaged: {d}")))
+            }
+        };
+    if !walked {
+        cursor_run(env, txn, enc, order, ids, &mut out)?;
+    }
+    for (p, &r) in order.iter().enumerate() {
+        let entity = enc.get(r as usize);
+        if p > 0 && enc.get(order[p - 1] as usize) == entity {
+            continue; // the same rows as the previous entry's, checked there
+        }
+        for (j, found) in out[p * g..(p + 1) * g].iter().enumerate() {
+            if let Some(bytes) = found {
+                check(&[entity, &group.id_bytes[j]], bytes).map_err(|e| {
+                    env.corrupt(format!(
+                        "a stored row of table '{}' is unreadable ({e})",
+                        plan.tables[group.members[j]].name
+                    ))
+                })?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The cursor path of [`lookup_run`]: one `MDB_SET_RANGE` per distinct entity, then
+/// `MDB_NEXT` over its adjacent keys.
+fn cursor_run<'a>(
+    env: &Env,
+    txn: &'a RoTxn,
+    enc: &Encoded,
+    order: &[u32],
+    ids: &[u32],
+    out: &mut [Option<&'a [u8]>],
+) -> Result<()> {
+    let g = ids.len();
     let mut cursor = txn
         .cursor(env.rows)
         .map_err(|e| env.lmdb_error("read", e))?;
@@ -386,18 +451,8 @@ fn lookup_run<'a>(
             &mut out[p * g..(p + 1) * g],
         )
         .map_err(|e| env.lmdb_error("read", e))?;
-        for (j, found) in out[p * g..(p + 1) * g].iter().enumerate() {
-            if let Some(bytes) = found {
-                check(&[entity, &group.id_bytes[j]], bytes).map_err(|e| {
-                    env.corrupt(format!(
-                        "a stored row of table '{}' is unreadable ({e})",
-                        plan.tables[group.members[j]].name
-                    ))
-                })?;
-            }
-        }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Looks every entity up in every table of the plan, on `txns` (one per thread, all

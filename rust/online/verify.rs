@@ -77,7 +77,7 @@ use crate::encode::{key, row};
 use crate::error::Result;
 
 #[path = "verify_walk.rs"]
-mod walk;
+pub(super) mod walk;
 
 pub use walk::{walk, DbRecord, Meta, Visit, WalkStats};
 

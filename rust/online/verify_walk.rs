@@ -13,34 +13,34 @@ use std::cmp::Ordering;
 pub const PAGE_HEADER: usize = 16;
 /// The bytes of `MDB_meta` read (through `mm_txnid`).
 pub const META_LEN: usize = 136;
-const P_BRANCH: u16 = 0x01;
-const P_LEAF: u16 = 0x02;
-const P_OVERFLOW: u16 = 0x04;
-const F_BIGDATA: u16 = 0x01;
-const F_SUBDATA: u16 = 0x02;
+pub const P_BRANCH: u16 = 0x01;
+pub const P_LEAF: u16 = 0x02;
+pub const P_OVERFLOW: u16 = 0x04;
+pub const F_BIGDATA: u16 = 0x01;
+pub const F_SUBDATA: u16 = 0x02;
 /// `NODESIZE`: lo u16, hi u16, flags u16, key size u16.
-const NODE_HEADER: usize = 8;
-const P_INVALID: u64 = u64::MAX;
+pub const NODE_HEADER: usize = 8;
+pub const P_INVALID: u64 = u64::MAX;
 /// `MDB_MAXKEYSIZE`.
 const MAX_KEY: usize = 511;
 /// `CURSOR_STACK`: LMDB cannot descend deeper.
-const MAX_DEPTH: u16 = 32;
+pub const MAX_DEPTH: u16 = 32;
 const MAGIC: u32 = 0xBEEF_C0DE;
 const DATA_VERSION: u32 = 1;
 /// `sizeof(MDB_db)`.
-const DB_RECORD: usize = 48;
+pub const DB_RECORD: usize = 48;
 /// Meta pages come first; no tree page may be one.
-const FIRST_PAGE: u64 = 2;
+pub const FIRST_PAGE: u64 = 2;
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+pub fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
 }
 
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+pub fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+pub fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
@@ -58,7 +58,7 @@ pub struct DbRecord {
 }
 
 impl DbRecord {
-    fn parse(b: &[u8]) -> Option<DbRecord> {
+    pub fn parse(b: &[u8]) -> Option<DbRecord> {
         if b.len() != DB_RECORD {
             return None;
         }
