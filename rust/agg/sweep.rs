@@ -136,53 +136,59 @@ pub fn run(plan: &Plan, prepared: Prepared) -> Vec<Out> {
         .collect::<Option<Vec<i64>>>()
         .map(|l| l.into_iter().max().unwrap_or(0));
     let tasks = tasks(p, knowledge, longest.is_some());
+    // A hot key's parts are neighbours in `tasks`: they go first, one per rayon leaf (or
+    // one thread would sweep them all in a row), chained with the other keys in key
+    // order, which a thread done with its parts steals from.
+    let (hot, cold): (Vec<_>, Vec<_>) = tasks
+        .into_iter()
+        .partition(|t| t.1 > 0 || t.2 < p.label_off[t.0 + 1] - p.label_off[t.0]);
     crate::trace::phase("agg   keys' sweeps", || {
-        tasks
-            .into_par_iter()
-            .with_min_len(16)
-            .for_each(|(k, from, to)| {
-                let labels = &positions[p.label_off[k] + from..p.label_off[k] + to];
-                if labels.is_empty() {
-                    return;
+        let run = |(k, from, to): (usize, usize, usize)| {
+            let labels = &positions[p.label_off[k] + from..p.label_off[k] + to];
+            if labels.is_empty() {
+                return;
+            }
+            // A part of a hot key's labels reads its events from the oldest one
+            // its first label's longest window holds (every later window starts
+            // there or later: labels are in time order) ...
+            let (lo, hi) = (p.event_off[k], p.event_off[k + 1]);
+            let base = match longest {
+                Some(w) if from > 0 => {
+                    let t = p.label_t[labels[0] as usize];
+                    let oldest = t.saturating_sub(w);
+                    p.e[lo..hi].partition_point(|&x| x < oldest)
                 }
-                // A part of a hot key's labels reads its events from the oldest one
-                // its first label's longest window holds (every later window starts
-                // there or later: labels are in time order) ...
-                let (lo, hi) = (p.event_off[k], p.event_off[k + 1]);
-                let base = match longest {
-                    Some(w) if from > 0 => {
-                        let t = p.label_t[labels[0] as usize];
-                        let oldest = t.saturating_sub(w);
-                        p.e[lo..hi].partition_point(|&x| x < oldest)
-                    }
-                    _ => 0,
-                };
-                // ... and up to the newest its last label can see.
-                let top = if to - from < p.label_off[k + 1] - p.label_off[k] {
-                    let t = p.label_t[labels[labels.len() - 1] as usize];
-                    lo + p.e[lo..hi].partition_point(|&x| x <= t)
-                } else {
-                    hi
-                };
-                let key = Key {
-                    p,
-                    lo: lo + base,
-                    hi: top.max(lo + base),
-                };
-                // Windows and prefix sums are shared by the aggregations that have the same
-                // window or read the same column.
-                let mut cache = Cache::default();
-                for (a, sink) in plan.aggs.iter().zip(&sinks) {
-                    // SAFETY: the labels of key k are written by this task only.
-                    unsafe {
-                        if knowledge {
-                            key.naive(a, labels, sink)
-                        } else {
-                            key.sweep(a, labels, sink, &mut cache, &squares)
-                        }
+                _ => 0,
+            };
+            // ... and up to the newest its last label can see.
+            let top = if to - from < p.label_off[k + 1] - p.label_off[k] {
+                let t = p.label_t[labels[labels.len() - 1] as usize];
+                lo + p.e[lo..hi].partition_point(|&x| x <= t)
+            } else {
+                hi
+            };
+            let key = Key {
+                p,
+                lo: lo + base,
+                hi: top.max(lo + base),
+            };
+            // Windows and prefix sums are shared by the aggregations that have the same
+            // window or read the same column.
+            let mut cache = Cache::default();
+            for (a, sink) in plan.aggs.iter().zip(&sinks) {
+                // SAFETY: the labels of key k are written by this task only.
+                unsafe {
+                    if knowledge {
+                        key.naive(a, labels, sink)
+                    } else {
+                        key.sweep(a, labels, sink, &mut cache, &squares)
                     }
                 }
-            })
+            }
+        };
+        (hot.into_par_iter().with_max_len(1))
+            .chain(cold.into_par_iter().with_min_len(16))
+            .for_each(run);
     });
     drop(sinks);
     // The sorted events and inputs go before the outputs are copied to spine order.
