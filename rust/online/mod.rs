@@ -48,6 +48,7 @@ pub mod env;
 pub mod lmdb;
 pub mod matrix;
 pub mod read;
+pub mod rows;
 pub mod verify;
 pub mod walk;
 pub mod write;

@@ -30,17 +30,14 @@
 //! [`super::verify`]). All lookups of one call
 //! read one snapshot, so a read never sees half of a write.
 
-use std::sync::{Arc, RwLock};
-
-use arrow_array::{ArrayRef, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema};
-use rayon::prelude::*;
+use std::sync::Arc;
 
 use super::catalog::TableDef;
 use super::env::{pool, Env};
 use super::lmdb::{LResult, RoCursor, RoTxn};
+pub use super::rows::{read_table, with_rows, with_rows_prepared, RowsPlan};
 use super::walk::{Refusal, Snapshot};
-use crate::encode::columns::{decode_column, encode_keys, Encoded};
+use crate::encode::columns::{encode_keys, Encoded};
 use crate::encode::key::{self, MAX_ENTITY_LEN};
 use crate::encode::row::{self, RowView};
 use crate::error::{py_list, Error, Result};
@@ -134,7 +131,7 @@ pub struct ReadPlan {
     pub(super) groups: Vec<Group>,
     /// Rows are checked with [`row::check_lazy`]: the data of a segmented row is left
     /// to its reader ([`with_rows`]).
-    lazy: bool,
+    pub(super) lazy: bool,
     /// Lookups read the pages themselves ([`super::walk`]) rather than through a
     /// cursor: on unless `PITSTOP_ONLINE_WALK=0` when the plan was made.
     walk: bool,
@@ -590,145 +587,5 @@ pub(super) fn threads_for(n: usize, threads: Option<usize>) -> usize {
         1
     } else {
         pool().current_num_threads().min(n / PER_THREAD_MIN).max(1)
-    }
-}
-
-/// The latest rows of one table as Arrow: the requested features (all when `None`),
-/// in that order, plus `status`.
-pub fn read_table(
-    env: &Env,
-    table: &str,
-    keys: &Keys,
-    features: Option<&[String]>,
-    ttl_ns: Option<i64>,
-    now_ns: i64,
-) -> Result<RecordBatch> {
-    let mut attempts = 0;
-    loop {
-        match read_table_once(env, table, keys, features, ttl_ns, now_ns) {
-            Err(Error::StaleCatalog) if attempts < 3 => attempts += 1,
-            other => return other,
-        }
-    }
-}
-
-fn read_table_once(
-    env: &Env,
-    table: &str,
-    keys: &Keys,
-    features: Option<&[String]>,
-    ttl_ns: Option<i64>,
-    now_ns: i64,
-) -> Result<RecordBatch> {
-    let plan = ReadPlan::new(env, &[table.to_string()], vec![ttl_ns])?;
-    let def = Arc::clone(&plan.tables[0]);
-    let cols: Vec<usize> = match features {
-        None => (0..def.schema.fields().len()).collect(),
-        Some(names) => names
-            .iter()
-            .map(|n| {
-                def.schema.index_of(n).map_err(|_| Error::UnknownFeature {
-                    table: format!("table '{}'", def.name),
-                    feature: n.clone(),
-                    found: def.feature_names(),
-                })
-            })
-            .collect::<Result<_>>()?,
-    };
-    let n = keys.len();
-    env.with_reads(threads_for(n, None), |txns| {
-        let found = lookup(env, txns, &plan, keys, now_ns)?;
-        let decode = |&c: &usize| {
-            decode_column(&def.layout, c, def.schema.field(c).data_type(), &found.rows)
-                .map_err(|e| env.corrupt(format!("table '{}': {e}", def.name)))
-        };
-        let mut arrays: Vec<ArrayRef> = if n >= PARALLEL_MIN {
-            pool().install(|| cols.par_iter().map(decode).collect::<Result<_>>())?
-        } else {
-            cols.iter().map(decode).collect::<Result<_>>()?
-        };
-        arrays.push(Arc::new(StringArray::from_iter_values(
-            found.status.iter().map(|s| s.name()),
-        )));
-        let mut fields: Vec<Field> = cols.iter().map(|&c| def.schema.field(c).clone()).collect();
-        fields.push(Field::new(super::write::STATUS, DataType::Utf8, false));
-        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
-    })
-}
-
-/// Calls `f` with the rows of table `table` for `keys` (in key order, None where
-/// missing), read in place on one snapshot, each checked against its checksum: for
-/// readers that interpret a column's bytes themselves (aggregation states) without
-/// a copy. The data of a segmented row (format 3) is not checked here: `f` checks
-/// the segments it reads ([`crate::encode::segments::Lazy`], from
-/// [`RowView::segments`]). `f` may run more than once (when the table is re-created
-/// meanwhile).
-pub fn with_rows<R>(
-    env: &Env,
-    table: &str,
-    keys: &Keys,
-    now_ns: i64,
-    f: impl FnMut(&[Option<RowView>], &TableDef) -> Result<R>,
-) -> Result<R> {
-    with_rows_prepared(env, &RowsPlan::new(table), keys, now_ns, f)
-}
-
-/// One table read by [`with_rows_prepared`], resolved on first use and again only when
-/// the catalog changed since (the table was dropped or re-created): a reader that
-/// serves many requests resolves its table once, not per request.
-#[derive(Debug)]
-pub struct RowsPlan {
-    table: String,
-    plan: RwLock<Option<Arc<ReadPlan>>>,
-}
-
-impl RowsPlan {
-    pub fn new(table: &str) -> RowsPlan {
-        RowsPlan {
-            table: table.to_string(),
-            plan: RwLock::new(None),
-        }
-    }
-
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
-    fn resolved(&self, env: &Env) -> Result<Arc<ReadPlan>> {
-        if let Some(plan) = &*self.plan.read().unwrap_or_else(|e| e.into_inner()) {
-            return Ok(Arc::clone(plan));
-        }
-        let mut plan = ReadPlan::new(env, std::slice::from_ref(&self.table), vec![None])?;
-        plan.lazy = true;
-        let plan = Arc::new(plan);
-        *self.plan.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&plan));
-        Ok(plan)
-    }
-}
-
-/// [`with_rows`] through a [`RowsPlan`].
-pub fn with_rows_prepared<R>(
-    env: &Env,
-    rows: &RowsPlan,
-    keys: &Keys,
-    now_ns: i64,
-    mut f: impl FnMut(&[Option<RowView>], &TableDef) -> Result<R>,
-) -> Result<R> {
-    let mut attempts = 0;
-    loop {
-        let mut once = || {
-            let plan = rows.resolved(env)?;
-            env.with_reads(1, |txns| {
-                let found = lookup(env, txns, &plan, keys, now_ns)?;
-                f(&found.rows, &plan.tables[0])
-            })
-        };
-        match once() {
-            Err(Error::StaleCatalog) if attempts < 3 => {
-                *rows.plan.write().unwrap_or_else(|e| e.into_inner()) = None;
-                attempts += 1
-            }
-            other => return other,
-        }
     }
 }
