@@ -109,15 +109,15 @@ def _view_plan(fs: FeatureStore, view: Any, fitted: Any = None) -> dict:
             for f, chain in fitted.numeric.items():
                 transforms[f] = _steps(chain)
                 types[f] = "float"
+            grouped = {o for s in selections if s["kind"] == "group" for o in s["outputs"]}
             for f, fit in fitted.categorical.items():
                 names = T.encoded_names(f, T.Transform(fit["transform"], {"top_k": fit["width"] - 1}))
+                if f not in grouped:
+                    python_only.update({n: "it encodes an aggregation" for n in names})
+                    continue
                 encoders.append({"feature": f, "kind": fit["transform"], "type": fit["type"],
                                  "categories": fit["categories"], "width": fit["width"],
                                  "names": names})
-            grouped = {o for s in selections if s["kind"] == "group" for o in s["outputs"]}
-            for e in [e for e in encoders if e["feature"] not in grouped]:
-                encoders.remove(e)
-                python_only.update({n: "it encodes an aggregation" for n in e["names"]})
     return {"name": view.name, "version": view.version, "keys": view.keys,
             "features": view.features, "types": types, "selections": selections,
             "python_only": python_only, "transforms": transforms, "encoders": encoders,

@@ -31,6 +31,7 @@ use super::plan::{Source, View};
 use super::Reject;
 use crate::online::read::Status;
 use crate::online::{Keys, OnlineStore};
+use crate::transform::categories::Encoder;
 
 /// The on-demand handler: (view key `name@version`, the input matrix row-major,
 /// rows, columns, the request's `"request"` object as JSON) -> the on-demand outputs
@@ -103,6 +104,53 @@ fn outputs(view: &View, x: &[f32], n: usize, d: &Derive) -> Result<Vec<ArrayRef>
     Ok(outs)
 }
 
+/// Per encoder among `features`, the (slot of its output, response position) pairs
+/// asked for, in the order the encoders first appear.
+pub fn encoded_slots(view: &View, features: &[usize]) -> Vec<(usize, Vec<(usize, usize)>)> {
+    let mut wanted: Vec<(usize, Vec<(usize, usize)>)> = Vec::new();
+    for (pos, &f) in features.iter().enumerate() {
+        if let Some((ei, slot)) = view.encoded[f] {
+            match wanted.iter_mut().find(|(e, _)| *e == ei) {
+                Some((_, v)) => v.push((slot, pos)),
+                None => wanted.push((ei, vec![(slot, pos)])),
+            }
+        }
+    }
+    wanted
+}
+
+/// The categorical `column` of `table` for `keys`, encoded into `m` (resized to rows ×
+/// `encoder.width()`, row-major), as a group column is read (missing, expired and null
+/// alike are a missing value); each row's status and event time.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_rows(
+    store: &OnlineStore,
+    table: &str,
+    keys: &Keys,
+    column: &String,
+    ttl_ns: Option<i64>,
+    now_ns: i64,
+    encoder: &Encoder,
+    m: &mut Vec<f32>,
+) -> crate::error::Result<(Vec<Status>, Vec<Option<i64>>)> {
+    let w = encoder.width();
+    m.clear();
+    m.resize(keys.len() * w, 0.0);
+    let ((), status, event) = group_rows(
+        store,
+        table,
+        keys,
+        &[column],
+        ttl_ns,
+        now_ns,
+        |live, def, ats| {
+            let a = decoded(def, ats[0], live)?;
+            encoder.encode(a.as_ref(), column, m, w, 0)
+        },
+    )?;
+    Ok((status, event))
+}
+
 /// Typed parts (see [`lookup::typed`]) of the encoded and on-demand features among
 /// `features`.
 pub fn typed_parts(
@@ -115,17 +163,8 @@ pub fn typed_parts(
 ) -> Result<Vec<Part>, Reject> {
     let n = ents.n;
     let mut parts = Vec::new();
-    // Per encoder, the (slot, response position) pairs asked for.
-    let mut wanted: Vec<(usize, Vec<(usize, usize)>)> = Vec::new();
-    for (pos, &f) in features.iter().enumerate() {
-        if let Some((ei, slot)) = view.encoded[f] {
-            match wanted.iter_mut().find(|(e, _)| *e == ei) {
-                Some((_, v)) => v.push((slot, pos)),
-                None => wanted.push((ei, vec![(slot, pos)])),
-            }
-        }
-    }
-    for (ei, slots) in wanted {
+    let mut m = Vec::new();
+    for (ei, slots) in encoded_slots(view, features) {
         let e = &view.encoders[ei];
         let sel = &view.selections[e.source.0];
         let Source::Group { columns, ttl_ns } = &sel.source else {
@@ -137,19 +176,10 @@ pub fn typed_parts(
             arity: spine.len(),
             values: &values,
         };
-        let (w, column) = (e.encoder.width(), &columns[e.source.1]);
-        let mut m = vec![0f32; n * w];
-        let ((), status, event) = group_rows(
-            store,
-            &sel.table,
-            &keys,
-            &[column],
-            *ttl_ns,
-            now_ns,
-            |live, def, ats| {
-                let a = decoded(def, ats[0], live)?;
-                e.encoder.encode(a.as_ref(), column, &mut m, w, 0)
-            },
+        let w = e.encoder.width();
+        let column = &columns[e.source.1];
+        let (status, event) = encode_rows(
+            store, &sel.table, &keys, column, *ttl_ns, now_ns, &e.encoder, &mut m,
         )?;
         let columns = slots
             .iter()

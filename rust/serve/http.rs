@@ -169,13 +169,17 @@ async fn respond_to(
 }
 
 /// Whether a request may call the on-demand handler (its view has on-demand
-/// features).
+/// features): false at once when no view of the plan has any, else the view is
+/// resolved here, before the handler resolves it again on the thread it runs on.
 fn calls_python(state: &State, route: &str, path: &str) -> bool {
     if state.on_demand.is_none() {
         return false;
     }
     let loaded = state.loaded();
     let plan = &loaded.plan;
+    if !plan.on_demand {
+        return false;
+    }
     let view = match route {
         "features" => {
             let (name, version) = name_version(&path["/v1/features/".len()..]);

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::lookup::{decoded, group_rows, needed, Entities};
+use super::lookup::{needed, Entities};
 use super::plan::{Selection, Source, View};
 use super::Reject;
 use crate::error::{Error, Result};
@@ -103,16 +103,7 @@ fn spine_for_env(env: &crate::online::Env, sel: &Selection) -> Result<Vec<String
 
 fn prepare(store: &OnlineStore, view: &View, features: &[usize], raw: bool) -> Result<Prepared> {
     let env = store.env()?;
-    // Encoded columns: per encoder, the (slot, position) pairs asked for.
-    let mut encoded: Vec<(usize, Vec<(usize, usize)>)> = Vec::new();
-    for (pos, &f) in features.iter().enumerate() {
-        if let Some((ei, slot)) = view.encoded[f] {
-            match encoded.iter_mut().find(|(e, _)| *e == ei) {
-                Some((_, v)) => v.push((slot, pos)),
-                None => encoded.push((ei, vec![(slot, pos)])),
-            }
-        }
-    }
+    let encoded = super::derived::encoded_slots(view, features);
     // Group selections by the request columns (in table key order) that key them.
     let mut sets: Vec<KeySet> = Vec::new();
     let mut parts = Vec::new();
@@ -294,19 +285,15 @@ fn fill(
                 values: &values,
             };
             let w = encoder.width();
-            scratch.clear();
-            scratch.resize(n * w, 0.0);
-            group_rows(
+            super::derived::encode_rows(
                 store,
                 table,
                 &keys,
-                &[column],
+                column,
                 *ttl_ns,
                 now_ns,
-                |live, def, ats| {
-                    let a = decoded(def, ats[0], live)?;
-                    encoder.encode(a.as_ref(), column, &mut scratch, w, 0)
-                },
+                encoder,
+                &mut scratch,
             )?;
             for r in 0..n {
                 for &(slot, q) in slots {

@@ -118,6 +118,8 @@ pub struct Plan {
     pub onnxruntime: Option<String>,
     /// What Python could not resolve (a view whose group is gone, ...): name -> why.
     pub broken: HashMap<String, String>,
+    /// Whether any view has on-demand features (else no request calls Python).
+    pub on_demand: bool,
 }
 
 fn bad(what: &str) -> Error {
@@ -466,6 +468,7 @@ impl Plan {
             None => Vec::new(),
         };
         Ok(Plan {
+            on_demand: views.iter().any(|v| v.on_demand.is_some()),
             views,
             latest,
             models,
