@@ -19,3 +19,18 @@ def gbdt(n_features: int, *, seed: int = 0, n_estimators: int = 10) -> bytes:
     onx = to_onnx(model, initial_types=[("input", FloatTensorType([None, n_features]))],
                   options={id(model): {"zipmap": False}}, target_opset=17)
     return onx.SerializeToString()
+
+
+def identity(n_features: int) -> bytes:
+    """A model that returns its input ([None, n_features] float32 -> the same): what a
+    predictor or server feeds it comes back, bit for bit."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, n_features])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [None, n_features])
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["output"])], "identity", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()

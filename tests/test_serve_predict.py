@@ -1,18 +1,21 @@
 """``POST /v1/predict/{model}``: the features and the ONNX model in one hop, in Rust
 (ONNX Runtime loaded from the onnxruntime wheel). Predictions equal
 ``fs.predictor(model).predict`` on the same keys, transforms fitted on the model's
-snapshot included."""
+snapshot included; raw request features as the predictor appends them."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pitstop as ps
 from pitstop import transforms as T
 from pitstop.view import snapshot_of
 
-from onnx_models import gbdt
+from onnx_models import gbdt, identity
 from serve_client import post_json
 
 
@@ -78,3 +81,61 @@ def test_logged_server_predictions_land_in_the_predictor_s_log(tmp_path):
     assert np.array_equal(got, want, equal_nan=True)
     assert set(logs.column("model").to_pylist()) == {"m"}
     assert set(fs.get_feature_view("v").features) <= set(logs.column_names)
+
+
+# A request column as JSON values: integers alone, floats (with integers and nulls),
+# booleans (with nulls); one value per entity.
+_VALUE = st.one_of(st.integers(-2**40, 2**40), st.floats(allow_nan=False, allow_infinity=False, width=64),
+                   st.none())
+
+
+def _column(n: int):
+    return st.one_of(st.lists(st.integers(-2**62, 2**62), min_size=n, max_size=n),
+                     st.lists(_VALUE, min_size=n, max_size=n),
+                     st.lists(st.one_of(st.booleans(), st.none()), min_size=n, max_size=n))
+
+
+def test_request_features_reach_the_model_as_the_predictor_feeds_them(tmp_path):
+    """A model with raw ``request_features``: the server appends the body's request
+    fields to the view's features as the Python predictor does, to the bit (an identity
+    model hands back the whole input matrix); bad fields are 400s naming them."""
+    fs = build(tmp_path / "s")
+    fs.models.register("r", identity(5), feature_view=fs.get_feature_view("plain"),
+                       request_features=["p", "q"])
+    pred = fs.predictor("r")
+    with fs.serve_background() as srv:
+        @settings(max_examples=40, deadline=None)
+        @given(st.integers(0, 4).flatmap(lambda n: st.tuples(
+            st.lists(st.integers(0, 70), min_size=n, max_size=n), _column(n), _column(n))))
+        def same(case):
+            users, p, q = case
+            request = {"p": p, "q": q}
+            status, out = post_json(srv.url, "/v1/predict/r", {"entities": {"user_id": users}, "request": request})
+            assert status == 200, out
+            want = np.asarray(pred.predict({"user_id": users}, request=request), np.float32).reshape(-1)
+            finite = np.isfinite(want)  # JSON carries NaN and infinities as null
+            assert [v is None for v in out["predictions"]] == (~finite).tolist(), (case, out, want)
+            got = np.array([v for v in out["predictions"] if v is not None], np.float32)
+            assert got.tobytes() == want[finite].tobytes(), (case, got, want)
+
+        same()
+        one = {"entities": {"user_id": [3]}, "request": {"p": 1.5, "q": 2}}
+        status, out = post_json(srv.url, "/v1/predict/r", one)
+        want = pred.predict({"user_id": [3]}, request={"p": [1.5], "q": [2]})
+        assert status == 200 and np.array_equal(np.array(out["predictions"], np.float32), want.reshape(-1),
+                                                equal_nan=True)
+        ents = {"user_id": [1, 2]}
+        for body, words in (
+                ({"entities": ents}, ["needs request features", "'p'"]),
+                ({"entities": ents, "request": {"p": [1, 2]}}, ["lacks 'q'"]),
+                ({"entities": ents, "request": {"p": [1, 2], "q": ["a", "b"]}}, ["'q'", "numbers"]),
+                ({"entities": ents, "request": {"p": [1, 2], "q": [True, 2]}}, ["'q'", "numbers"]),
+                ({"entities": ents, "request": {"p": [1], "q": [1, 2]}}, ["'p'", "1 values for 2"]),
+                ({"entities": ents, "request": {"p": 1, "q": 2}}, ["'p'"])):
+            status, out = post_json(srv.url, "/v1/predict/r", body)
+            assert status == 400 and all(w in out["error"] for w in words), (body, out)
+        status, out = post_json(srv.url, "/v1/predict/p", {"entities": ents, "request": {"p": [1, 2]}})
+        assert status == 400 and "takes no request features" in out["error"]
+    with pytest.raises(ps.errors.InvalidArgumentError, match="must be numbers"):
+        pred.predict({"user_id": [1, 2]}, request={"p": [1, 2], "q": ["a", "b"]})
+    fs.close()

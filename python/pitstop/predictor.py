@@ -211,7 +211,13 @@ class Predictor:
                 f"request must give {names} with one value per key ({n}); "
                 f"missing {missing}, got {req.num_rows} rows"
             )
-        return np.column_stack([req.column(f).to_numpy(zero_copy_only=False).astype(np.float32) for f in names])
+        try:  # float32 as the model takes it: beyond its range is an infinity, as in the server
+            with np.errstate(over="ignore"):
+                return np.column_stack([req.column(f).to_numpy(zero_copy_only=False).astype(np.float32)
+                                        for f in names])
+        except (TypeError, ValueError) as e:  # strings, nested values, booleans with nulls
+            raise InvalidArgumentError(
+                f"model '{self.model.name}': request features {names} must be numbers; {e}") from None
 
     # -- questions ---------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""``pitstop serve``: features (and, later, predictions) over HTTP from a Rust server.
+"""``pitstop serve``: features and predictions over HTTP from a Rust server.
 
 The server (``rust/serve/``) answers from the store's LMDB environment with no Python
 on the request path. Python does what it does once per registry change: it resolves
@@ -14,8 +14,9 @@ Derived features are served too. Categorical encoders (``label_encoder``,
 features are Python functions: the server looks up their inputs in Rust and calls
 :class:`OnDemandHandler` (this process's Python, on a blocking thread, holding the GIL)
 with them and the request's ``"request"`` fields; only views with on-demand features
-ever call Python. Not served: models registered with ``request_features`` (raw
-request columns as model inputs) and non-numeric aggregations, which answer 501.
+ever call Python. A model's raw ``request_features`` come from the same
+``"request"`` object and are appended to its input as float32, as the Python predictor
+appends them. Not served: non-numeric aggregations, which answer 501.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def plan_json(fs: FeatureStore) -> str:
         models.append({"name": m.name, "version": m.version, "view": m.view_name,
                        "view_version": m.view_version, "path": str(m.path), "sha256": m.sha256,
                        "inputs": m.inputs, "input_view": f"model:{m.name}:v{m.version}",
-                       "unservable": why})
+                       "request_features": list(m.request_features), "unservable": why})
     return json.dumps({"views": views, "models": models, "broken": broken,
                        "onnxruntime": _onnxruntime_library()})
 
@@ -153,9 +154,7 @@ def _model_plan(fs: FeatureStore, m: Any) -> tuple[dict | None, str | None]:
     """A model's input plan (a hidden view: its view's features, the transforms fitted
     on its training snapshot), or why the server cannot run it."""
     view = fs.get_feature_view(m.view_name, m.view_version)
-    if m.request_features:
-        return None, f"it takes request features {m.request_features}"
-    if view.features != m.inputs:
+    if [*view.features, *m.request_features] != m.inputs:
         return None, f"it was registered for {m.inputs} but its view now gives {view.features}"
     fitted = None
     if view.transforms:

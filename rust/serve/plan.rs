@@ -104,7 +104,10 @@ pub struct Model {
     /// The hidden view (`model:<name>:v<N>`) holding its input plan: the view's
     /// features with the transforms fitted on the model's snapshot.
     pub input_view: String,
-    /// Why the server cannot run it (on-demand, categorical or request features).
+    /// Raw request columns the model takes after its view's features (the body's
+    /// `"request"` fields, as float32).
+    pub request_features: Vec<String>,
+    /// Why the server cannot run it (features only Python computes, ...).
     pub unservable: Option<String>,
 }
 
@@ -416,6 +419,10 @@ fn model(v: &Value) -> Result<Model> {
         sha256: s(v, "sha256")?,
         inputs: strings(v, "inputs")?,
         input_view: s(v, "input_view")?,
+        request_features: match v.get("request_features") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(_) => strings(v, "request_features")?,
+        },
         unservable: v
             .get("unservable")
             .and_then(Value::as_str)

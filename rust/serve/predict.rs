@@ -10,9 +10,9 @@
 //! file's SHA-256 matches the registry's, and kept with the plan.
 //!
 //! A view's categorical encodings and on-demand features are part of the input as
-//! in `/v1/features` (the body's `"request"` fields feed the on-demand functions).
-//! Not served here (a 501 that says so): models registered with raw
-//! `request_features` (request columns as model inputs).
+//! in `/v1/features` (the body's `"request"` fields feed the on-demand functions);
+//! a model's raw `request_features` are read from the same `"request"` object and
+//! appended as float32, converted as the Python predictor converts them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -182,6 +182,7 @@ pub fn predict(state: &State, tail: &str, body: &Value) -> Result<Resp, Reject> 
     };
     let x = super::derived::matrix(&state.store, view, &features, &ents, at, &d)?;
     let (n, d) = (ents.n, features.len());
+    let (x, d) = with_request(m, view, x, n, d, map.get("request"))?;
     let logging = state.log.is_some();
     let logged_x = if logging { x.clone() } else { Vec::new() };
     let y = if n == 0 {
@@ -210,11 +211,7 @@ pub fn predict(state: &State, tail: &str, body: &Value) -> Result<Resp, Reject> 
         if i > 0 {
             out.push(',');
         }
-        if v.is_finite() {
-            out.push_str(&v.to_string());
-        } else {
-            out.push_str("null");
-        }
+        super::text::float(&mut out, *v as f64, true); // null when not finite
     }
     out.push_str("]}");
     Ok(reply(200, "application/json", out))
@@ -245,4 +242,109 @@ fn run(s: &mut Session, x: Vec<f32>, n: usize, d: usize) -> Result<Vec<f32>, Str
         [_, 2] => data.chunks_exact(2).map(|c| c[1]).collect(),
         _ => data.to_vec(),
     })
+}
+
+/// `x` (rows × `d`) with the model's raw request features appended to each row: the
+/// body's `"request"` fields, one value per entity (a plain value for one entity), as
+/// the Python predictor converts them to float32 (a column of integers straight from
+/// int64, anything else through float64; true/false 1/0; null NaN).
+fn with_request(
+    m: &Model,
+    view: &super::plan::View,
+    x: Vec<f32>,
+    n: usize,
+    d: usize,
+    request: Option<&Value>,
+) -> Result<(Vec<f32>, usize), Reject> {
+    let names = &m.request_features;
+    let listed = names
+        .iter()
+        .map(|f| format!("'{f}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let given = request.filter(|r| !r.is_null());
+    if names.is_empty() {
+        if given.is_some() && view.on_demand.is_none() {
+            return Err(Reject::bad(format!(
+                "model '{}' takes no request features; leave \"request\" out",
+                m.name
+            )));
+        }
+        return Ok((x, d));
+    }
+    let Some(Value::Object(req)) = given else {
+        return Err(Reject::bad(format!(
+            "model '{}' needs request features [{listed}]: send \"request\": {{\"{}\": [...]}} \
+             with one value per entity",
+            m.name, names[0]
+        )));
+    };
+    let mut cols = Vec::with_capacity(names.len());
+    for name in names {
+        let v = req.get(name).ok_or_else(|| {
+            Reject::bad(format!(
+                "\"request\" lacks '{name}' (model '{}' takes request features [{listed}])",
+                m.name
+            ))
+        })?;
+        let one = std::slice::from_ref(v);
+        let values = match v {
+            Value::Array(a) => a.as_slice(),
+            _ if n == 1 => one,
+            _ => &[],
+        };
+        let col = request_column(values).ok_or_else(|| {
+            Reject::bad(format!(
+                "request feature '{name}' must be a list of numbers (true/false and null \
+                 allowed), one per entity; got {v}"
+            ))
+        })?;
+        if col.len() != n {
+            return Err(Reject::bad(format!(
+                "request feature '{name}' has {} values for {n} entities",
+                col.len()
+            )));
+        }
+        cols.push(col);
+    }
+    let w = d + cols.len();
+    let mut out = vec![0f32; n * w];
+    for r in 0..n {
+        out[r * w..r * w + d].copy_from_slice(&x[r * d..(r + 1) * d]);
+        for (j, c) in cols.iter().enumerate() {
+            out[r * w + d + j] = c[r];
+        }
+    }
+    Ok((out, w))
+}
+
+/// One request column as float32, the way a pyarrow column of these JSON values
+/// reaches float32 in numpy: integers alone convert from int64 directly; with a
+/// float or a null among them, through float64 (pyarrow makes them doubles, or
+/// numpy turns an integer column with nulls into float64); booleans are 1 and 0
+/// (null NaN). None for anything else (strings, objects, booleans mixed with numbers).
+fn request_column(values: &[Value]) -> Option<Vec<f32>> {
+    if values.iter().any(Value::is_boolean) {
+        return values
+            .iter()
+            .map(|v| match v {
+                Value::Bool(b) => Some(f32::from(*b)),
+                Value::Null => Some(f32::NAN),
+                _ => None,
+            })
+            .collect();
+    }
+    let ints = values.iter().all(|v| v.is_i64() || v.is_u64());
+    values
+        .iter()
+        .map(|v| match v {
+            Value::Null => Some(f32::NAN),
+            Value::Number(x) if ints => x
+                .as_i64()
+                .map(|i| i as f32)
+                .or_else(|| x.as_u64().map(|u| u as f32)),
+            Value::Number(x) => x.as_f64().map(|f| f as f32),
+            _ => None,
+        })
+        .collect()
 }
