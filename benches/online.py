@@ -125,6 +125,7 @@ class LmdbReader:
         self.env = lmdb.open(str(dir), readonly=True, max_dbs=4, lock=True)
         self.dbs = [self.env.open_db(t.encode(), create=False) for t in TABLES]
         self.f = f
+        self._nan_row = np.full(f, np.nan, np.float32).tobytes()
         with self.env.begin(buffers=True) as txn:  # map every page in this process
             for db in self.dbs:
                 for _ in txn.cursor(db=db).iternext(keys=False, values=True):
@@ -136,16 +137,18 @@ class LmdbReader:
             return np.frombuffer(b"".join(bytes(txn.get(k, db=db)) for db in self.dbs), np.float32)
 
     def matrix(self, keys: list[int]) -> np.ndarray:
-        out = np.full((len(keys), self.f * len(self.dbs)), np.nan, np.float32)
+        """One transaction; per table the rows' raw bytes joined and read with one
+        ``np.frombuffer`` (a missing row as NaNs), copied into the table's columns."""
+        n, f = len(keys), self.f
+        out = np.empty((n, f * len(self.dbs)), np.float32)
         packed = [struct.pack(">Q", k) for k in keys]
         with self.env.begin(buffers=True) as txn:
+            get = txn.get
             for j, db in enumerate(self.dbs):
-                get = txn.get
-                lo = j * self.f
-                for r, k in enumerate(packed):
-                    v = get(k, db=db)
-                    if v is not None:
-                        out[r, lo:lo + self.f] = np.frombuffer(v, np.float32)
+                rows = [get(k, db=db) for k in packed]
+                if None in rows:
+                    rows = [self._nan_row if v is None else v for v in rows]
+                out[:, j * f:(j + 1) * f] = np.frombuffer(b"".join(rows), np.float32).reshape(n, f)
         return out
 
 
