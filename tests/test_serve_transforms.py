@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import transform_fns
-from onnx_models import gbdt
+from onnx_models import gbdt, identity
 from serve_client import call, post_json
 from transform_data import make_view, profile_store, profiles, spine_of
 
@@ -40,6 +40,8 @@ def trained(path, seed, n_users):
     snap = fv.last_snapshot
     fs.models.register("m", gbdt(len(fv.features), seed=seed % 100), feature_view=fv,
                        training_snapshot=snap)
+    # A model that hands back its input: what the model sees, whole.
+    fs.models.register("id", identity(len(fv.features)), feature_view=fv, training_snapshot=snap)
     g.insert(profiles(n_users, rng, 2000, countries=("de", "jp", "br")))
     return fs, fv, snap, rng
 
@@ -83,6 +85,16 @@ def test_served_over_http_equals_the_training_row_to_the_bit(tmp_path_factory, s
         expected = fs.predictor("m").predict({"user_id": keys.tolist()}, request=request, now=now)
         got = np.array([np.nan if v is None else v for v in out["predictions"]], np.float32)
         assert np.array_equal(got, expected, equal_nan=True)
+        # The whole input the model sees, from the server and from the predictor: the
+        # training row's bits (JSON carries NaN as null).
+        status, out = post_json(srv.url, "/v1/predict/id", body)
+        assert status == 200, out
+        seen = fs.predictor("id").predict({"user_id": keys.tolist()}, request=request, now=now)
+        assert np.asarray(seen, np.float32).reshape(want.shape).tobytes() == want.tobytes()
+        flat = want.reshape(-1)
+        assert [v is None for v in out["predictions"]] == np.isnan(flat).tolist()
+        got = np.array([v for v in out["predictions"] if v is not None], np.float32)
+        assert got.tobytes() == flat[~np.isnan(flat)].tobytes()
 
 
 def test_categorical_only_views_need_no_request(tmp_path):
