@@ -331,4 +331,6 @@ fn resolve(path: &Path, readonly: bool) -> Result<PathBuf> {
 }
 
 #[cfg(test)]
+mod test_util;
+#[cfg(test)]
 mod tests;

@@ -3,8 +3,6 @@
 //! a dropped table's keys deleted), random requests (present, missing, repeated
 //! keys); then a damaged page under an open store.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arrow_array::TimestampMicrosecondArray;
@@ -16,28 +14,8 @@ use super::super::read::{lookup, ReadPlan};
 use super::super::{KeyValue, Keys, OnlineStore, WriteSpec};
 use super::*;
 use crate::error::Error;
+use crate::online::test_util::TempDir;
 use crate::table::Table;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "pitstop-walk-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// One table's contents: (entity index, x, blob length) per row.
 type Rows = Vec<(usize, f32, usize)>;
