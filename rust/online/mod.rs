@@ -331,6 +331,4 @@ fn resolve(path: &Path, readonly: bool) -> Result<PathBuf> {
 }
 
 #[cfg(test)]
-mod test_util;
-#[cfg(test)]
 mod tests;

@@ -10,9 +10,9 @@ use arrow_array::{
 };
 use arrow_schema::DataType;
 
-use super::test_util::{table, TempDir};
 use super::*;
 use crate::table::Table;
+use crate::test_util::{table, TempDir};
 
 fn ts(v: Vec<i64>) -> ArrayRef {
     Arc::new(TimestampMicrosecondArray::from(v))

@@ -14,8 +14,8 @@ use super::super::{KeyValue, Keys, OnlineStore, WriteSpec};
 use super::walk::{Meta, META_LEN, PAGE_HEADER};
 use super::*;
 use crate::error::Error;
-use crate::online::test_util::{table, TempDir};
 use crate::table::Table;
+use crate::test_util::{table, TempDir};
 
 fn write(store: &OnlineStore, name: &str, key: &str, data: &Table) {
     store

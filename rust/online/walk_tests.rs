@@ -6,16 +6,14 @@
 use std::sync::Arc;
 
 use arrow_array::TimestampMicrosecondArray;
-use arrow_array::{ArrayRef, BinaryArray, Float32Array, Int64Array, RecordBatch, StringArray};
-use arrow_schema::{Field, Schema};
+use arrow_array::{ArrayRef, BinaryArray, Float32Array, Int64Array, StringArray};
 use proptest::prelude::*;
 
 use super::super::read::{lookup, ReadPlan};
 use super::super::{KeyValue, Keys, OnlineStore, WriteSpec};
 use super::*;
 use crate::error::Error;
-use crate::online::test_util::TempDir;
-use crate::table::Table;
+use crate::test_util::{table, TempDir};
 
 /// One table's contents: (entity index, x, blob length) per row.
 type Rows = Vec<(usize, f32, usize)>;
@@ -66,20 +64,10 @@ fn write_table(store: &OnlineStore, name: &str, strings: bool, rows: &Rows, t: i
             )),
         ),
     ];
-    let fields: Vec<Field> = cols
-        .iter()
-        .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
-        .collect();
-    let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(
-        Arc::clone(&schema),
-        cols.into_iter().map(|(_, a)| a).collect(),
-    )
-    .unwrap();
     store
         .write(&WriteSpec {
             table: name,
-            data: &Table::new("data", schema, vec![batch]),
+            data: &table(cols),
             keys: &["id".to_string()],
             event_time: "ts",
             created_time: None,

@@ -1,6 +1,7 @@
-//! Helpers shared by the online store's tests (`tests.rs`, `verify_tests.rs`,
-//! `walk_tests.rs`): a temporary directory removed when dropped, and a one-batch
-//! Arrow table built from named columns. Test-only (`#[cfg(test)]` in `mod.rs`).
+//! Helpers shared by the crate's unit tests (the online store's `tests.rs`,
+//! `verify_tests.rs` and `walk_tests.rs`, `stats/tests.rs`): a temporary directory
+//! removed when dropped, and a one-batch Arrow table built from named columns.
+//! Test-only (`#[cfg(test)]` in `lib.rs`).
 //!
 //! Each [`TempDir`] is `<tmp>/pitstop-online-test-<pid>-<n>`, with `n` from a
 //! process-wide counter, so the tests that run in parallel threads of one process, and
@@ -49,6 +50,11 @@ impl Drop for TempDir {
 
 /// A table named "data" of one batch holding `cols` (every field nullable).
 pub(crate) fn table(cols: Vec<(&str, ArrayRef)>) -> Table {
+    table_named("data", cols)
+}
+
+/// A table named `name` of one batch holding `cols` (every field nullable).
+pub(crate) fn table_named(name: &str, cols: Vec<(&str, ArrayRef)>) -> Table {
     let fields: Vec<Field> = cols
         .iter()
         .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
@@ -59,5 +65,5 @@ pub(crate) fn table(cols: Vec<(&str, ArrayRef)>) -> Table {
         cols.into_iter().map(|(_, a)| a).collect(),
     )
     .unwrap();
-    Table::new("data", schema, vec![batch])
+    Table::new(name, schema, vec![batch])
 }
