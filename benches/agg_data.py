@@ -57,6 +57,15 @@ def feature_names() -> list[str]:
     return [f"count_{w}" if op == "count" else f"{op}_amount_{w}" for op in OPS for w in WINDOWS]
 
 
+def pitstop_aggs():
+    """The 16 features as pitstop aggregations (in ``feature_names()``'s order)."""
+    from pitstop import agg
+
+    w = list(WINDOWS)
+    return [agg.count(windows=w), agg.sum("amount", windows=w), agg.mean("amount", windows=w),
+            agg.max("amount", windows=w)]
+
+
 @dataclass(frozen=True)
 class Size:
     name: str

@@ -15,6 +15,8 @@ pub mod online;
 pub mod serve;
 pub mod stats;
 pub mod table;
+#[cfg(test)]
+mod test_util;
 pub mod trace;
 pub mod transform;
 

@@ -2,57 +2,20 @@
 //! growth), damaged copies of their data file are reported, and a copy the check
 //! passes reads back exactly what was written.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
-use arrow_array::{ArrayRef, BinaryArray, Float32Array, Int64Array, RecordBatch, StringArray};
+use arrow_array::{ArrayRef, BinaryArray, Float32Array, Int64Array, StringArray};
 use arrow_array::{Float64Array, TimestampMicrosecondArray};
-use arrow_schema::{Field, Schema};
 
 use super::super::{KeyValue, Keys, OnlineStore, WriteSpec};
 use super::walk::{Meta, META_LEN, PAGE_HEADER};
 use super::*;
 use crate::error::Error;
 use crate::table::Table;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "pitstop-verify-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn table(cols: Vec<(&str, ArrayRef)>) -> Table {
-    let fields: Vec<Field> = cols
-        .iter()
-        .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
-        .collect();
-    let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(
-        Arc::clone(&schema),
-        cols.into_iter().map(|(_, a)| a).collect(),
-    )
-    .unwrap();
-    Table::new("data", schema, vec![batch])
-}
+use crate::test_util::{table, TempDir};
 
 fn write(store: &OnlineStore, name: &str, key: &str, data: &Table) {
     store
@@ -170,7 +133,7 @@ fn read_a(store: &OnlineStore) -> Result<Vec<Option<f32>>, Error> {
 
 /// A store filled by [`fill`] and closed; its directory.
 fn made() -> (TempDir, i64) {
-    let dir = TempDir::new();
+    let dir = TempDir::created();
     let store = OnlineStore::open(&dir.0, Some(1 << 20), false).unwrap();
     let rounds = fill(&store);
     store.close();
@@ -180,7 +143,7 @@ fn made() -> (TempDir, i64) {
 /// Copies `from`'s data file into a new directory, applies `damage` to its bytes,
 /// and checks it with a raw LMDB handle (LMDB walks nothing before the check).
 fn check_copy(from: &Path, damage: impl FnOnce(&mut Vec<u8>)) -> (TempDir, Result<Report>) {
-    let dir = TempDir::new();
+    let dir = TempDir::created();
     let mut bytes = std::fs::read(from.join("online/data.mdb")).unwrap();
     damage(&mut bytes);
     std::fs::write(dir.0.join("data.mdb"), &bytes).unwrap();
@@ -262,7 +225,7 @@ fn undamaged_stores_pass_after_writes_drops_and_growth() {
     assert!(report.walk.free_pages > 0, "{report:?}");
     assert!(report.walk.pages > 100, "{report:?}");
     // A new environment passes too.
-    let fresh = TempDir::new();
+    let fresh = TempDir::created();
     OnlineStore::open(&fresh.0, None, false).unwrap().close();
     OnlineStore::open(&fresh.0, None, false).unwrap().close();
 }

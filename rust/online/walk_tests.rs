@@ -3,41 +3,17 @@
 //! a dropped table's keys deleted), random requests (present, missing, repeated
 //! keys); then a damaged page under an open store.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arrow_array::TimestampMicrosecondArray;
-use arrow_array::{ArrayRef, BinaryArray, Float32Array, Int64Array, RecordBatch, StringArray};
-use arrow_schema::{Field, Schema};
+use arrow_array::{ArrayRef, BinaryArray, Float32Array, Int64Array, StringArray};
 use proptest::prelude::*;
 
 use super::super::read::{lookup, ReadPlan};
 use super::super::{KeyValue, Keys, OnlineStore, WriteSpec};
 use super::*;
 use crate::error::Error;
-use crate::table::Table;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "pitstop-walk-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::test_util::{table, TempDir};
 
 /// One table's contents: (entity index, x, blob length) per row.
 type Rows = Vec<(usize, f32, usize)>;
@@ -88,20 +64,10 @@ fn write_table(store: &OnlineStore, name: &str, strings: bool, rows: &Rows, t: i
             )),
         ),
     ];
-    let fields: Vec<Field> = cols
-        .iter()
-        .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
-        .collect();
-    let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(
-        Arc::clone(&schema),
-        cols.into_iter().map(|(_, a)| a).collect(),
-    )
-    .unwrap();
     store
         .write(&WriteSpec {
             table: name,
-            data: &Table::new("data", schema, vec![batch]),
+            data: &table(cols),
             keys: &["id".to_string()],
             event_time: "ts",
             created_time: None,

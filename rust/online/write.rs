@@ -26,20 +26,21 @@
 
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
-use arrow_cast::{cast_with_options, CastOptions};
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use rayon::prelude::*;
 
 use super::catalog::{self, TableDef};
 use super::env::{pool, Abort, Env};
 use crate::encode::columns::{encode_keys, encode_rows, Encoded};
 use crate::encode::key::MAX_KEY_LEN;
-use crate::encode::row::{self, Stamp, ValueType};
+use crate::encode::row::{self, Stamp};
 use crate::error::{Error, Result};
-use crate::join::keys::{key_kind, KeyKind};
-use crate::join::time;
-use crate::table::{blocks, Column, Table};
+use crate::join::keys::key_kind;
+use crate::table::{blocks, Table};
+
+// Step 1's checks and casts: names, keys, times, features, the first definition.
+#[path = "write_check.rs"]
+mod check;
+use check::{check_columns, check_key_names, check_keys, check_name, convert, new_def, times};
 
 /// Rows per encoding block: small enough that a block's rows (~100 bytes each) stay
 /// in L2 while the encoder makes one pass per column over them.
@@ -517,211 +518,4 @@ fn prefix(key: &[u8]) -> u128 {
     let n = key.len().min(16);
     b[..n].copy_from_slice(&key[..n]);
     u128::from_be_bytes(b)
-}
-
-fn check_name(table: &str) -> Result<()> {
-    if table.is_empty() || table.len() > 255 || table.contains('\0') {
-        return Err(Error::InvalidArgument(format!(
-            "table name {table:?} is not valid; use 1 to 255 characters without NUL"
-        )));
-    }
-    Ok(())
-}
-
-/// A time column as ns since the epoch; nulls are an error.
-fn times(col: &Column, role: &str) -> Result<Vec<i64>> {
-    let t = time::to_unit(col, role, TimeUnit::Nanosecond)?;
-    if let Some(valid) = &t.valid {
-        let count = valid.iter().filter(|v| !**v).count();
-        if count > 0 {
-            return Err(Error::NullValues {
-                table: col.table.clone(),
-                column: col.name().to_string(),
-                role: role.to_string(),
-                count,
-            });
-        }
-    }
-    Ok(t.values)
-}
-
-fn kind_name(kind: KeyKind) -> &'static str {
-    match kind {
-        KeyKind::Int => "integers",
-        KeyKind::Str => "strings",
-    }
-}
-
-fn check_key_names(def: &TableDef, keys: &[String]) -> Result<()> {
-    let names = def.key_names();
-    if names != keys {
-        return Err(Error::SchemaMismatch {
-            table: def.name.clone(),
-            detail: format!(
-                "its entity key is {} but this write names {}; pass keys={}",
-                crate::error::py_list(&names),
-                crate::error::py_list(keys),
-                crate::error::py_list(&names)
-            ),
-        });
-    }
-    Ok(())
-}
-
-fn check_keys(def: &TableDef, keys: &[String], kinds: &[KeyKind], cols: &[Column]) -> Result<()> {
-    check_key_names(def, keys)?;
-    for (((name, want), got), col) in def.keys.iter().zip(kinds).zip(cols) {
-        if want != got {
-            return Err(Error::KeyType {
-                table: def.name.clone(),
-                column: name.clone(),
-                expected: kind_name(*want).into(),
-                got: format!("a {} column", col.data_type),
-            });
-        }
-    }
-    Ok(())
-}
-
-fn check_columns(def: &TableDef, found: &[String]) -> Result<()> {
-    let want = def.feature_names();
-    let missing: Vec<String> = want
-        .iter()
-        .filter(|w| !found.contains(w))
-        .cloned()
-        .collect();
-    let extra: Vec<String> = found
-        .iter()
-        .filter(|f| !want.contains(f))
-        .cloned()
-        .collect();
-    if !missing.is_empty() {
-        return Err(Error::SchemaMismatch {
-            table: def.name.clone(),
-            detail: format!(
-                "the data lacks feature column(s) {}; a write must carry every feature of the \
-                 table (features: {})",
-                crate::error::py_list(&missing),
-                crate::error::py_list(&want)
-            ),
-        });
-    }
-    if !extra.is_empty() {
-        return Err(Error::SchemaMismatch {
-            table: def.name.clone(),
-            detail: format!(
-                "the data has column(s) {} that the table does not (features: {}); a table's \
-                 schema is fixed by its first write: drop them, or write to a new table version",
-                crate::error::py_list(&extra),
-                crate::error::py_list(&want)
-            ),
-        });
-    }
-    Ok(())
-}
-
-fn new_def(
-    env: &Env,
-    spec: &WriteSpec,
-    label: &str,
-    data: &Table,
-    kinds: Vec<KeyKind>,
-    features: &[String],
-) -> Result<TableDef> {
-    let mut seen = std::collections::HashSet::new();
-    for k in spec.keys {
-        if !seen.insert(k.as_str()) {
-            return Err(Error::InvalidArgument(format!(
-                "keys name column '{k}' twice"
-            )));
-        }
-    }
-    let mut fields = Vec::with_capacity(features.len());
-    for name in features {
-        if name == STATUS {
-            return Err(Error::SchemaMismatch {
-                table: spec.table.to_string(),
-                detail: format!(
-                    "a feature may not be called '{STATUS}': read() adds a column of that name \
-                     (rename it)"
-                ),
-            });
-        }
-        let col = data.column(name, "")?;
-        let stored =
-            TableDef::stored_type(&col.data_type).ok_or_else(|| Error::UnsupportedFeatureType {
-                table: label.to_string(),
-                column: name.clone(),
-                dtype: col.data_type.clone(),
-            })?;
-        fields.push(Field::new(name.clone(), stored, true));
-    }
-    let id = env.with_read(|txn| {
-        txn.get(env.meta, catalog::NEXT_ID_KEY)
-            .map_err(|e| env.lmdb_error("read the catalog", e))?
-            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .map(u32::from_le_bytes)
-            .ok_or_else(|| env.corrupt("the catalog has no next table id".into()))
-    })?;
-    let keys = spec.keys.iter().cloned().zip(kinds).collect();
-    Ok(TableDef::new(spec.table.to_string(), id, keys, fields))
-}
-
-/// Which stored types accept which input types (after which the cast checks values).
-fn compatible(from: &DataType, to: &DataType) -> bool {
-    let (Some(f), Some(t)) = (ValueType::of(from), ValueType::of(to)) else {
-        return false;
-    };
-    let int = |v: ValueType| {
-        matches!(
-            v,
-            ValueType::I8
-                | ValueType::I16
-                | ValueType::I32
-                | ValueType::I64
-                | ValueType::U8
-                | ValueType::U16
-                | ValueType::U32
-                | ValueType::U64
-        )
-    };
-    let float = |v: ValueType| matches!(v, ValueType::F32 | ValueType::F64);
-    f == t
-        || (int(f) && (int(t) || float(t)))
-        || (float(f) && float(t))
-        || (matches!(f, ValueType::Timestamp(_)) && matches!(t, ValueType::Timestamp(_)))
-}
-
-/// `col` as the stored type `to`: as is when equal, else cast with overflow checks.
-fn convert(def: &TableDef, col: Column, to: &DataType) -> Result<Column> {
-    if &col.data_type == to {
-        return Ok(col);
-    }
-    if !compatible(&col.data_type, to) {
-        return Err(Error::ValueType {
-            table: def.name.clone(),
-            column: col.name().to_string(),
-            expected: to.clone(),
-            got: col.data_type.clone(),
-            hint: "cast the column to the stored type (integers widen and turn into floats, \
-                   strings and timestamps of any kind convert; nothing else does)"
-                .into(),
-        });
-    }
-    let options = CastOptions {
-        safe: false,
-        ..Default::default()
-    };
-    let schema = Arc::new(Schema::new(vec![Field::new(col.name(), to.clone(), true)]));
-    let mut batches = Vec::with_capacity(col.chunks.len());
-    for chunk in &col.chunks {
-        let cast = cast_with_options(chunk, to, &options).map_err(|e| Error::ValueOutOfRange {
-            table: def.name.clone(),
-            column: col.name().to_string(),
-            expected: to.clone(),
-            detail: e.to_string(),
-        })?;
-        batches.push(RecordBatch::try_new(Arc::clone(&schema), vec![cast])?);
-    }
-    Table::new(col.table.clone(), schema, batches).column(col.name(), "")
 }

@@ -4,26 +4,16 @@
 use std::sync::Arc;
 
 use arrow_array::types::Int8Type;
-use arrow_array::{ArrayRef, DictionaryArray, Float64Array, Int32Array, RecordBatch, StringArray};
-use arrow_schema::{Field, Schema};
+use arrow_array::{ArrayRef, DictionaryArray, Float64Array, Int32Array, StringArray};
 
 use super::distance::{bin_counts, js_distance, kolmogorov_sf, ks_w1, psi};
 use super::numeric::{equal_edges, histogram, quantile, Moments};
 use super::sketch::{hash_f64, Hll};
 use super::*;
+use crate::test_util::table_named;
 
 fn table(cols: Vec<(&str, ArrayRef)>) -> Table {
-    let fields: Vec<Field> = cols
-        .iter()
-        .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
-        .collect();
-    let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(
-        Arc::clone(&schema),
-        cols.into_iter().map(|(_, a)| a).collect(),
-    )
-    .unwrap();
-    Table::new("t", schema, vec![batch])
+    table_named("t", cols)
 }
 
 #[test]
