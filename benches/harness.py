@@ -194,6 +194,8 @@ def timed(fn: Callable[[], T]) -> tuple[float, T]:
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def cell(v: Any) -> str:
+        if isinstance(v, float) and v != v:
+            return "-"  # not measured
         if isinstance(v, float):
             return f"{v:,.3g}" if abs(v) < 100 else f"{v:,.0f}"
         return str(v)
