@@ -339,7 +339,7 @@ mod tests {
         let strs = StringArray::from(vec![Some("x"), None, Some(long), Some(""), Some("yz")]);
         let large = LargeStringArray::from(vec![Some(long), Some("q"), None]);
         let floats = Float64Array::from(vec![Some(1.5), None, Some(-2.0), Some(3.0)]);
-        let rows = [3, NO_ROW, 2, 0, 1, 3, 3, NO_ROW];
+        let rows = [4, NO_ROW, 2, 0, 1, 3, 3, NO_ROW];
         // strings: sliced chunks (non-zero offsets), an empty one, a short value last
         check(
             vec![
@@ -347,7 +347,7 @@ mod tests {
                 Arc::new(strs.slice(0, 0)),
                 Arc::new(strs.slice(2, 3)),
             ],
-            &[4, NO_ROW, 2, 0, 1, 3],
+            &rows[..6],
         );
         check(
             vec![Arc::new(large.slice(0, 1)), Arc::new(large.slice(1, 2))],
