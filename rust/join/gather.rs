@@ -133,7 +133,6 @@ pub fn assemble(spec: &JoinSpec, schema: &SchemaRef, matches: Matches) -> Result
                 .map(|b| Arc::clone(b.column(c)))
                 .collect();
             if take::direct(dt, &chunks) {
-                take::warm(&chunks);
                 return bounds
                     .iter()
                     .zip(&locs)

@@ -89,21 +89,6 @@ pub fn direct(dt: &DataType, chunks: &[ArrayRef]) -> bool {
     }
 }
 
-/// Reads every cache line of the chunks' buffers once, in order: a sequential pass
-/// runs at full memory bandwidth (the hardware prefetches it), and leaves the column
-/// in cache for the random reads of the gathers that follow (what concatenating the
-/// column first used to do, without the copy). About 1 ms per 10 MB.
-pub fn warm(chunks: &[ArrayRef]) {
-    let mut sum = 0u8;
-    for c in chunks {
-        let data = c.to_data();
-        for buf in data.buffers() {
-            sum ^= buf.as_slice().iter().step_by(64).fold(0u8, |a, &b| a ^ b);
-        }
-    }
-    std::hint::black_box(sum);
-}
-
 /// The values at `locs` from `chunks` (all of type `dt`), null where nothing matched or
 /// the source value is null. The caller has checked [`direct`].
 pub fn gather(dt: &DataType, chunks: &[ArrayRef], locs: &[Loc]) -> Result<ArrayRef> {
