@@ -1,15 +1,12 @@
 //! Assembling the output: the spine's batches, each widened with the feature columns
 //! gathered for its rows.
 //!
-//! Per (spine batch, feature table), each slot's source is located once as (chunk,
-//! row) ([`take::locate`]); each feature value column is then gathered from the
-//! table's chunks in place ([`take::gather`]), so a table that arrived in many batches
-//! is never concatenated, and every output buffer is allocated once at its final size.
-//! Types the direct gather does not cover (booleans, views, nested, dictionaries) take
-//! the general path: the column concatenated (one copy per thread at a time, none for
-//! a single batch), Arrow's `take` on null-free indices, then the mask of unmatched
-//! rows. The work runs in parallel over columns, each gathering its spine batches in
-//! turn (see [`assemble`] for why that order).
+//! Each feature value column is gathered with Arrow's `take` on null-free indices,
+//! then masked where nothing matched. A feature table that arrived in several batches
+//! has each value column concatenated first (`take` on one array is several times
+//! faster than `interleave` across chunks), one column at a time per thread so the
+//! copies never add up; one in a single batch is used as it is. The work runs in
+//! parallel over (table, column).
 
 use std::sync::Arc;
 
@@ -20,7 +17,6 @@ use rayon::prelude::*;
 
 use super::kernel::NO_ROW;
 use super::plan::Matches;
-use super::take::{self, Loc};
 use super::{FeatureSpec, JoinSpec};
 use crate::error::{Error, Result};
 
@@ -70,15 +66,14 @@ pub fn output_schema(spec: &JoinSpec) -> Result<SchemaRef> {
 
 /// The spine's batches widened with the gathered feature columns.
 ///
-/// First every (spine batch, feature table) locates its rows in the table's chunks
-/// ([`take::locate`]), in parallel; the global row indices are then dropped. Then the
-/// columns, in parallel, each gathering its spine batches in turn: a thread works on
-/// one source column at a time, so the column's random reads stay within one cache-
-/// sized working set (gathering batch-major, with every column in flight at once, was
-/// markedly slower). Columns the direct gather handles ([`take::direct`]) read the
-/// chunks in place; the others are made one array (a copy only when the table came in
-/// several batches) for Arrow's `take`, one such copy per thread at a time.
-pub fn assemble(spec: &JoinSpec, schema: &SchemaRef, matches: Matches) -> Result<Vec<RecordBatch>> {
+/// Parallel over (table, column) tasks; each task makes its column one array (a copy
+/// only when the table came in several batches), gathers it for every spine batch, and
+/// drops the copy, so at most one concatenated column per thread is alive at a time.
+pub fn assemble(
+    spec: &JoinSpec,
+    schema: &SchemaRef,
+    matches: &Matches,
+) -> Result<Vec<RecordBatch>> {
     let tasks: Vec<(usize, usize)> = spec
         .features
         .iter()
@@ -91,67 +86,28 @@ pub fn assemble(spec: &JoinSpec, schema: &SchemaRef, matches: Matches) -> Result
         bounds.push((start, batch.num_rows()));
         start += batch.num_rows();
     }
-    // starts[j][i]: the global index of feature table j's chunk i's first row.
-    let starts: Vec<Vec<usize>> = spec
-        .features
-        .iter()
-        .map(|f| {
-            let mut at = 0;
-            let mut starts = Vec::with_capacity(f.table.batches.len());
-            for b in &f.table.batches {
-                starts.push(at);
-                at += b.num_rows();
-            }
-            starts
-        })
-        .collect();
-    // locs[b][j]: table j's sources for spine batch b; None when nothing matched.
-    let locs: Vec<Vec<Option<Vec<Loc>>>> = bounds
+    // picks[b][j]: table j's take indices for spine batch b.
+    let picks: Vec<Vec<Option<Picks>>> = bounds
         .par_iter()
         .map(|&(start, n)| {
-            (matches.rows.par_iter().zip(&starts))
-                .map(|(rows, starts)| {
-                    let rows = &rows[start..start + n];
-                    rows.iter()
-                        .any(|&r| r != NO_ROW)
-                        .then(|| take::locate(rows, starts))
-                })
+            matches
+                .rows
+                .iter()
+                .map(|rows| take_indices(&rows[start..start + n]))
                 .collect()
         })
         .collect();
-    drop(matches);
     // gathered[t][b]: task t's column for spine batch b.
     let gathered: Vec<Vec<ArrayRef>> = tasks
         .par_iter()
         .map(|&(j, c)| {
-            let f = &spec.features[j];
-            let dt = f.table.schema.field(c).data_type();
-            let chunks: Vec<ArrayRef> = f
-                .table
-                .batches
-                .iter()
-                .map(|b| Arc::clone(b.column(c)))
-                .collect();
-            if take::direct(dt, &chunks) {
-                return bounds
-                    .iter()
-                    .zip(&locs)
-                    .map(|(&(_, n), locs)| match &locs[j] {
-                        None => Ok(new_null_array(dt, n)),
-                        Some(locs) => take::gather(dt, &chunks, locs),
-                    })
-                    .collect::<Result<Vec<_>>>();
-            }
-            let source = whole_column(f, c)?;
+            let source = whole_column(&spec.features[j], c)?;
             bounds
                 .iter()
-                .zip(&locs)
-                .map(|(&(_, n), locs)| match &locs[j] {
-                    None => Ok(new_null_array(dt, n)),
-                    Some(locs) => {
-                        let (idx, matched) = take_indices(locs, &starts[j]);
-                        take_masked(&source, &idx, matched.as_ref())
-                    }
+                .zip(&picks)
+                .map(|(&(_, n), picks)| match &picks[j] {
+                    None => Ok(new_null_array(source.data_type(), n)),
+                    Some((idx, matched)) => take_masked(&source, idx, matched.as_ref()),
                 })
                 .collect::<Result<Vec<_>>>()
         })
@@ -184,23 +140,22 @@ fn whole_column(f: &FeatureSpec, c: usize) -> Result<ArrayRef> {
 /// Null-free `take` indices and the mask of spine rows that matched (None: all did).
 type Picks = (UInt32Array, Option<NullBuffer>);
 
-/// Null-free `take` indices into the concatenated column for `locs` (0 where nothing
-/// matched) and the mask of slots that matched (None when all did); `starts[i]` is
-/// chunk i's first row.
-fn take_indices(locs: &[Loc], starts: &[usize]) -> Picks {
-    let none = starts.len() as u32;
-    let values: ScalarBuffer<u32> = locs
+/// `take` indices for feature rows `rows` (0 where NO_ROW) and the mask of rows that
+/// matched (None when all did); None when nothing matched, so the columns are all null
+/// without a gather.
+fn take_indices(rows: &[u32]) -> Option<Picks> {
+    if rows.iter().all(|&r| r == NO_ROW) {
+        return None;
+    }
+    let values: ScalarBuffer<u32> = rows
         .iter()
-        .map(|l| match starts.get(l.chunk as usize) {
-            Some(s) => (s + l.row as usize) as u32,
-            None => 0,
-        })
+        .map(|&r| if r == NO_ROW { 0 } else { r })
         .collect();
-    let matched = NullBuffer::from_iter(locs.iter().map(|l| l.chunk != none));
-    (
+    let matched = NullBuffer::from_iter(rows.iter().map(|&r| r != NO_ROW));
+    Some((
         UInt32Array::new(values, None),
         Some(matched).filter(|n| n.null_count() > 0),
-    )
+    ))
 }
 
 /// `source` at `idx`, null where `matched` says no row matched. The take runs with

@@ -8,9 +8,8 @@
 //! event, then latest created time, then the row that came last in input order.
 //!
 //! Algorithm. [`sort_features`] counting-sorts the rows by key id (`O(n + keys)`,
-//! stable, so each key's rows stay in input order) and then sorts each key's run that
-//! is not already in order by `(e, c, row)` in parallel (an unstable sort: the row
-//! makes the order total), which yields order `(key, e, c, row)`. [`probe`] finds,
+//! stable, so each key's rows stay in input order) and then stable-sorts each key's
+//! run by `(e, c)` in parallel, which yields order `(key, e, c, row)`. [`probe`] finds,
 //! for each spine row, the end of its key's rows with `e <= t` by binary search and
 //! takes the row just before it: the maximum of `(e, c, r)` among them. A TTL only has
 //! to check that winner. Under knowledge time the walk continues backwards past rows
@@ -94,32 +93,22 @@ pub fn sort_features(
     }
     drop(next);
 
-    // Each run sorted by (e, c, row): the row breaks the ties, so the order is total
-    // and an unstable sort gives the one answer. In parallel over groups of about
-    // BLOCK entries (whole runs), each sorting its runs in turn.
-    let mut groups: Vec<(usize, usize, &mut [Entry])> = Vec::new();
+    // A stable sort of each run by (e, c) makes it (e, c, row).
+    let order = |a: &Entry, b: &Entry| match &c {
+        Some(c) => (a.e, c[a.row as usize]).cmp(&(b.e, c[b.row as usize])),
+        None => a.e.cmp(&b.e),
+    };
+    let mut runs: Vec<&mut [Entry]> = Vec::new();
     let mut rest: &mut [Entry] = &mut entries;
-    let mut first = 0;
     for k in 0..n_keys {
-        let len = (offsets[k + 1] - offsets[first]) as usize;
-        if len >= BLOCK || k + 1 == n_keys {
-            let (group, tail) = std::mem::take(&mut rest).split_at_mut(len);
-            rest = tail;
-            groups.push((first, k + 1, group));
-            first = k + 1;
+        let len = (offsets[k + 1] - offsets[k]) as usize;
+        let (run, tail) = rest.split_at_mut(len);
+        rest = tail;
+        if len > 1 && !run.is_sorted_by(|a, b| order(a, b).is_le()) {
+            runs.push(run);
         }
     }
-    groups.into_par_iter().for_each(|(k0, k1, group)| {
-        let base = offsets[k0] as usize;
-        for k in k0..k1 {
-            let run = &mut group[offsets[k] as usize - base..offsets[k + 1] as usize - base];
-            match &c {
-                _ if run.len() < 2 => {}
-                None => run.sort_unstable_by_key(|x| (x.e, x.row)),
-                Some(c) => run.sort_unstable_by_key(|x| (x.e, c[x.row as usize], x.row)),
-            }
-        }
-    });
+    runs.par_iter_mut().for_each(|run| run.sort_by(order));
     SortedFeatures {
         offsets,
         entries,

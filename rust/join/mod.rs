@@ -17,9 +17,8 @@
 //!    table's keys up in that dictionary ([`keys`]);
 //! 4. per feature table, sort by (key, e, c, row) and binary-search each spine row
 //!    ([`kernel`]), giving one row index (or null) per spine row;
-//! 5. gather the feature columns for each spine batch straight from the feature
-//!    tables' chunks ([`take`]; Arrow's `take` for the types it does not cover), in
-//!    parallel over columns and spine batches ([`gather`]).
+//! 5. gather the feature columns with Arrow's `take` for each spine batch, in
+//!    parallel over columns ([`gather`]).
 //!
 //! Memory is linear in the inputs (about 24 bytes per feature row and 16 per spine row
 //! beyond the output itself), never a product; all phases but the spine
@@ -29,7 +28,6 @@ mod gather;
 pub mod kernel;
 pub mod keys;
 pub(crate) mod plan;
-mod take;
 pub mod time;
 
 use arrow_array::RecordBatch;
@@ -69,6 +67,6 @@ pub fn pit_join(spec: &JoinSpec) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let plan = plan::Plan::new(spec)?;
     let schema = gather::output_schema(spec)?;
     let matches = plan.matches()?;
-    let batches = crate::trace::phase("gather", || gather::assemble(spec, &schema, matches))?;
+    let batches = crate::trace::phase("gather", || gather::assemble(spec, &schema, &matches))?;
     Ok((schema, batches))
 }
