@@ -80,7 +80,7 @@ pub fn sort_features(
     // is in input (row) order.
     let mut next = offsets[..n_keys].to_vec();
     let blank = Entry { e: 0, row: 0 };
-    let mut entries = crate::huge::filled(offsets[n_keys] as usize, blank);
+    let mut entries = vec![blank; offsets[n_keys] as usize];
     for (r, &k) in key_ids.iter().enumerate() {
         if k != NO_KEY {
             let slot = &mut next[k as usize];
@@ -150,7 +150,7 @@ pub fn sort_spine(ids: &[u32], n_keys: usize, t: impl Fn(usize) -> Option<i64>) 
         key: 0,
         row: 0,
     };
-    let mut entries = crate::huge::filled(next[n_keys] as usize, blank);
+    let mut entries = vec![blank; next[n_keys] as usize];
     for i in 0..ids.len() {
         if let (true, Some(t)) = (ids[i] != NO_KEY, t(i)) {
             let slot = &mut next[ids[i] as usize];
@@ -170,7 +170,7 @@ pub fn sort_spine(ids: &[u32], n_keys: usize, t: impl Fn(usize) -> Option<i64>) 
 
 /// For every spine row the winning feature row, or NO_ROW.
 pub fn probe(sorted: &SortedFeatures, spine: &SortedSpine, p: Params) -> Vec<u32> {
-    let mut found = crate::huge::filled(spine.entries.len(), NO_ROW);
+    let mut found = vec![NO_ROW; spine.entries.len()];
     found
         .par_chunks_mut(BLOCK)
         .enumerate()
@@ -180,7 +180,7 @@ pub fn probe(sorted: &SortedFeatures, spine: &SortedSpine, p: Params) -> Vec<u32
                 *slot = winner(sorted, x.key as usize, x.t, p);
             }
         });
-    let mut out = crate::huge::filled(spine.len, NO_ROW);
+    let mut out = vec![NO_ROW; spine.len];
     for (x, &r) in spine.entries.iter().zip(&found) {
         out[x.row as usize] = r;
     }
