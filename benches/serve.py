@@ -211,6 +211,7 @@ def run_suite(name: str, url: str, path: str, body: tuple[str, str], n: int, sec
     m = wrk(url, path, body, n=n, batch=100, conns=1, seconds=seconds, accept=matrix_accept)
     row(f"100 entities, {'float32' if matrix_accept else 'JSON'}, c=1", m)
     if predict:
+        wrk(url, predict, body, n=n, batch=1, conns=2, seconds=max(1.0, seconds / 2))  # warm, as above
         row("predict, batch 1, c=1", wrk(url, predict, body, n=n, batch=1, conns=1, seconds=seconds))
     for r in rows:
         print("  " + " | ".join(str(x) for x in r), flush=True)

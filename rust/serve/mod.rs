@@ -191,6 +191,8 @@ pub struct Server {
     stop: Mutex<Option<tokio::sync::oneshot::Sender<Duration>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     log_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Threads building model sessions ([`predict::preload`]), joined on stop.
+    preloads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Server {
@@ -237,13 +239,15 @@ impl Server {
                 (Some(tx), Some(t))
             }
         };
+        let loaded = Arc::new(Loaded {
+            plan,
+            cache: Default::default(),
+            sessions: Default::default(),
+        });
+        let preloads = Mutex::new(predict::preload(&loaded).into_iter().collect());
         let state = Arc::new(State {
             store,
-            loaded: RwLock::new(Arc::new(Loaded {
-                plan,
-                cache: Default::default(),
-                sessions: Default::default(),
-            })),
+            loaded: RwLock::new(loaded),
             cfg,
             metrics: Default::default(),
             inflight: Default::default(),
@@ -267,16 +271,22 @@ impl Server {
             stop: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             log_thread: Mutex::new(log_thread),
+            preloads,
         })
     }
 
     /// Swaps in a new plan (prepared reads of the old one are dropped with it).
     pub fn set_plan(&self, plan: plan::Plan) {
-        *self.state.loaded.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Loaded {
+        let loaded = Arc::new(Loaded {
             plan,
             cache: Default::default(),
             sessions: Default::default(),
         });
+        let preload = predict::preload(&loaded);
+        *self.state.loaded.write().unwrap_or_else(|e| e.into_inner()) = loaded;
+        let mut preloads = self.preloads.lock().unwrap_or_else(|e| e.into_inner());
+        preloads.retain(|t| !t.is_finished());
+        preloads.extend(preload);
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `drain`, and joins the
@@ -297,6 +307,12 @@ impl Server {
             if let Some(tx) = &self.state.log {
                 let _ = tx.send(None);
             }
+            let _ = t.join();
+        }
+        // Sessions still being built (ONNX Runtime must not be mid-load at exit).
+        let preloads =
+            std::mem::take(&mut *self.preloads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in preloads {
             let _ = t.join();
         }
     }

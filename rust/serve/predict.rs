@@ -7,7 +7,8 @@
 //! the same runtime, version and kernels as `fs.predictor(model).predict`, so the
 //! predictions are the same floats. A session is built per model version on first use
 //! (one intra-op thread, full graph optimization, as the Python predictor) after the
-//! file's SHA-256 matches the registry's, and kept with the plan.
+//! file's SHA-256 matches the registry's, and kept with the plan; [`preload`] builds
+//! them when a plan is installed, so first requests do not pay for it.
 //!
 //! A view's categorical encodings and on-demand features are part of the input as
 //! in `/v1/features` (the body's `"request"` fields feed the on-demand functions);
@@ -111,6 +112,26 @@ fn session(loaded: &Loaded, m: &Model) -> Result<Shared, Reject> {
         .unwrap_or_else(|e| e.into_inner())
         .insert(key, Arc::clone(&s));
     Ok(s)
+}
+
+/// Builds the session of every model the plan can serve, on a thread of its own, so
+/// the first request for a model does not wait for its file's SHA-256 and its
+/// session (tens of milliseconds). A model that fails to load is left to its first
+/// request, which reports why.
+pub fn preload(loaded: &Arc<Loaded>) -> Option<std::thread::JoinHandle<()>> {
+    let servable = loaded.plan.models.iter().any(|m| m.unservable.is_none());
+    if !servable || loaded.plan.onnxruntime.is_none() {
+        return None;
+    }
+    let loaded = Arc::clone(loaded);
+    std::thread::Builder::new()
+        .name("pitstop-serve-models".into())
+        .spawn(move || {
+            for m in loaded.plan.models.iter().filter(|m| m.unservable.is_none()) {
+                let _ = session(&loaded, m);
+            }
+        })
+        .ok()
 }
 
 /// `{model}` or `{model}/v{n}`.
