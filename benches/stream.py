@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -247,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         pushes = [push(store, args.backlog, 5000, args.singles)]
     finally:
         server.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     if args.feast_python:
         print("running feast ...", flush=True)
         pushes.append(feast_push(args.feast_python, args.backlog, 5000, args.singles))

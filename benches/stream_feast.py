@@ -19,6 +19,7 @@ pandas frames, so Feast neither reads a broker nor parses text — a generous se
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -43,11 +44,18 @@ def frame(start: int, n: int):
 
 def main() -> None:
     events, batch, singles = (int(a) for a in sys.argv[1:4])
+    repo = Path(tempfile.mkdtemp(prefix="feast-push-"))
+    try:
+        run(repo, events, batch, singles)
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)
+
+
+def run(repo: Path, events: int, batch: int, singles: int) -> None:
     from feast import Entity, FeatureStore, FeatureView, Field, FileSource, PushSource, ValueType
     from feast.data_source import PushMode
     from feast.types import Float64
 
-    repo = Path(tempfile.mkdtemp(prefix="feast-push-"))
     (repo / "feature_store.yaml").write_text(
         "project: bench\nregistry: registry.db\nprovider: local\n"
         "online_store:\n  type: sqlite\n  path: online.db\n"
