@@ -28,10 +28,23 @@ pub fn read_table(
     ttl_ns: Option<i64>,
     now_ns: i64,
 ) -> Result<RecordBatch> {
+    retry_stale(
+        || read_table_once(env, table, keys, features, ttl_ns, now_ns),
+        || {},
+    )
+}
+
+/// Runs `once` again, up to three more times, while it fails with `StaleCatalog` (a
+/// table dropped or re-created under the read), calling `forget` before each retry to
+/// drop what was resolved against the old catalog.
+fn retry_stale<R>(mut once: impl FnMut() -> Result<R>, mut forget: impl FnMut()) -> Result<R> {
     let mut attempts = 0;
     loop {
-        match read_table_once(env, table, keys, features, ttl_ns, now_ns) {
-            Err(Error::StaleCatalog) if attempts < 3 => attempts += 1,
+        match once() {
+            Err(Error::StaleCatalog) if attempts < 3 => {
+                forget();
+                attempts += 1;
+            }
             other => return other,
         }
     }
@@ -139,21 +152,14 @@ pub fn with_rows_prepared<R>(
     now_ns: i64,
     mut f: impl FnMut(&[Option<RowView>], &TableDef) -> Result<R>,
 ) -> Result<R> {
-    let mut attempts = 0;
-    loop {
-        let mut once = || {
+    retry_stale(
+        || {
             let plan = rows.resolved(env)?;
             env.with_reads(1, |txns| {
                 let found = lookup(env, txns, &plan, keys, now_ns)?;
                 f(&found.rows, &plan.tables[0])
             })
-        };
-        match once() {
-            Err(Error::StaleCatalog) if attempts < 3 => {
-                *rows.plan.write().unwrap_or_else(|e| e.into_inner()) = None;
-                attempts += 1
-            }
-            other => return other,
-        }
-    }
+        },
+        || *rows.plan.write().unwrap_or_else(|e| e.into_inner()) = None,
+    )
 }

@@ -107,16 +107,7 @@ fn outputs(view: &View, x: &[f32], n: usize, d: &Derive) -> Result<Vec<ArrayRef>
 /// Per encoder among `features`, the (slot of its output, response position) pairs
 /// asked for, in the order the encoders first appear.
 pub fn encoded_slots(view: &View, features: &[usize]) -> Vec<(usize, Vec<(usize, usize)>)> {
-    let mut wanted: Vec<(usize, Vec<(usize, usize)>)> = Vec::new();
-    for (pos, &f) in features.iter().enumerate() {
-        if let Some((ei, slot)) = view.encoded[f] {
-            match wanted.iter_mut().find(|(e, _)| *e == ei) {
-                Some((_, v)) => v.push((slot, pos)),
-                None => wanted.push((ei, vec![(slot, pos)])),
-            }
-        }
-    }
-    wanted
+    lookup::grouped(features, |f| view.encoded[f])
 }
 
 /// The categorical `column` of `table` for `keys`, encoded into `m` (resized to rows ×

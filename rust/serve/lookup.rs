@@ -69,12 +69,21 @@ pub struct Part {
 /// The selections (and their outputs) that `features` (indices into the view's
 /// features) need: (selection index, [(output index, response position)]).
 pub fn needed(view: &View, features: &[usize]) -> Vec<(usize, Vec<(usize, usize)>)> {
+    grouped(features, |f| view.source[f])
+}
+
+/// `features` grouped by what `of` maps each to, `(group, member)` (None: left out),
+/// groups in the order they first appear: (group, [(member, response position)]).
+pub fn grouped(
+    features: &[usize],
+    of: impl Fn(usize) -> Option<(usize, usize)>,
+) -> Vec<(usize, Vec<(usize, usize)>)> {
     let mut out: Vec<(usize, Vec<(usize, usize)>)> = Vec::new();
     for (pos, &f) in features.iter().enumerate() {
-        if let Some((si, oi)) = view.source[f] {
-            match out.iter_mut().find(|(s, _)| *s == si) {
-                Some((_, v)) => v.push((oi, pos)),
-                None => out.push((si, vec![(oi, pos)])),
+        if let Some((g, m)) = of(f) {
+            match out.iter_mut().find(|(h, _)| *h == g) {
+                Some((_, v)) => v.push((m, pos)),
+                None => out.push((g, vec![(m, pos)])),
             }
         }
     }
