@@ -97,14 +97,7 @@ class OnDemand:
                      positions: dict[str, int]) -> None:
         """``compute``, each output written to its column of ``x`` (rounded to
         float32 as ``astype`` would)."""
-        try:  # _call, inlined: this runs on every served request
-            got = self.fn(cols)
-        except Exception as e:
-            raise InvalidArgumentError(
-                f"on-demand function {self.path} raised {type(e).__name__}: {e}") from e
-        if type(got) is not dict or got.keys() != self._names:
-            got = self._checked(got)
-        shape = (n,)
+        got, shape = self._call(cols), (n,)
         for name, want in self._checks:
             a = got[name]
             if not (type(a) is np.ndarray and a.dtype is want and a.shape == shape):
@@ -120,10 +113,6 @@ class OnDemand:
         except Exception as e:  # the user's function: report which one failed
             raise InvalidArgumentError(
                 f"on-demand function {self.path} raised {type(e).__name__}: {e}") from e
-        return self._checked(got)
-
-    def _checked(self, got: Any) -> dict:
-        """``got`` if it is a dict of exactly the declared outputs, else a SchemaError."""
         if not isinstance(got, dict) or got.keys() != self._names:
             raise SchemaError(
                 f"on-demand function {self.path} must return a dict with exactly "
