@@ -171,6 +171,17 @@ pub struct Loaded {
     pub sessions: predict::Sessions,
 }
 
+impl Loaded {
+    /// `plan` with nothing prepared under it yet.
+    fn new(plan: plan::Plan) -> Arc<Loaded> {
+        Arc::new(Loaded {
+            plan,
+            cache: Default::default(),
+            sessions: Default::default(),
+        })
+    }
+}
+
 impl State {
     pub fn loaded(&self) -> Arc<Loaded> {
         Arc::clone(&self.loaded.read().unwrap_or_else(|e| e.into_inner()))
@@ -239,11 +250,7 @@ impl Server {
                 (Some(tx), Some(t))
             }
         };
-        let loaded = Arc::new(Loaded {
-            plan,
-            cache: Default::default(),
-            sessions: Default::default(),
-        });
+        let loaded = Loaded::new(plan);
         let preloads = Mutex::new(predict::preload(&loaded).into_iter().collect());
         let state = Arc::new(State {
             store,
@@ -277,11 +284,7 @@ impl Server {
 
     /// Swaps in a new plan (prepared reads of the old one are dropped with it).
     pub fn set_plan(&self, plan: plan::Plan) {
-        let loaded = Arc::new(Loaded {
-            plan,
-            cache: Default::default(),
-            sessions: Default::default(),
-        });
+        let loaded = Loaded::new(plan);
         let preload = predict::preload(&loaded);
         *self.state.loaded.write().unwrap_or_else(|e| e.into_inner()) = loaded;
         let mut preloads = self.preloads.lock().unwrap_or_else(|e| e.into_inner());

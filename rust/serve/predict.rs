@@ -278,11 +278,14 @@ fn with_request(
     request: Option<&Value>,
 ) -> Result<(Vec<f32>, usize), Reject> {
     let names = &m.request_features;
-    let listed = names
-        .iter()
-        .map(|f| format!("'{f}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    // For the error messages only.
+    let listed = || {
+        names
+            .iter()
+            .map(|f| format!("'{f}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let given = request.filter(|r| !r.is_null());
     if names.is_empty() {
         if given.is_some() && view.on_demand.is_none() {
@@ -295,17 +298,20 @@ fn with_request(
     }
     let Some(Value::Object(req)) = given else {
         return Err(Reject::bad(format!(
-            "model '{}' needs request features [{listed}]: send \"request\": {{\"{}\": [...]}} \
+            "model '{}' needs request features [{}]: send \"request\": {{\"{}\": [...]}} \
              with one value per entity",
-            m.name, names[0]
+            m.name,
+            listed(),
+            names[0]
         )));
     };
     let mut cols = Vec::with_capacity(names.len());
     for name in names {
         let v = req.get(name).ok_or_else(|| {
             Reject::bad(format!(
-                "\"request\" lacks '{name}' (model '{}' takes request features [{listed}])",
-                m.name
+                "\"request\" lacks '{name}' (model '{}' takes request features [{}])",
+                m.name,
+                listed()
             ))
         })?;
         let one = std::slice::from_ref(v);
