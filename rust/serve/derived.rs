@@ -29,7 +29,7 @@ use super::lookup::{self, decoded, group_rows, Entities, Part};
 use super::matrix::{self as prepared, MatrixCache};
 use super::plan::{Source, View};
 use super::Reject;
-use crate::online::read::Status;
+use crate::online::read::{RowsPlan, Status};
 use crate::online::{Keys, OnlineStore};
 use crate::transform::categories::Encoder;
 
@@ -110,13 +110,13 @@ pub fn encoded_slots(view: &View, features: &[usize]) -> Vec<(usize, Vec<(usize,
     lookup::grouped(features, |f| view.encoded[f])
 }
 
-/// The categorical `column` of `table` for `keys`, encoded into `m` (resized to rows ×
+/// The categorical `column` of the table of `rows` for `keys`, encoded into `m` (resized to rows ×
 /// `encoder.width()`, row-major), as a group column is read (missing, expired and null
 /// alike are a missing value); each row's status and event time.
 #[allow(clippy::too_many_arguments)]
 pub fn encode_rows(
     store: &OnlineStore,
-    table: &str,
+    rows: &RowsPlan,
     keys: &Keys,
     column: &String,
     ttl_ns: Option<i64>,
@@ -129,7 +129,7 @@ pub fn encode_rows(
     m.resize(keys.len() * w, 0.0);
     let ((), status, event) = group_rows(
         store,
-        table,
+        rows,
         keys,
         &[column],
         ttl_ns,
@@ -170,7 +170,7 @@ pub fn typed_parts(
         let w = e.encoder.width();
         let column = &columns[e.source.1];
         let (status, event) = encode_rows(
-            store, &sel.table, &keys, column, *ttl_ns, now_ns, &e.encoder, &mut m,
+            store, &sel.rows, &keys, column, *ttl_ns, now_ns, &e.encoder, &mut m,
         )?;
         let columns = slots
             .iter()

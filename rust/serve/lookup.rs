@@ -18,7 +18,7 @@ use crate::encode::columns::decode_column;
 use crate::encode::row::RowView;
 use crate::error::{Error, Result};
 use crate::online::catalog::TableDef;
-use crate::online::read::Status;
+use crate::online::read::{RowsPlan, Status};
 use crate::online::{KeyValue, Keys, OnlineStore};
 use crate::transform::Step;
 
@@ -138,7 +138,7 @@ pub fn typed(
                 let cols: Vec<&String> = outs.iter().map(|&(oi, _)| &columns[oi]).collect();
                 let ((columns, text), status, event) = group_rows(
                     store,
-                    &sel.table,
+                    &sel.rows,
                     &keys,
                     &cols,
                     *ttl_ns,
@@ -198,19 +198,19 @@ pub fn typed(
     Ok(parts)
 }
 
-/// The rows of `keys` in group table `table`, live ones only (None where missing or
+/// The rows of `keys` in the group table of `rows`, live ones only (None where missing or
 /// expired by `ttl_ns`), handed to `f` with the table's definition and the positions
 /// of `cols` in its schema; with each entity's status and row event time.
 pub fn group_rows<R>(
     store: &OnlineStore,
-    table: &str,
+    rows: &RowsPlan,
     keys: &Keys,
     cols: &[&String],
     ttl_ns: Option<i64>,
     now_ns: i64,
     mut f: impl FnMut(&[Option<RowView>], &TableDef, &[usize]) -> Result<R>,
 ) -> Result<(R, Vec<Status>, Vec<Option<i64>>)> {
-    store.with_rows(table, keys, now_ns, |rows, def| {
+    store.with_rows_prepared(rows, keys, now_ns, |rows, def| {
         let mut status = Vec::with_capacity(rows.len());
         let mut event = Vec::with_capacity(rows.len());
         let live: Vec<Option<RowView>> = rows

@@ -14,6 +14,7 @@ use super::lookup::{needed, Entities};
 use super::plan::{Selection, Source, View};
 use super::Reject;
 use crate::error::{Error, Result};
+use crate::online::read::RowsPlan;
 use crate::online::{FeatureRef, Keys, MatrixPlan, OnlineStore};
 use crate::transform::categories::Encoder;
 use crate::transform::Step;
@@ -44,7 +45,7 @@ enum Prep {
     /// position) per requested encoded column.
     Encoded {
         spine: Vec<String>,
-        table: String,
+        rows: RowsPlan,
         column: String,
         ttl_ns: Option<i64>,
         encoder: Encoder,
@@ -176,7 +177,7 @@ fn prepare(store: &OnlineStore, view: &View, features: &[usize], raw: bool) -> R
         };
         parts.push(Prep::Encoded {
             spine: spine_for_env(&env, sel)?,
-            table: sel.table.clone(),
+            rows: RowsPlan::new(&sel.table),
             column: columns[e.source.1].clone(),
             ttl_ns: *ttl_ns,
             encoder: e.encoder.clone(),
@@ -272,14 +273,14 @@ fn fill(
     for part in &p.parts {
         if let Prep::Encoded {
             spine,
-            table,
+            rows,
             column,
             ttl_ns,
             encoder,
             slots,
         } = part
         {
-            let values = ents.values(spine, table)?;
+            let values = ents.values(spine, rows.table())?;
             let keys = Keys::Values {
                 arity: spine.len(),
                 values: &values,
@@ -287,7 +288,7 @@ fn fill(
             let w = encoder.width();
             super::derived::encode_rows(
                 store,
-                table,
+                rows,
                 &keys,
                 column,
                 *ttl_ns,

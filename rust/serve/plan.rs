@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::agg::serve::lags_ns;
 use crate::agg::{Closed, Op};
 use crate::error::{Error, Result};
+use crate::online::read::RowsPlan;
 use crate::transform::categories::{Categories, Encoder};
 use crate::transform::Step;
 
@@ -33,6 +34,9 @@ pub enum Source {
 pub struct Selection {
     /// The online table (`<group>__v<N>` and the like; Python names it).
     pub table: String,
+    /// The table resolved once for reads of whole rows (again after it is dropped or
+    /// re-created), so a request does not look its definition up.
+    pub rows: RowsPlan,
     /// (request key name, table key column) pairs.
     pub on: Vec<(String, String)>,
     /// Output names, one per column / spec.
@@ -221,8 +225,10 @@ fn selection(v: &Value) -> Result<Selection> {
         }
         other => return Err(bad(&format!("unknown selection kind '{other}'"))),
     };
+    let table = s(v, "table")?;
     Ok(Selection {
-        table: s(v, "table")?,
+        rows: RowsPlan::new(&table),
+        table,
         on,
         outputs,
         source,
