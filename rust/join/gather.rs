@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use super::kernel::NO_ROW;
 use super::plan::Matches;
+use super::take;
 use super::{FeatureSpec, JoinSpec};
 use crate::error::{Error, Result};
 
@@ -66,62 +67,116 @@ pub fn output_schema(spec: &JoinSpec) -> Result<SchemaRef> {
     )))
 }
 
+/// One unit of gather work: a table's supported columns for one spine batch, or one
+/// column of another type for every spine batch.
+enum Task {
+    Rows { table: usize, batch: usize },
+    Column { table: usize, col: usize },
+}
+
 /// The spine's batches widened with the gathered feature columns.
 ///
-/// Parallel over (table, column) tasks; each task makes its column one array (a copy
-/// only when the table came in several batches), gathers it for every spine batch, and
-/// drops the copy, so at most one concatenated column per thread is alive at a time.
+/// Columns of the types [`take`] handles are gathered per (table, spine batch): the
+/// batch's feature rows are located in the table's chunks once and every such column
+/// of the table is read from the chunks directly, while that batch's locations are
+/// still in cache; the tasks are many and even, so the cores stay busy. Any other
+/// column is one (table, column) task: the column is made one array (a copy only when
+/// the table came in several batches), gathered with Arrow's `take` for every spine
+/// batch, and the copy dropped.
 pub fn assemble(
     spec: &JoinSpec,
     schema: &SchemaRef,
     matches: &Matches,
 ) -> Result<Vec<RecordBatch>> {
-    let tasks: Vec<(usize, usize)> = spec
-        .features
-        .iter()
-        .enumerate()
-        .flat_map(|(j, f)| value_columns(f).into_iter().map(move |c| (j, c)))
-        .collect();
     let mut bounds = Vec::with_capacity(spec.spine.batches.len());
     let mut start = 0;
     for batch in &spec.spine.batches {
         bounds.push((start, batch.num_rows()));
         start += batch.num_rows();
     }
-    // picks[b][j]: table j's take indices for spine batch b.
-    let picks: Vec<Vec<Option<Picks>>> = bounds
-        .par_iter()
-        .map(|&(start, n)| {
-            matches
-                .rows
-                .iter()
-                .map(|rows| take_indices(&rows[start..start + n]))
-                .collect()
-        })
+    let columns: Vec<Vec<usize>> = spec.features.iter().map(value_columns).collect();
+    let direct =
+        |j: usize, c: usize| take::supported(spec.features[j].table.schema.field(c).data_type());
+    let chunks: Vec<take::Chunks> = spec
+        .features
+        .iter()
+        .map(|f| take::Chunks::new(f.table.batches.iter().map(|b| b.num_rows())))
         .collect();
-    // gathered[t][b]: task t's column for spine batch b.
-    let gathered: Vec<Vec<ArrayRef>> = tasks
+    let mut tasks = Vec::new();
+    for (j, cols) in columns.iter().enumerate() {
+        if cols.iter().any(|&c| direct(j, c)) {
+            tasks.extend((0..bounds.len()).map(|batch| Task::Rows { table: j, batch }));
+        }
+        for &col in cols.iter().filter(|&&c| !direct(j, c)) {
+            tasks.push(Task::Column { table: j, col });
+        }
+    }
+    // Each task's output: (table, column, spine batch, array).
+    let pieces: Vec<Vec<(usize, usize, usize, ArrayRef)>> = tasks
         .par_iter()
-        .map(|&(j, c)| {
-            let source = whole_column(&spec.features[j], c)?;
-            bounds
-                .iter()
-                .zip(&picks)
-                .map(|(&(_, n), picks)| match &picks[j] {
-                    None => Ok(new_null_array(source.data_type(), n)),
-                    Some((idx, matched)) => take_masked(&source, idx, matched.as_ref()),
-                })
-                .collect::<Result<Vec<_>>>()
+        .map(|task| match *task {
+            Task::Rows { table: j, batch: b } => {
+                let f = &spec.features[j];
+                let (start, n) = bounds[b];
+                let locs = chunks[j].locate(&matches.rows[j][start..start + n]);
+                columns[j]
+                    .iter()
+                    .filter(|&&c| direct(j, c))
+                    .map(|&c| {
+                        let dt = f.table.schema.field(c).data_type();
+                        let array = match &locs {
+                            None => new_null_array(dt, n),
+                            Some(locs) => {
+                                let parts: Vec<&ArrayRef> = chunks[j]
+                                    .batches
+                                    .iter()
+                                    .map(|&i| f.table.batches[i].column(c))
+                                    .collect();
+                                take::gather(&parts, dt, locs)?
+                            }
+                        };
+                        Ok((j, c, b, array))
+                    })
+                    .collect()
+            }
+            Task::Column { table: j, col: c } => {
+                let source = whole_column(&spec.features[j], c)?;
+                bounds
+                    .iter()
+                    .enumerate()
+                    .map(|(b, &(start, n))| {
+                        let array = match take_indices(&matches.rows[j][start..start + n]) {
+                            None => new_null_array(source.data_type(), n),
+                            Some((idx, matched)) => take_masked(&source, &idx, matched.as_ref())?,
+                        };
+                        Ok((j, c, b, array))
+                    })
+                    .collect()
+            }
         })
         .collect::<Result<_>>()?;
+    // gathered[j][k][b]: table j's k-th value column for spine batch b.
+    let mut gathered: Vec<Vec<Vec<Option<ArrayRef>>>> = columns
+        .iter()
+        .map(|cols| vec![vec![None; bounds.len()]; cols.len()])
+        .collect();
+    for (j, c, b, array) in pieces.into_iter().flatten() {
+        let k = columns[j]
+            .iter()
+            .position(|&x| x == c)
+            .expect("a value column");
+        gathered[j][k][b] = Some(array);
+    }
     spec.spine
         .batches
         .iter()
         .enumerate()
         .map(|(b, batch)| {
-            let mut columns = batch.columns().to_vec();
-            columns.extend(gathered.iter().map(|col| Arc::clone(&col[b])));
-            Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+            let mut out = batch.columns().to_vec();
+            for col in gathered.iter().flatten() {
+                out.push(col[b].clone().expect("every task ran"));
+            }
+            Ok(RecordBatch::try_new(Arc::clone(schema), out)?)
         })
         .collect()
 }

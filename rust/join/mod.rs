@@ -28,6 +28,7 @@ mod gather;
 pub mod kernel;
 pub mod keys;
 pub(crate) mod plan;
+mod take;
 pub mod time;
 
 use arrow_array::RecordBatch;
