@@ -8,7 +8,10 @@
 //! copies never add up; one in a single batch is used as it is. A null-free
 //! fixed-width column is concatenated by hand into one buffer on huge pages (see
 //! [`concat_fixed`]): at 10M rows its random reads then rarely miss the TLB. The work
-//! runs in parallel over (table, column).
+//! runs in parallel over the columns of a table, and each table is gathered as soon as
+//! it is matched ([`super::plan::Plan::run`]), while the other tables are still being
+//! matched. Byte-array columns (Utf8, Binary and their large forms) are gathered by
+//! [`super::take`], faster than Arrow's `take` on short values.
 
 use std::sync::Arc;
 
@@ -18,7 +21,6 @@ use arrow_schema::{Field, Schema, SchemaRef};
 use rayon::prelude::*;
 
 use super::kernel::NO_ROW;
-use super::plan::Matches;
 use super::take;
 use super::{FeatureSpec, JoinSpec};
 use crate::error::{Error, Result};
@@ -67,116 +69,66 @@ pub fn output_schema(spec: &JoinSpec) -> Result<SchemaRef> {
     )))
 }
 
-/// One unit of gather work: a table's supported columns for one spine batch, or one
-/// column of another type for every spine batch.
-enum Task {
-    Rows { table: usize, batch: usize },
-    Column { table: usize, col: usize },
-}
-
-/// The spine's batches widened with the gathered feature columns.
-///
-/// Columns of the types [`take`] handles are gathered per (table, spine batch): the
-/// batch's feature rows are located in the table's chunks once and every such column
-/// of the table is read from the chunks directly, while that batch's locations are
-/// still in cache; the tasks are many and even, so the cores stay busy. Any other
-/// column is one (table, column) task: the column is made one array (a copy only when
-/// the table came in several batches), gathered with Arrow's `take` for every spine
-/// batch, and the copy dropped.
-pub fn assemble(
-    spec: &JoinSpec,
-    schema: &SchemaRef,
-    matches: &Matches,
-) -> Result<Vec<RecordBatch>> {
+/// The global row range `(start, len)` of each spine batch.
+pub fn spine_bounds(spec: &JoinSpec) -> Vec<(usize, usize)> {
     let mut bounds = Vec::with_capacity(spec.spine.batches.len());
     let mut start = 0;
     for batch in &spec.spine.batches {
         bounds.push((start, batch.num_rows()));
         start += batch.num_rows();
     }
-    let columns: Vec<Vec<usize>> = spec.features.iter().map(value_columns).collect();
-    let direct =
-        |j: usize, c: usize| take::supported(spec.features[j].table.schema.field(c).data_type());
-    let chunks: Vec<take::Chunks> = spec
-        .features
-        .iter()
-        .map(|f| take::Chunks::new(f.table.batches.iter().map(|b| b.num_rows())))
-        .collect();
-    let mut tasks = Vec::new();
-    for (j, cols) in columns.iter().enumerate() {
-        if cols.iter().any(|&c| direct(j, c)) {
-            tasks.extend((0..bounds.len()).map(|batch| Task::Rows { table: j, batch }));
-        }
-        for &col in cols.iter().filter(|&&c| !direct(j, c)) {
-            tasks.push(Task::Column { table: j, col });
-        }
-    }
-    // Each task's output: (table, column, spine batch, array).
-    let pieces: Vec<Vec<(usize, usize, usize, ArrayRef)>> = tasks
+    bounds
+}
+
+/// Feature table `j`'s value columns for every spine batch (`[column][batch]`), given
+/// its row for each spine row (`rows`, `NO_ROW` where nothing matched).
+///
+/// Parallel over the table's columns; each task makes its column one array (a copy
+/// only when the table came in several batches), gathers it for every spine batch, and
+/// drops the copy, so at most one concatenated column per thread is alive at a time.
+pub fn gather_table(
+    spec: &JoinSpec,
+    j: usize,
+    rows: &[u32],
+    bounds: &[(usize, usize)],
+) -> Result<Vec<Vec<ArrayRef>>> {
+    let f = &spec.features[j];
+    // picks[b]: the take indices for spine batch b.
+    let picks: Vec<Option<Picks>> = bounds
         .par_iter()
-        .map(|task| match *task {
-            Task::Rows { table: j, batch: b } => {
-                let f = &spec.features[j];
-                let (start, n) = bounds[b];
-                let locs = chunks[j].locate(&matches.rows[j][start..start + n]);
-                columns[j]
-                    .iter()
-                    .filter(|&&c| direct(j, c))
-                    .map(|&c| {
-                        let dt = f.table.schema.field(c).data_type();
-                        let array = match &locs {
-                            None => new_null_array(dt, n),
-                            Some(locs) => {
-                                let parts: Vec<&ArrayRef> = chunks[j]
-                                    .batches
-                                    .iter()
-                                    .map(|&i| f.table.batches[i].column(c))
-                                    .collect();
-                                take::gather(&parts, dt, locs)?
-                            }
-                        };
-                        Ok((j, c, b, array))
-                    })
-                    .collect()
-            }
-            Task::Column { table: j, col: c } => {
-                let source = whole_column(&spec.features[j], c)?;
-                bounds
-                    .iter()
-                    .enumerate()
-                    .map(|(b, &(start, n))| {
-                        let array = match take_indices(&matches.rows[j][start..start + n]) {
-                            None => new_null_array(source.data_type(), n),
-                            Some((idx, matched)) => take_masked(&source, &idx, matched.as_ref())?,
-                        };
-                        Ok((j, c, b, array))
-                    })
-                    .collect()
-            }
-        })
-        .collect::<Result<_>>()?;
-    // gathered[j][k][b]: table j's k-th value column for spine batch b.
-    let mut gathered: Vec<Vec<Vec<Option<ArrayRef>>>> = columns
-        .iter()
-        .map(|cols| vec![vec![None; bounds.len()]; cols.len()])
+        .map(|&(start, n)| take_indices(&rows[start..start + n]))
         .collect();
-    for (j, c, b, array) in pieces.into_iter().flatten() {
-        let k = columns[j]
-            .iter()
-            .position(|&x| x == c)
-            .expect("a value column");
-        gathered[j][k][b] = Some(array);
-    }
+    value_columns(f)
+        .par_iter()
+        .map(|&c| {
+            let source = whole_column(f, c)?;
+            bounds
+                .iter()
+                .zip(&picks)
+                .map(|(&(_, n), picks)| match picks {
+                    None => Ok(new_null_array(source.data_type(), n)),
+                    Some((idx, matched)) => take_masked(&source, idx, matched.as_ref()),
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect()
+}
+
+/// The spine's batches widened with the gathered feature columns (`gathered[j][k][b]`:
+/// table `j`'s `k`-th value column for spine batch `b`).
+pub fn assemble(
+    spec: &JoinSpec,
+    schema: &SchemaRef,
+    gathered: &[Vec<Vec<ArrayRef>>],
+) -> Result<Vec<RecordBatch>> {
     spec.spine
         .batches
         .iter()
         .enumerate()
         .map(|(b, batch)| {
-            let mut out = batch.columns().to_vec();
-            for col in gathered.iter().flatten() {
-                out.push(col[b].clone().expect("every task ran"));
-            }
-            Ok(RecordBatch::try_new(Arc::clone(schema), out)?)
+            let mut columns = batch.columns().to_vec();
+            columns.extend(gathered.iter().flatten().map(|col| Arc::clone(&col[b])));
+            Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
         })
         .collect()
 }
@@ -252,7 +204,8 @@ fn take_indices(rows: &[u32]) -> Option<Picks> {
     ))
 }
 
-/// `source` at `idx`, null where `matched` says no row matched. The take runs with
+/// `source` at `idx`, null where `matched` says no row matched. Byte arrays go to
+/// [`take::take_bytes`] (empty values under masked slots). Otherwise the take runs with
 /// null-free indices (Arrow's fastest path, several times faster for strings than
 /// nullable indices) and the mask is applied to the result's validity afterwards; the
 /// values under a masked slot are row 0's, never visible.
@@ -262,6 +215,9 @@ fn take_masked(
     matched: Option<&NullBuffer>,
 ) -> Result<ArrayRef> {
     use arrow_schema::DataType::{Null, RunEndEncoded, Union};
+    if let Some(taken) = take::take_bytes(source, idx, matched) {
+        return taken;
+    }
     let Some(matched) = matched else {
         return Ok(arrow_select::take::take(source, idx, None)?);
     };
