@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch, UInt32Array};
-use arrow_buffer::{NullBuffer, ScalarBuffer};
+use arrow_buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use arrow_schema::{Field, Schema, SchemaRef};
 use rayon::prelude::*;
 
@@ -197,7 +197,10 @@ fn take_indices(rows: &[u32]) -> Option<Picks> {
         .iter()
         .map(|&r| if r == NO_ROW { 0 } else { r })
         .collect();
-    let matched = NullBuffer::from_iter(rows.iter().map(|&r| r != NO_ROW));
+    // collect_bool packs 64 flags per word (from_iter appends them one at a time).
+    let matched = NullBuffer::new(BooleanBuffer::collect_bool(rows.len(), |i| {
+        rows[i] != NO_ROW
+    }));
     Some((
         UInt32Array::new(values, None),
         Some(matched).filter(|n| n.null_count() > 0),

@@ -62,21 +62,29 @@ impl<'s> Plan<'s> {
         &self,
         then: impl Fn(usize, Vec<u32>) -> Result<R> + Sync,
     ) -> Result<Vec<R>> {
-        let spine_t = phase("spine times", || {
-            time::to_unit(&self.spine_time, "spine_time", self.unit)
-        })?;
-        // One key dictionary (and spine grouping) per distinct set of spine key
-        // columns, shared by the tables joined on it.
-        let mut dicts: Vec<(&[String], KeyDict)> = Vec::new();
-        for (tp, f) in self.tables.iter().zip(&self.spec.features) {
-            if !dicts
-                .iter()
-                .any(|(names, _)| *names == f.spine_keys.as_slice())
-            {
-                let dict = phase("spine keys", || KeyDict::build(&tp.spine_keys))?;
-                dicts.push((&f.spine_keys, dict));
-            }
-        }
+        // The spine's times and its key dictionaries (one per distinct set of spine
+        // key columns, shared by the tables joined on it) are independent.
+        let (spine_t, dicts) = rayon::join(
+            || {
+                phase("spine times", || {
+                    time::to_unit(&self.spine_time, "spine_time", self.unit)
+                })
+            },
+            || {
+                let mut dicts: Vec<(&[String], KeyDict)> = Vec::new();
+                for (tp, f) in self.tables.iter().zip(&self.spec.features) {
+                    if !dicts
+                        .iter()
+                        .any(|(names, _)| *names == f.spine_keys.as_slice())
+                    {
+                        let dict = phase("spine keys", || KeyDict::build(&tp.spine_keys))?;
+                        dicts.push((&f.spine_keys, dict));
+                    }
+                }
+                Ok::<_, Error>(dicts)
+            },
+        );
+        let (spine_t, dicts) = (spine_t?, dicts?);
         let dict_of = |f: &FeatureSpec| {
             dicts
                 .iter()
