@@ -11,7 +11,9 @@
 //! array. Unmatched rows get an empty value (they are null).
 //!
 //! Cost: one random read of the offsets and one of the value per output row, and
-//! nothing else per row: about half of Arrow's time on 11-byte strings.
+//! nothing else per row. Measured on 1M 11-byte strings in 8 spine batches (one core,
+//! source just concatenated): 28 ms against 35 ms for Arrow's `take`; most of what is
+//! left is the random reads and the page faults of the fresh output buffers.
 
 use std::sync::Arc;
 
