@@ -8,17 +8,20 @@
 //! copies never add up; one in a single batch is used as it is. A null-free
 //! fixed-width column is concatenated by hand into one buffer on huge pages (see
 //! [`concat_fixed`]): at 10M rows its random reads then rarely miss the TLB. The work
-//! runs in parallel over (table, column).
+//! runs in parallel over the columns of a table, and each table is gathered as soon as
+//! it is matched ([`super::plan::Plan::run`]), while the other tables are still being
+//! matched. Byte-array columns (Utf8, Binary and their large forms) are gathered by
+//! [`super::take`], faster than Arrow's `take` on short values.
 
 use std::sync::Arc;
 
 use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch, UInt32Array};
-use arrow_buffer::{NullBuffer, ScalarBuffer};
+use arrow_buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use arrow_schema::{Field, Schema, SchemaRef};
 use rayon::prelude::*;
 
 use super::kernel::NO_ROW;
-use super::plan::Matches;
+use super::take;
 use super::{FeatureSpec, JoinSpec};
 use crate::error::{Error, Result};
 
@@ -66,61 +69,65 @@ pub fn output_schema(spec: &JoinSpec) -> Result<SchemaRef> {
     )))
 }
 
-/// The spine's batches widened with the gathered feature columns.
-///
-/// Parallel over (table, column) tasks; each task makes its column one array (a copy
-/// only when the table came in several batches), gathers it for every spine batch, and
-/// drops the copy, so at most one concatenated column per thread is alive at a time.
-pub fn assemble(
-    spec: &JoinSpec,
-    schema: &SchemaRef,
-    matches: &Matches,
-) -> Result<Vec<RecordBatch>> {
-    let tasks: Vec<(usize, usize)> = spec
-        .features
-        .iter()
-        .enumerate()
-        .flat_map(|(j, f)| value_columns(f).into_iter().map(move |c| (j, c)))
-        .collect();
+/// The global row range `(start, len)` of each spine batch.
+pub fn spine_bounds(spec: &JoinSpec) -> Vec<(usize, usize)> {
     let mut bounds = Vec::with_capacity(spec.spine.batches.len());
     let mut start = 0;
     for batch in &spec.spine.batches {
         bounds.push((start, batch.num_rows()));
         start += batch.num_rows();
     }
-    // picks[b][j]: table j's take indices for spine batch b.
-    let picks: Vec<Vec<Option<Picks>>> = bounds
+    bounds
+}
+
+/// Feature table `j`'s value columns for every spine batch (`[column][batch]`), given
+/// its row for each spine row (`rows`, `NO_ROW` where nothing matched).
+///
+/// Parallel over the table's columns; each task makes its column one array (a copy
+/// only when the table came in several batches), gathers it for every spine batch, and
+/// drops the copy, so at most one concatenated column per thread is alive at a time.
+pub fn gather_table(
+    spec: &JoinSpec,
+    j: usize,
+    rows: &[u32],
+    bounds: &[(usize, usize)],
+) -> Result<Vec<Vec<ArrayRef>>> {
+    let f = &spec.features[j];
+    // picks[b]: the take indices for spine batch b.
+    let picks: Vec<Option<Picks>> = bounds
         .par_iter()
-        .map(|&(start, n)| {
-            matches
-                .rows
-                .iter()
-                .map(|rows| take_indices(&rows[start..start + n]))
-                .collect()
-        })
+        .map(|&(start, n)| take_indices(&rows[start..start + n]))
         .collect();
-    // gathered[t][b]: task t's column for spine batch b.
-    let gathered: Vec<Vec<ArrayRef>> = tasks
+    value_columns(f)
         .par_iter()
-        .map(|&(j, c)| {
-            let source = whole_column(&spec.features[j], c)?;
+        .map(|&c| {
+            let source = whole_column(f, c)?;
             bounds
                 .iter()
                 .zip(&picks)
-                .map(|(&(_, n), picks)| match &picks[j] {
+                .map(|(&(_, n), picks)| match picks {
                     None => Ok(new_null_array(source.data_type(), n)),
                     Some((idx, matched)) => take_masked(&source, idx, matched.as_ref()),
                 })
                 .collect::<Result<Vec<_>>>()
         })
-        .collect::<Result<_>>()?;
+        .collect()
+}
+
+/// The spine's batches widened with the gathered feature columns (`gathered[j][k][b]`:
+/// table `j`'s `k`-th value column for spine batch `b`).
+pub fn assemble(
+    spec: &JoinSpec,
+    schema: &SchemaRef,
+    gathered: &[Vec<Vec<ArrayRef>>],
+) -> Result<Vec<RecordBatch>> {
     spec.spine
         .batches
         .iter()
         .enumerate()
         .map(|(b, batch)| {
             let mut columns = batch.columns().to_vec();
-            columns.extend(gathered.iter().map(|col| Arc::clone(&col[b])));
+            columns.extend(gathered.iter().flatten().map(|col| Arc::clone(&col[b])));
             Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
         })
         .collect()
@@ -190,14 +197,18 @@ fn take_indices(rows: &[u32]) -> Option<Picks> {
         .iter()
         .map(|&r| if r == NO_ROW { 0 } else { r })
         .collect();
-    let matched = NullBuffer::from_iter(rows.iter().map(|&r| r != NO_ROW));
+    // collect_bool packs 64 flags per word (from_iter appends them one at a time).
+    let matched = NullBuffer::new(BooleanBuffer::collect_bool(rows.len(), |i| {
+        rows[i] != NO_ROW
+    }));
     Some((
         UInt32Array::new(values, None),
         Some(matched).filter(|n| n.null_count() > 0),
     ))
 }
 
-/// `source` at `idx`, null where `matched` says no row matched. The take runs with
+/// `source` at `idx`, null where `matched` says no row matched. Byte arrays go to
+/// [`take::take_bytes`] (empty values under masked slots). Otherwise the take runs with
 /// null-free indices (Arrow's fastest path, several times faster for strings than
 /// nullable indices) and the mask is applied to the result's validity afterwards; the
 /// values under a masked slot are row 0's, never visible.
@@ -207,6 +218,9 @@ fn take_masked(
     matched: Option<&NullBuffer>,
 ) -> Result<ArrayRef> {
     use arrow_schema::DataType::{Null, RunEndEncoded, Union};
+    if let Some(taken) = take::take_bytes(source, idx, matched) {
+        return taken;
+    }
     let Some(matched) = matched else {
         return Ok(arrow_select::take::take(source, idx, None)?);
     };

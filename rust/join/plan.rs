@@ -4,19 +4,13 @@
 use arrow_schema::TimeUnit;
 use rayon::prelude::*;
 
-use super::kernel::{self, Params, SortedSpine};
+use super::kernel::{self, Params, SortedFeatures, SortedSpine};
 use super::keys::KeyDict;
 use super::time;
 use super::{FeatureSpec, JoinSpec};
 use crate::error::{Error, Result};
 use crate::table::Column;
 use crate::trace::phase;
-
-/// The row index each feature table contributes to each spine row.
-pub struct Matches {
-    /// `rows[j][i]`: feature table `j`'s row for spine row `i`, or `kernel::NO_ROW`.
-    pub rows: Vec<Vec<u32>>,
-}
 
 /// The validated columns of a join.
 pub struct Plan<'s> {
@@ -56,43 +50,89 @@ impl<'s> Plan<'s> {
         })
     }
 
-    pub fn matches(&self) -> Result<Matches> {
-        let spine_t = phase("spine times", || {
-            time::to_unit(&self.spine_time, "spine_time", self.unit)
-        })?;
-        // One key dictionary (and spine grouping) per distinct set of spine key
-        // columns, shared by the tables joined on it.
-        let mut dicts: Vec<(&[String], KeyDict, SortedSpine)> = Vec::new();
-        for (tp, f) in self.tables.iter().zip(&self.spec.features) {
-            if !dicts
+    /// Matches every feature table and hands table `j`'s row for each spine row
+    /// (`kernel::NO_ROW` where nothing matched) to `then(j, rows)` as soon as it is
+    /// known, so one table's gather overlaps the others' matching; returns what `then`
+    /// returned, in table order.
+    ///
+    /// Two stages keep both cores busy: first the spine's grouping runs alongside every
+    /// table's keys, times and sort (the spine sort is serial, the rest parallel), then
+    /// each table is probed and handed on, the tables concurrently.
+    pub fn run<R: Send>(
+        &self,
+        then: impl Fn(usize, Vec<u32>) -> Result<R> + Sync,
+    ) -> Result<Vec<R>> {
+        // The spine's times and its key dictionaries (one per distinct set of spine
+        // key columns, shared by the tables joined on it) are independent.
+        let (spine_t, dicts) = rayon::join(
+            || {
+                phase("spine times", || {
+                    time::to_unit(&self.spine_time, "spine_time", self.unit)
+                })
+            },
+            || {
+                let mut dicts: Vec<(&[String], KeyDict)> = Vec::new();
+                for (tp, f) in self.tables.iter().zip(&self.spec.features) {
+                    if !dicts
+                        .iter()
+                        .any(|(names, _)| *names == f.spine_keys.as_slice())
+                    {
+                        let dict = phase("spine keys", || KeyDict::build(&tp.spine_keys))?;
+                        dicts.push((&f.spine_keys, dict));
+                    }
+                }
+                Ok::<_, Error>(dicts)
+            },
+        );
+        let (spine_t, dicts) = (spine_t?, dicts?);
+        let dict_of = |f: &FeatureSpec| {
+            dicts
                 .iter()
-                .any(|(names, ..)| *names == f.spine_keys.as_slice())
-            {
-                let dict = phase("spine keys", || KeyDict::build(&tp.spine_keys))?;
-                let sorted = phase("spine sort", || {
-                    kernel::sort_spine(&dict.ids, dict.n_keys, |i| spine_t.get(i))
-                });
-                dicts.push((&f.spine_keys, dict, sorted));
-            }
-        }
-        // The tables are independent: match them concurrently (each phase is parallel
-        // inside too; this keeps both cores busy through the serial parts).
-        let rows = self
-            .tables
-            .par_iter()
-            .zip(&self.spec.features)
-            .map(|(tp, f)| {
-                let (_, dict, spine) = dicts
+                .position(|(names, _)| *names == f.spine_keys.as_slice())
+                .expect("built above")
+        };
+        let (spines, sorted) = rayon::join(
+            || {
+                dicts
                     .iter()
-                    .find(|(names, ..)| *names == f.spine_keys.as_slice())
-                    .expect("built above");
-                self.match_table(tp, dict, spine)
+                    .map(|(_, dict)| {
+                        phase("spine sort", || {
+                            kernel::sort_spine(&dict.ids, dict.n_keys, |i| spine_t.get(i))
+                        })
+                    })
+                    .collect::<Vec<SortedSpine>>()
+            },
+            || {
+                self.tables
+                    .par_iter()
+                    .zip(&self.spec.features)
+                    .map(|(tp, f)| self.sort_table(tp, &dicts[dict_of(f)].1))
+                    .collect::<Result<Vec<_>>>()
+            },
+        );
+        let sorted = sorted?;
+        drop(spine_t);
+        sorted
+            .into_par_iter()
+            .zip(&self.tables)
+            .zip(&self.spec.features)
+            .enumerate()
+            .map(|(j, ((sorted, tp), f))| {
+                let params = Params {
+                    allow_exact_matches: self.spec.allow_exact_matches,
+                    ttl: tp.ttl_ns.map(|ns| time::duration_in(ns, self.unit)),
+                    knowledge_time: self.spec.knowledge_time,
+                };
+                let spine = &spines[dict_of(f)];
+                let rows = phase("probe", || kernel::probe(&sorted, spine, params));
+                drop(sorted);
+                then(j, rows)
             })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Matches { rows })
+            .collect()
     }
 
-    fn match_table(&self, tp: &TablePlan, dict: &KeyDict, spine: &SortedSpine) -> Result<Vec<u32>> {
+    /// One feature table's rows looked up in `dict`, grouped by key and ordered.
+    fn sort_table(&self, tp: &TablePlan, dict: &KeyDict) -> Result<SortedFeatures> {
         let key_ids = phase("feature keys", || dict.lookup(&tp.keys));
         let e = phase("feature times", || {
             time::to_unit(&tp.time, "feature_time", self.unit)
@@ -102,16 +142,9 @@ impl<'s> Plan<'s> {
             .as_ref()
             .map(|c| time::to_unit(c, "created_time", self.unit));
         let c = c.transpose()?;
-        let sorted = phase("sort", || {
+        Ok(phase("sort", || {
             kernel::sort_features(&key_ids, dict.n_keys, &e.values, c.map(|c| c.values))
-        });
-        drop(key_ids);
-        let params = Params {
-            allow_exact_matches: self.spec.allow_exact_matches,
-            ttl: tp.ttl_ns.map(|ns| time::duration_in(ns, self.unit)),
-            knowledge_time: self.spec.knowledge_time,
-        };
-        Ok(phase("probe", || kernel::probe(&sorted, spine, params)))
+        }))
     }
 }
 
