@@ -10,6 +10,8 @@
 //! Moments are kept as `(n, mean, M2)` and updated with Welford's recurrence; two sets
 //! merge exactly with Chan et al.'s formula, so per-chunk moments combine into the
 //! column's (and a profile stored beside a snapshot could be merged with another).
+//! A column read whole then recomputes M2 in a second pass around its double-double
+//! mean, which keeps the std as accurate as numpy's two-pass one.
 
 use std::sync::Arc;
 
@@ -146,6 +148,15 @@ pub fn read(col: &Column) -> Result<Numeric> {
             }
         }
         moments = moments.merge(part);
+    }
+    // Welford's M2 is sensitive to the rounding of its running mean to first order
+    // (values near 7e11 that differ by hundreds lose ~1e-7 of their std); a second pass
+    // around the double-double mean is sensitive only to second order, as numpy's
+    // two-pass std is. One more read of the values, cheap next to the sort.
+    let mean = moments.mean();
+    if mean.is_finite() {
+        moments.mean = mean;
+        moments.m2 = sorted.iter().map(|&x| (x - mean) * (x - mean)).sum();
     }
     sorted.sort_unstable_by(f64::total_cmp);
     Ok(Numeric {
