@@ -7,11 +7,11 @@
 //! values on one core). Everything else reads the sorted vector: min and max are its
 //! ends, quantiles are two reads each, a histogram is two binary searches per edge.
 //!
-//! Moments are kept as `(n, mean, M2)` and updated with Welford's recurrence; two sets
-//! merge exactly with Chan et al.'s formula, so per-chunk moments combine into the
-//! column's (and a profile stored beside a snapshot could be merged with another).
-//! A column read whole then recomputes M2 in a second pass around its double-double
-//! mean, which keeps the std as accurate as numpy's two-pass one.
+//! Moments are kept as `(n, mean, M2)`. A column read whole gets them in two passes
+//! ([`Moments::of`]: the double-double mean, then M2 around it), as accurate as numpy's
+//! std; samples that arrive piece by piece can be updated with Welford's recurrence
+//! and merged exactly with Chan et al.'s formula (a profile stored beside a snapshot
+//! could be merged with another).
 
 use std::sync::Arc;
 
@@ -43,6 +43,26 @@ impl Moments {
         self.mean += d / self.n as f64;
         self.m2 += d * (x - self.mean);
         self.sum = self.sum.add_f64(x);
+    }
+
+    /// The moments of `values` in two passes: the double-double sum and mean, then M2
+    /// around that mean. Welford's running M2 ([`Moments::push`]) is sensitive to the
+    /// rounding of its running mean to first order (values near 7e11 that differ by
+    /// hundreds lose ~1e-7 of their std); this is sensitive only to second order, as
+    /// numpy's two-pass std is.
+    pub fn of(values: &[f64]) -> Moments {
+        if values.is_empty() {
+            return Moments::default();
+        }
+        let sum = values.iter().fold(DD::default(), |s, &x| s.add_f64(x));
+        let n = values.len() as u64;
+        let mean = sum.div_f64(n as f64).value();
+        Moments {
+            n,
+            mean,
+            m2: values.iter().map(|&x| (x - mean) * (x - mean)).sum(),
+            sum,
+        }
     }
 
     /// The moments of the union of two samples (Chan, Golub and LeVeque).
@@ -121,19 +141,16 @@ pub fn read(col: &Column) -> Result<Numeric> {
         });
     }
     let mut sorted = Vec::with_capacity(col.len() - col.null_count());
-    let mut moments = Moments::default();
     let (mut nulls, mut nan) = (0, 0);
     for chunk in &col.chunks {
         let values = as_f64(chunk)?;
         let values = values.as_primitive::<Float64Type>();
         nulls += values.null_count();
-        let mut part = Moments::default();
         if values.null_count() == 0 {
             for &x in values.values().iter() {
                 if x.is_nan() {
                     nan += 1;
                 } else {
-                    part.push(x);
                     sorted.push(x);
                 }
             }
@@ -142,22 +159,12 @@ pub fn read(col: &Column) -> Result<Numeric> {
                 if x.is_nan() {
                     nan += 1;
                 } else {
-                    part.push(x);
                     sorted.push(x);
                 }
             }
         }
-        moments = moments.merge(part);
     }
-    // Welford's M2 is sensitive to the rounding of its running mean to first order
-    // (values near 7e11 that differ by hundreds lose ~1e-7 of their std); a second pass
-    // around the double-double mean is sensitive only to second order, as numpy's
-    // two-pass std is. One more read of the values, cheap next to the sort.
-    let mean = moments.mean();
-    if mean.is_finite() {
-        moments.mean = mean;
-        moments.m2 = sorted.iter().map(|&x| (x - mean) * (x - mean)).sum();
-    }
+    let moments = Moments::of(&sorted);
     sorted.sort_unstable_by(f64::total_cmp);
     Ok(Numeric {
         rows: col.len(),
