@@ -44,5 +44,7 @@ fn _core(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
     m.add_class::<py::agg::PyAggMatrix>()?;
     #[cfg(feature = "serve")]
     m.add_class::<py::serve::PyServer>()?;
+    #[cfg(feature = "serve")]
+    m.add_class::<py::model::PyOnnxModel>()?;
     Ok(())
 }

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import _core
 from ._names import check_name
-from .errors import InvalidArgumentError, NotFoundError, SchemaError, StoreError
+from .errors import InvalidArgumentError, NotFoundError, PitstopError, SchemaError, StoreError
 from .registry import dumps, now, registry_row
 
 if TYPE_CHECKING:
@@ -72,6 +73,35 @@ def _session(model: bytes, threads: int = 1):
         return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types
         raise InvalidArgumentError(f"not a loadable ONNX model: {str(e).splitlines()[0]}") from None
+
+
+def onnxruntime_library() -> str | None:
+    """The ONNX Runtime shared library the onnxruntime wheel ships, if installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    capi = Path(list(spec.submodule_search_locations)[0]) / "capi"
+    libs = sorted(capi.glob("libonnxruntime.so*")) + sorted(capi.glob("libonnxruntime*.dylib")) \
+        + sorted(capi.glob("onnxruntime.dll"))
+    return str(libs[0]) if libs else None
+
+
+def rust_model(model: bytes, threads: int = 1) -> Any:
+    """The model on ONNX Runtime's C API (``_core.OnnxModel``: the same library and
+    session options as :func:`_session`, so the same floats), or None when it cannot
+    serve it: no library, a build without it, or an output that is not one float32 per
+    row (those keep the onnxruntime session)."""
+    lib = onnxruntime_library()
+    cls = getattr(_core, "OnnxModel", None)
+    if lib is None or cls is None:
+        return None
+    try:
+        m = cls(lib, model, threads)
+    except PitstopError:
+        return None
+    return m if m.one_per_row else None
 
 
 def check_inputs(session: Any, inputs: list[str], model: str) -> None:

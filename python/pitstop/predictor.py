@@ -3,8 +3,9 @@
 ``Predictor.predict(keys)`` looks the view's features up in the online store (Rust
 assembles the float32 matrix in the model's input order, no per-row Python), applies
 the missing-value policy, computes the on-demand features, applies the fitted
-transforms, appends request-time features and runs one onnxruntime call for the whole
-batch. Logging, when on, hands the batch to a background thread (a bounded queue:
+transforms, appends request-time features and runs one model call for the whole
+batch, through ONNX Runtime's C API from Rust (the onnxruntime wheel's own library,
+same floats as its Python session; :mod:`pitstop.models`). Logging, when on, hands the batch to a background thread (a bounded queue:
 ``predict`` only waits if the writer falls far behind, and nothing is dropped), which
 appends to a Delta table under ``logs/``.
 
@@ -15,8 +16,10 @@ input, with the lookup, the ``"default"`` fills and the fitted transforms in it;
 on-demand functions, when any, write their columns into that matrix, and a second
 call applies the transforms in place. Other views (aggregations, categorical
 encoders, groups keyed differently) take the general path, which gives the same bits.
-A batch of one costs a few microseconds besides the model; onnxruntime's own ``run``
-is the floor.
+When nothing runs in Python between (no on-demand features, request features, logging
+or ``missing="error"``), ``predict`` is one Rust call from the keys to the predictions,
+the GIL released for the lookup and the model together. A batch of one costs a few
+microseconds besides the model; ONNX Runtime's own ``Run`` is the floor.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import pyarrow as pa
 
 from . import transforms as T
 from .errors import DataError, InvalidArgumentError, SchemaError
-from .models import ModelVersion, _session, check_inputs
+from .models import ModelVersion, _session, check_inputs, rust_model
 from .ondemand import fill_on_demand, with_on_demand
 from .online import now_ns
 from .model_input import input_matrix, input_plan
@@ -54,7 +57,8 @@ class Predictor:
                 f"model '{model.name}' v{model.version} was registered for features "
                 f"{model.inputs} but feature view '{self.view.name}' now gives {self.view.features}"
             )
-        self.session = _session(model.read_bytes(), threads)
+        onnx_bytes = model.read_bytes()
+        self.session = _session(onnx_bytes, threads)
         check_inputs(self.session, model.inputs, model.name)
         self._input = self.session.get_inputs()[0].name
         outputs = [o.name for o in self.session.get_outputs()]
@@ -88,7 +92,10 @@ class Predictor:
         self._width = len(model.inputs)
         self._n_lookup = len(self.view.lookup_features)
         self._now: tuple = (None, None)  # the last datetime `now` and its ns
-        self._prepare_run()
+        self._prepare_run(onnx_bytes, threads)
+        # One Rust call from keys to predictions when nothing runs in Python between.
+        self._direct = (self._onnx is not None and self._fast is not None and missing != "error"
+                        and not self.view.on_demand and not model.request_features)
         self._logger = None
         if log:
             from .logs import PredictionLogger
@@ -113,16 +120,7 @@ class Predictor:
         request features: the model input."""
         fast = self._fast
         if fast is not None:
-            if now is None:
-                ns = None
-            else:
-                last = self._now
-                if last[0] is now and type(now) is dt.datetime:  # immutable: same value
-                    ns = last[1]
-                else:
-                    ns = now_ns(now)
-                    self._now = (now, ns)
-            x = input_matrix(fast, keys, ns)
+            x = input_matrix(fast, keys, self._ns(now))
             if self.missing == "error":
                 self._apply_missing(x[:, :self._n_lookup], keys)
             if self.view.on_demand:
@@ -134,6 +132,16 @@ class Predictor:
                     x[:, self._width - extra.shape[1]:] = extra
             return x
         return self._general_input(keys, request, now)
+
+    def _ns(self, now: Any) -> int | None:
+        if now is None:
+            return None
+        last = self._now
+        if last[0] is now and type(now) is dt.datetime:  # immutable: same value
+            return last[1]
+        ns = now_ns(now)
+        self._now = (now, ns)
+        return ns
 
     def _general_input(self, keys: Any, request: Any, now: Any) -> np.ndarray:
         x = self._apply_missing(self._lookup(keys, now), keys)
@@ -147,16 +155,26 @@ class Predictor:
                 now: dt.datetime | None = None):
         """Predictions for ``keys`` (numpy float32; for a classifier, the probability of
         the positive class). With ``return_features=True``, (predictions, input matrix)."""
+        if self._direct and request is None and not return_features and self._logger is None:
+            y = self._onnx.predict(self._fast, keys, self._ns(now))
+            if y is not None:
+                return np.frombuffer(y, np.float32)
         x = self._model_input(keys, request, now)
         y = self._run(x)
         if self._logger is not None:
             self._logger.log(normalize_keys(keys), x, y)
         return (y, x) if return_features else y
 
-    def _prepare_run(self) -> None:
-        """The onnxruntime call, with its Python-side checks done once here: the
-        session's C++ ``run`` when the binding exposes it (the public ``run`` checks
+    def _prepare_run(self, onnx_bytes: bytes, threads: int) -> None:
+        """The model call: through ONNX Runtime's C API (``_core.OnnxModel``, the
+        onnxruntime wheel's own library) when the model gives one float32 per row, and
+        then the onnxruntime session is dropped (one copy of the model in memory); else
+        the session's C++ ``run`` when the binding exposes it (the public ``run`` checks
         the feed's names on every call), else the public one."""
+        self._onnx = rust_model(onnx_bytes, threads)
+        if self._onnx is not None:
+            self.session = None
+            return
         names, session = [self._output], self.session
         inner = getattr(getattr(session, "_sess", None), "run", None)
         if inner is not None:
@@ -165,6 +183,9 @@ class Predictor:
             self._raw_run = lambda feed: session.run(names, feed)[0]
 
     def _run(self, x: np.ndarray) -> np.ndarray:
+        if self._onnx is not None:
+            x = np.ascontiguousarray(x, np.float32)
+            return np.frombuffer(self._onnx.run(x, x.shape[-1]), np.float32)
         out = np.asarray(self._raw_run({self._input: x}), dtype=np.float32)
         if out.ndim == 2 and out.shape[1] == 2:  # class probabilities: the positive class
             return np.ascontiguousarray(out[:, 1])

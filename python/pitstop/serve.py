@@ -36,6 +36,7 @@ import pyarrow as pa
 from . import _core
 from . import transforms as T
 from .errors import InvalidArgumentError, PitstopError
+from .models import onnxruntime_library
 
 if TYPE_CHECKING:
     from .store import FeatureStore
@@ -147,7 +148,7 @@ def plan_json(fs: FeatureStore) -> str:
                        "inputs": m.inputs, "input_view": f"model:{m.name}:v{m.version}",
                        "request_features": list(m.request_features), "unservable": why})
     return json.dumps({"views": views, "models": models, "broken": broken,
-                       "onnxruntime": _onnxruntime_library()})
+                       "onnxruntime": onnxruntime_library()})
 
 
 def _model_plan(fs: FeatureStore, m: Any) -> tuple[dict | None, str | None]:
@@ -166,20 +167,6 @@ def _model_plan(fs: FeatureStore, m: Any) -> tuple[dict | None, str | None]:
         return None, f"features {sorted(plan['python_only'])} are computed in Python"
     plan["name"] = f"model:{m.name}:v{m.version}"
     return plan, None
-
-
-def _onnxruntime_library() -> str | None:
-    """The ONNX Runtime shared library the onnxruntime wheel ships, if installed."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.find_spec("onnxruntime")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    capi = Path(list(spec.submodule_search_locations)[0]) / "capi"
-    libs = sorted(capi.glob("libonnxruntime.so*")) + sorted(capi.glob("libonnxruntime*.dylib")) \
-        + sorted(capi.glob("onnxruntime.dll"))
-    return str(libs[0]) if libs else None
 
 
 def _registry_stamp(fs: FeatureStore) -> tuple:

@@ -5,6 +5,8 @@ pub mod agg;
 pub mod errors;
 pub mod join;
 pub mod keys;
+#[cfg(feature = "serve")]
+pub mod model;
 pub mod online;
 #[cfg(feature = "serve")]
 pub mod serve;

@@ -10,10 +10,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyDict, PyList};
 
 use super::errors::IntoPyResult;
-use super::keys::{dict_keys, extract_keys};
+use super::keys::{dict_keys, extract_keys, OwnedKeys};
 use super::online::{float_buffer, PreparedMatrix, PyOnlineStore};
 use crate::error::Error;
-use crate::online;
+use crate::online::{self, Keys};
 use crate::transform::categories::{Categories, Encoder};
 use crate::transform::{apply, Step};
 
@@ -175,27 +175,13 @@ impl PyModelInput {
         now_ns: Option<i64>,
         normalized: bool,
     ) -> PyResult<Option<Bound<'py, PyByteArray>>> {
-        let keys = if normalized {
-            extract_keys(keys)?
-        } else if let Ok(d) = keys.cast::<PyDict>() {
-            match dict_keys(d, &self.key_names)? {
-                Some(k) => k,
-                None => return Ok(None),
-            }
-        } else if let Ok(list) = keys.cast::<PyList>() {
-            let first_is_dict = list.len() > 0 && list.get_item(0)?.is_instance_of::<PyDict>();
-            if first_is_dict {
-                return Ok(None);
-            }
-            extract_keys(keys)?
-        } else {
+        let Some(keys) = self.keys(keys, normalized)? else {
             return Ok(None);
         };
         let now = now_ns.unwrap_or_else(online::now_ns);
         let keys = keys.keys();
         float_buffer(py, keys.len() * self.width, |out| {
-            self.read.read(&keys, now, out, None)?;
-            apply(out, self.width, &self.pre)
+            self.fill(&keys, now, out)
         })
         .map(Some)
     }
@@ -222,6 +208,44 @@ impl PyModelInput {
         let data =
             unsafe { std::slice::from_raw_parts_mut(buf.buf_ptr() as *mut f32, buf.item_count()) };
         apply(data, self.width, &self.post).py()
+    }
+}
+
+impl PyModelInput {
+    /// `keys` read as `matrix` reads them; None when they need converting in Python
+    /// first (see `online.rs`'s `dict_keys`).
+    pub(crate) fn keys(
+        &self,
+        keys: &Bound<'_, PyAny>,
+        normalized: bool,
+    ) -> PyResult<Option<OwnedKeys>> {
+        if normalized {
+            return extract_keys(keys).map(Some);
+        }
+        if let Ok(d) = keys.cast::<PyDict>() {
+            return dict_keys(d, &self.key_names);
+        }
+        if let Ok(list) = keys.cast::<PyList>() {
+            let first_is_dict = list.len() > 0 && list.get_item(0)?.is_instance_of::<PyDict>();
+            return if first_is_dict {
+                Ok(None)
+            } else {
+                extract_keys(keys).map(Some)
+            };
+        }
+        Ok(None)
+    }
+
+    /// The rows of `keys` at `now` into `out` (`keys.len() * width` values): the
+    /// looked-up features, then the `pre` steps.
+    pub(crate) fn fill(&self, keys: &Keys<'_>, now: i64, out: &mut [f32]) -> Result<(), Error> {
+        self.read.read(keys, now, out, None)?;
+        apply(out, self.width, &self.pre)
+    }
+
+    /// Values per row.
+    pub(crate) fn row_width(&self) -> usize {
+        self.width
     }
 }
 

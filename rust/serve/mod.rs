@@ -44,6 +44,7 @@ pub mod http;
 pub mod lookup;
 pub mod matrix;
 pub mod metrics;
+pub mod onnx;
 pub mod plan;
 pub mod predict;
 pub mod respond;

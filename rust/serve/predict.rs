@@ -2,13 +2,11 @@
 //! float32 matrix (with the transforms fitted on the model's training snapshot), then
 //! one ONNX Runtime call, all in Rust.
 //!
-//! ONNX Runtime is the shared library the `onnxruntime` wheel ships (its path comes
-//! with the plan), loaded once per process through the `ort` crate's `load-dynamic`:
-//! the same runtime, version and kernels as `fs.predictor(model).predict`, so the
-//! predictions are the same floats. A session is built per model version on first use
-//! (one intra-op thread, full graph optimization, as the Python predictor) after the
-//! file's SHA-256 matches the registry's, and kept with the plan; [`preload`] builds
-//! them when a plan is installed, so first requests do not pay for it.
+//! The model runs through [`super::onnx`]: the `onnxruntime` wheel's shared library
+//! (its path comes with the plan), as `fs.predictor(model).predict` runs it, so the
+//! predictions are the same floats. A session is built per model version on first use,
+//! after the file's SHA-256 matches the registry's, and kept with the plan; [`preload`]
+//! builds them when a plan is installed, so first requests do not pay for it.
 //!
 //! A view's categorical encodings and on-demand features are part of the input as
 //! in `/v1/features` (the body's `"request"` fields feed the on-demand functions);
@@ -16,41 +14,24 @@
 //! appended as float32, converted as the Python predictor converts them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
-use ort::session::builder::GraphOptimizationLevel;
-use ort::session::Session;
-use ort::value::Tensor;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::http::{reply, Resp};
 use super::lookup;
+use super::onnx;
 use super::plan::Model;
 use super::respond::{entities, now};
 use super::{Loaded, Reject, State};
-
-static RUNTIME: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
-
-fn runtime(lib: &str) -> Result<&'static ort::environment::Environment, Reject> {
-    RUNTIME
-        .get_or_init(|| {
-            ort::init_from(lib)
-                .map_err(|e| format!("cannot load ONNX Runtime from {lib}: {e}"))?
-                .with_name("pitstop-serve")
-                .build()
-                .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
-        })
-        .as_ref()
-        .map_err(|e| Reject::new(500, e.clone()))
-}
 
 /// Sessions by (model, version), per plan.
 #[derive(Default)]
 pub struct Sessions(Mutex<HashMap<(String, i64), Shared>>);
 
-/// A session, run by one request at a time.
-type Shared = Arc<Mutex<Session>>;
+/// A model's session (run by one request at a time).
+type Shared = Arc<onnx::Model>;
 
 fn session(loaded: &Loaded, m: &Model) -> Result<Shared, Reject> {
     let key = (m.name.clone(), m.version);
@@ -69,7 +50,6 @@ fn session(loaded: &Loaded, m: &Model) -> Result<Shared, Reject> {
             "no ONNX Runtime library was found (install the onnxruntime wheel)",
         )
     })?;
-    let env = runtime(lib)?;
     let bytes = std::fs::read(&m.path).map_err(|e| {
         Reject::new(
             500,
@@ -93,18 +73,9 @@ fn session(loaded: &Loaded, m: &Model) -> Result<Shared, Reject> {
             ),
         ));
     }
-    let fail = |e: String| Reject::new(500, format!("model '{}' v{}: {e}", m.name, m.version));
-    let s = Session::builder(env)
-        .map_err(|e| fail(e.to_string()))?
-        .with_intra_threads(1)
-        .map_err(|e| fail(e.to_string()))?
-        .with_inter_threads(1)
-        .map_err(|e| fail(e.to_string()))?
-        .with_optimization_level(GraphOptimizationLevel::All)
-        .map_err(|e| fail(e.to_string()))?
-        .commit_from_memory(&bytes)
-        .map_err(|e| fail(e.to_string()))?;
-    let s = Arc::new(Mutex::new(s));
+    let s = onnx::Model::load(lib, &bytes, 1)
+        .map_err(|e| Reject::new(500, format!("model '{}' v{}: {e}", m.name, m.version)))?;
+    let s = Arc::new(s);
     loaded
         .sessions
         .0
@@ -209,9 +180,9 @@ pub fn predict(state: &State, tail: &str, body: &Value) -> Result<Resp, Reject> 
     let y = if n == 0 {
         Vec::new()
     } else {
-        let s = session(&loaded, m)?;
-        let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
-        run(&mut s, x, n, d).map_err(|e| Reject::new(500, format!("model '{}': {e}", m.name)))?
+        session(&loaded, m)?
+            .run(&x, n, d)
+            .map_err(|e| Reject::new(500, format!("model '{}': {e}", m.name)))?
     };
     if logging && n > 0 {
         state.log(|| super::LogEntry {
@@ -236,33 +207,6 @@ pub fn predict(state: &State, tail: &str, body: &Value) -> Result<Resp, Reject> 
     }
     out.push_str("]}");
     Ok(reply(200, "application/json", out))
-}
-
-/// One model call; the output as the Python predictor reduces it (the positive class
-/// of two probabilities, a column of one, else as is).
-fn run(s: &mut Session, x: Vec<f32>, n: usize, d: usize) -> Result<Vec<f32>, String> {
-    let input = s
-        .inputs()
-        .first()
-        .map(|i| i.name().to_string())
-        .ok_or("the model has no input")?;
-    let names: Vec<String> = s.outputs().iter().map(|o| o.name().to_string()).collect();
-    let output = if names.iter().any(|o| o == "probabilities") {
-        "probabilities".to_string()
-    } else {
-        names.first().cloned().ok_or("the model has no output")?
-    };
-    let t = Tensor::from_array(([n, d], x)).map_err(|e| e.to_string())?;
-    let outs = s
-        .run(ort::inputs![input.as_str() => t])
-        .map_err(|e| e.to_string())?;
-    let (shape, data) = outs[output.as_str()]
-        .try_extract_tensor::<f32>()
-        .map_err(|e| format!("output '{output}' is not a float tensor ({e})"))?;
-    Ok(match shape.as_ref() {
-        [_, 2] => data.chunks_exact(2).map(|c| c[1]).collect(),
-        _ => data.to_vec(),
-    })
 }
 
 /// `x` (rows × `d`) with the model's raw request features appended to each row: the
