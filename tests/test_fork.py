@@ -112,6 +112,18 @@ def test_errors_in_the_helper_arrive_as_pitstop_errors(store):
     assert "is damaged" in msg and str(g.offline.path) in msg
 
 
+def test_a_predictor_made_before_fork_predicts_in_the_child(store):
+    """The pre-fork server pattern: the model session (ONNX Runtime from Rust) and the
+    prepared input are made in the parent, the predictions come from the child."""
+    pred = store.predictor("m")
+    assert pred._direct
+    keys = {"user_id": [1, 2, 3, 42]}
+    want = pred.predict(keys, now=W.NOW).tobytes()
+    assert W.run_in_fork(lambda: pred.predict(keys, now=W.NOW).tobytes()) == want
+    assert pred.predict(keys, now=W.NOW).tobytes() == want  # the parent's still works
+    pred.close()
+
+
 def mp_worker(path: str, i: int) -> int:
     fs = ps.FeatureStore(path)
     g = fs.get_feature_group("a")
