@@ -35,9 +35,9 @@ def regressor(n_features: int, seed: int) -> bytes:
                    target_opset=17).SerializeToString()
 
 
-def onnxruntime_predictions(model: bytes, x: np.ndarray) -> np.ndarray:
+def onnxruntime_predictions(model: bytes, x: np.ndarray, threads: int = 1) -> np.ndarray:
     """What the Python session gives, reduced as the predictor reduces it."""
-    s = _session(model)
+    s = _session(model, threads)
     names = [o.name for o in s.get_outputs()]
     out = s.run(["probabilities" if "probabilities" in names else names[0]], {"input": x})[0]
     out = np.asarray(out, np.float32)
@@ -115,6 +115,18 @@ def test_one_call_predict_equals_features_then_onnxruntime(served):
         y2, x2 = pred.predict(keys, now=now, return_features=True)
         assert y2.tobytes() == y.tobytes() and x2.tobytes() == x.tobytes()
     pred.close()
+
+
+def test_thread_counts(served):
+    fs, model = served
+    x = np.random.default_rng(0).random((5, 3), np.float32)
+    for threads in (0, 2):
+        pred = fs.predictor("m", threads=threads)
+        assert pred._onnx is not None
+        assert pred._run(x).tobytes() == onnxruntime_predictions(model, x, threads).tobytes()
+    for bad in (-1, 1.5, "2", True):
+        with pytest.raises(errors.InvalidArgumentError, match="threads must be a whole number"):
+            fs.predictor("m", threads=bad)
 
 
 def test_concurrent_predicts_take_turns_on_one_session(served):

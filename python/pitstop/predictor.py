@@ -57,6 +57,9 @@ class Predictor:
                 f"model '{model.name}' v{model.version} was registered for features "
                 f"{model.inputs} but feature view '{self.view.name}' now gives {self.view.features}"
             )
+        if type(threads) is not int or threads < 0:
+            raise InvalidArgumentError(
+                f"threads must be a whole number >= 0 (0: one per core); got {threads!r}")
         onnx_bytes = model.read_bytes()
         self.session = _session(onnx_bytes, threads)
         check_inputs(self.session, model.inputs, model.name)

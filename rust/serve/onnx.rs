@@ -45,13 +45,14 @@ pub struct Model {
 }
 
 impl Model {
-    /// Builds the session of `bytes` (an ONNX model) with `threads` intra-op threads.
+    /// Builds the session of `bytes` (an ONNX model) with `threads` intra-op threads
+    /// (0: ONNX Runtime's default, one per core).
     pub fn load(lib: &str, bytes: &[u8], threads: usize) -> Result<Model, String> {
         let env = runtime(lib)?;
         let e = |e: ort::Error<_>| e.to_string();
         let mut builder = Session::builder(env)
             .map_err(|e| e.to_string())?
-            .with_intra_threads(threads.max(1))
+            .with_intra_threads(threads)
             .map_err(e)?
             .with_inter_threads(1)
             .map_err(e)?
