@@ -9,7 +9,9 @@
 //!
 //! Algorithm. [`sort_features`] counting-sorts the rows by key id (`O(n + keys)`,
 //! stable, so each key's rows stay in input order) and then stable-sorts each key's
-//! run by `(e, c)` in parallel, which yields order `(key, e, c, row)`. [`probe`] finds,
+//! run by `(e, c)` in parallel, which yields order `(key, e, c, row)`. Runs are mostly
+//! a handful of rows: without created times an insertion sort on the bare `e` does
+//! them (a comparator that looks up `c` cost more than the sort itself). [`probe`] finds,
 //! for each spine row, the end of its key's rows with `e <= t` by binary search and
 //! takes the row just before it: the maximum of `(e, c, r)` among them. A TTL only has
 //! to check that winner. Under knowledge time the walk continues backwards past rows
@@ -40,11 +42,13 @@ pub struct Params {
     pub knowledge_time: bool,
 }
 
-/// One feature row as the probe sees it: its event time next to its index, so a
-/// binary search and the winner's index come from the same cache lines (16 bytes).
+/// One row as the sorts and the probe see it: its time next to its index, so a binary
+/// search and the winner's index come from the same cache lines, and its key id in
+/// what would be padding (16 bytes). For the spine `e` is the spine time.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     e: i64,
+    key: u32,
     row: u32,
 }
 
@@ -76,43 +80,98 @@ pub fn sort_features(
     for k in 0..n_keys {
         offsets[k + 1] += offsets[k];
     }
-    // Counting sort: one sequential pass over the inputs, stable, so each key's run
-    // is in input (row) order.
-    let mut next = offsets[..n_keys].to_vec();
-    let blank = Entry { e: 0, row: 0 };
-    let mut entries = vec![blank; offsets[n_keys] as usize];
-    for (r, &k) in key_ids.iter().enumerate() {
-        if k != NO_KEY {
-            let slot = &mut next[k as usize];
-            entries[*slot as usize] = Entry {
-                e: e[r],
-                row: r as u32,
-            };
-            *slot += 1;
-        }
-    }
-    drop(next);
-
-    // A stable sort of each run by (e, c) makes it (e, c, row).
-    let order = |a: &Entry, b: &Entry| match &c {
-        Some(c) => (a.e, c[a.row as usize]).cmp(&(b.e, c[b.row as usize])),
-        None => a.e.cmp(&b.e),
-    };
-    let mut runs: Vec<&mut [Entry]> = Vec::new();
-    let mut rest: &mut [Entry] = &mut entries;
-    for k in 0..n_keys {
-        let len = (offsets[k + 1] - offsets[k]) as usize;
-        let (run, tail) = rest.split_at_mut(len);
-        rest = tail;
-        if len > 1 && !run.is_sorted_by(|a, b| order(a, b).is_le()) {
-            runs.push(run);
-        }
-    }
-    runs.par_iter_mut().for_each(|run| run.sort_by(order));
+    let mut entries = group_by_key(key_ids.len(), &offsets, |r| {
+        (key_ids[r] != NO_KEY).then(|| (key_ids[r], e[r]))
+    });
+    sort_runs(&mut entries, &offsets, c.as_deref());
     SortedFeatures {
         offsets,
         entries,
         c,
+    }
+}
+
+/// The rows `0..n` that `item(i)` keeps (as `(key id, time)`), stably grouped by key
+/// id: ordered by (key, row). `offsets[k]` is where key `k`'s rows start
+/// (`offsets[n_keys]`: how many rows are kept). A counting sort's scatter: one
+/// sequential pass over the rows, one write per row to its key's next slot.
+fn group_by_key(
+    n: usize,
+    offsets: &[u32],
+    item: impl Fn(usize) -> Option<(u32, i64)>,
+) -> Vec<Entry> {
+    let n_keys = offsets.len() - 1;
+    let blank = Entry {
+        e: 0,
+        key: 0,
+        row: 0,
+    };
+    let mut out = vec![blank; offsets[n_keys] as usize];
+    let mut next = offsets[..n_keys].to_vec();
+    for i in 0..n {
+        if let Some((key, e)) = item(i) {
+            let slot = &mut next[key as usize];
+            out[*slot as usize] = Entry {
+                e,
+                key,
+                row: i as u32,
+            };
+            *slot += 1;
+        }
+    }
+    out
+}
+
+/// Keys per task of [`sort_runs`].
+const RUN_BLOCK: usize = 1 << 12;
+
+/// Stable-sorts each key's run (`entries[offsets[k]..offsets[k + 1]]`, in row order)
+/// by (e, c), which makes it (e, c, row); in parallel over blocks of keys.
+fn sort_runs(entries: &mut [Entry], offsets: &[u32], c: Option<&[i64]>) {
+    let n_keys = offsets.len() - 1;
+    let mut pieces: Vec<(&[u32], &mut [Entry])> = Vec::new();
+    let mut rest = entries;
+    for k0 in (0..n_keys).step_by(RUN_BLOCK) {
+        let k1 = (k0 + RUN_BLOCK).min(n_keys);
+        let (piece, tail) = rest.split_at_mut((offsets[k1] - offsets[k0]) as usize);
+        rest = tail;
+        pieces.push((&offsets[k0..=k1], piece));
+    }
+    pieces.into_par_iter().for_each(|(bounds, piece)| {
+        let base = bounds[0];
+        for w in bounds.windows(2) {
+            let run = &mut piece[(w[0] - base) as usize..(w[1] - base) as usize];
+            match c {
+                None => sort_by_time(run),
+                Some(c) => {
+                    let order = |a: &Entry, b: &Entry| {
+                        (a.e, c[a.row as usize]).cmp(&(b.e, c[b.row as usize]))
+                    };
+                    if !run.is_sorted_by(|a, b| order(a, b).is_le()) {
+                        run.sort_by(order);
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// A stable sort by time: runs are mostly a handful of rows, which an insertion sort
+/// on the bare `e` handles in a few nanoseconds each; long ones go to the standard
+/// library's stable sort.
+fn sort_by_time(run: &mut [Entry]) {
+    if run.len() > 32 {
+        run.sort_by_key(|x| x.e);
+        return;
+    }
+    for i in 1..run.len() {
+        let x = run[i];
+        let mut j = i;
+        while j > 0 && run[j - 1].e > x.e {
+            run[j] = run[j - 1];
+            j -= 1;
+        }
+        run[j] = x;
     }
 }
 
@@ -121,49 +180,30 @@ pub fn sort_features(
 /// table joined on the same keys). Rows with a null key or time are left out: they
 /// match nothing.
 pub struct SortedSpine {
-    /// Sorted by (key id, row index).
-    entries: Vec<SpineEntry>,
+    /// Sorted by (key id, row index); `e` is the spine time.
+    entries: Vec<Entry>,
     /// Number of spine rows (the length of a probe's output).
     len: usize,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct SpineEntry {
-    t: i64,
-    key: u32,
-    row: u32,
-}
-
-/// Groups the spine's rows by key id (a stable counting sort); `ids[i]` is row `i`'s
-/// key id and `t(i)` its time (None when null).
+/// Groups the spine's rows by key id (a stable sort, see [`group_by_key`]); `ids[i]`
+/// is row `i`'s key id and `t(i)` its time (None when null).
 pub fn sort_spine(ids: &[u32], n_keys: usize, t: impl Fn(usize) -> Option<i64>) -> SortedSpine {
-    let live = |i: usize| ids[i] != NO_KEY && t(i).is_some();
-    let mut next = vec![0u32; n_keys + 1];
-    for i in (0..ids.len()).filter(|&i| live(i)) {
-        next[ids[i] as usize + 1] += 1;
-    }
-    for k in 0..n_keys {
-        next[k + 1] += next[k];
-    }
-    let blank = SpineEntry {
-        t: 0,
-        key: 0,
-        row: 0,
+    let item = |i: usize| match (ids[i], t(i)) {
+        (NO_KEY, _) | (_, None) => None,
+        (k, Some(t)) => Some((k, t)),
     };
-    let mut entries = vec![blank; next[n_keys] as usize];
+    let mut offsets = vec![0u32; n_keys + 1];
     for i in 0..ids.len() {
-        if let (true, Some(t)) = (ids[i] != NO_KEY, t(i)) {
-            let slot = &mut next[ids[i] as usize];
-            entries[*slot as usize] = SpineEntry {
-                t,
-                key: ids[i],
-                row: i as u32,
-            };
-            *slot += 1;
+        if let Some((k, _)) = item(i) {
+            offsets[k as usize + 1] += 1;
         }
     }
+    for k in 0..n_keys {
+        offsets[k + 1] += offsets[k];
+    }
     SortedSpine {
-        entries,
+        entries: group_by_key(ids.len(), &offsets, item),
         len: ids.len(),
     }
 }
@@ -177,7 +217,7 @@ pub fn probe(sorted: &SortedFeatures, spine: &SortedSpine, p: Params) -> Vec<u32
         .for_each(|(b, dst)| {
             let src = &spine.entries[b * BLOCK..b * BLOCK + dst.len()];
             for (slot, x) in dst.iter_mut().zip(src) {
-                *slot = winner(sorted, x.key as usize, x.t, p);
+                *slot = winner(sorted, x.key as usize, x.e, p);
             }
         });
     let mut out = vec![NO_ROW; spine.len];
@@ -280,6 +320,36 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn grouping_is_stable_by_key_then_row() {
+        // Many keys, runs both shorter and longer than 32.
+        let (n, n_keys) = (200_000, 5_000);
+        let mut seed = 3;
+        let key: Vec<u32> = (0..n)
+            .map(|_| match (lcg(&mut seed) % (n_keys as u64 + 50)) as u32 {
+                k if k >= n_keys as u32 => NO_KEY,
+                k => k,
+            })
+            .collect();
+        let e: Vec<i64> = (0..n).map(|_| (lcg(&mut seed) % 4) as i64).collect();
+        let sorted = sort_features(&key, n_keys, &e, None);
+        let mut want: Vec<(u32, i64, u32)> = (0..n)
+            .filter(|&r| key[r] != NO_KEY)
+            .map(|r| (key[r], e[r], r as u32))
+            .collect();
+        want.sort();
+        let got: Vec<_> = sorted.entries.iter().map(|x| (x.key, x.e, x.row)).collect();
+        assert_eq!(got, want);
+        let spine = sort_spine(&key, n_keys, |i| (i % 7 != 0).then_some(e[i]));
+        let mut want: Vec<(u32, u32)> = (0..n)
+            .filter(|&r| key[r] != NO_KEY && r % 7 != 0)
+            .map(|r| (key[r], r as u32))
+            .collect();
+        want.sort();
+        let got: Vec<_> = spine.entries.iter().map(|x| (x.key, x.row)).collect();
+        assert_eq!(got, want);
     }
 
     #[test]
