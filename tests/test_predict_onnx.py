@@ -120,11 +120,11 @@ def test_one_call_predict_equals_features_then_onnxruntime(served):
 def test_thread_counts(served):
     fs, model = served
     x = np.random.default_rng(0).random((5, 3), np.float32)
-    for threads in (0, 2):
+    for threads in (0, np.int64(2)):
         pred = fs.predictor("m", threads=threads)
         assert pred._onnx is not None
-        assert pred._run(x).tobytes() == onnxruntime_predictions(model, x, threads).tobytes()
-    for bad in (-1, 1.5, "2", True):
+        assert pred._run(x).tobytes() == onnxruntime_predictions(model, x, int(threads)).tobytes()
+    for bad in (-1, 1.5, "2", True, 2**31):
         with pytest.raises(errors.InvalidArgumentError, match="threads must be a whole number"):
             fs.predictor("m", threads=bad)
 

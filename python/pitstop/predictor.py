@@ -5,7 +5,9 @@ assembles the float32 matrix in the model's input order, no per-row Python), app
 the missing-value policy, computes the on-demand features, applies the fitted
 transforms, appends request-time features and runs one model call for the whole
 batch, through ONNX Runtime's C API from Rust (the onnxruntime wheel's own library,
-same floats as its Python session; :mod:`pitstop.models`). Logging, when on, hands the batch to a background thread (a bounded queue:
+same floats as its Python session; :mod:`pitstop.models`). Models whose output is not
+one float32 per row keep onnxruntime's Python session. Calls from several threads run
+in parallel, each on a session of its own (``rust/serve/onnx.rs``). Logging, when on, hands the batch to a background thread (a bounded queue:
 ``predict`` only waits if the writer falls far behind, and nothing is dropped), which
 appends to a Delta table under ``logs/``.
 
@@ -57,9 +59,11 @@ class Predictor:
                 f"model '{model.name}' v{model.version} was registered for features "
                 f"{model.inputs} but feature view '{self.view.name}' now gives {self.view.features}"
             )
-        if type(threads) is not int or threads < 0:
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) \
+                or not 0 <= threads <= 1024:
             raise InvalidArgumentError(
-                f"threads must be a whole number >= 0 (0: one per core); got {threads!r}")
+                f"threads must be a whole number from 0 to 1024 (0: one per core); got {threads!r}")
+        threads = int(threads)
         onnx_bytes = model.read_bytes()
         self.session = _session(onnx_bytes, threads)
         check_inputs(self.session, model.inputs, model.name)

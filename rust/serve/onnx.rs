@@ -1,15 +1,25 @@
 //! One ONNX model, run through ONNX Runtime's C API: the shared library the
-//! `onnxruntime` wheel ships, loaded once per process through the `ort` crate's
-//! `load-dynamic`. The same runtime, version, kernels and session options (one
-//! intra-op thread, sequential, full graph optimization) as the Python predictor's
-//! `onnxruntime.InferenceSession`, so both give the same floats for the same input.
+//! `onnxruntime` wheel ships (1.22 or later), loaded once per process through the `ort`
+//! crate's `load-dynamic`. The same runtime, version, kernels and session options (CPU,
+//! sequential, full graph optimization, the caller's intra-op thread count) as the
+//! Python predictor's `onnxruntime.InferenceSession`, so both give the same floats for
+//! the same input.
 //!
 //! Used by the server's `/v1/predict` and by `Predictor.predict` (through
-//! `_core.OnnxModel`), where it replaces the Python binding's `run`: the input is a
-//! view of the caller's float32 rows (no copy), only the chosen output is computed
-//! (names and run options resolved once), and the output is reduced as the predictor
-//! reduces it. A call costs ONNX Runtime's own `Run` plus a tensor header for the
-//! input and a copy of the output.
+//! `_core.OnnxModel`), where it replaces the Python binding's `run`: the input tensor
+//! is a view of the caller's rows, only the chosen output is computed (names and run
+//! options resolved once), and the output is reduced as the predictor reduces it. A
+//! call costs ONNX Runtime's own `Run` plus a tensor header for the input and a copy of
+//! the output.
+//!
+//! ONNX Runtime's `Run` must not be called on one session from two threads at once
+//! (`ort` makes it take `&mut`), so a model keeps a pool of sessions: a call takes one
+//! (building another from the model's bytes only when every session is busy, so there
+//! are never more sessions than concurrent callers: one for a single-threaded caller)
+//! and puts it back. The pool's lock is held only to take or return a session, never
+//! while the model runs, so concurrent callers run in parallel as they did on
+//! onnxruntime's Python session, and a `fork` while another thread predicts does not
+//! leave the child waiting on a lock held by a thread that no longer exists.
 
 use std::sync::{Mutex, OnceLock};
 
@@ -35,10 +45,20 @@ fn runtime(lib: &str) -> Result<&'static ort::environment::Environment, String> 
         .map_err(Clone::clone)
 }
 
-/// A model ready to run: one session (ONNX Runtime's `Run` is not safe to call
-/// concurrently on one session, so calls take turns), its input and output names.
+/// A session and the run options that select the model's output.
+struct Runner {
+    session: Session,
+    opts: RunOptions<HasSelectedOutputs>,
+}
+
+/// A model ready to run: its sessions, input and output names.
 pub struct Model {
-    session: Mutex<(Session, RunOptions<HasSelectedOutputs>)>,
+    lib: String,
+    /// The model, kept to build another session when every one is busy.
+    bytes: Vec<u8>,
+    threads: usize,
+    /// Idle sessions (see the module doc).
+    idle: Mutex<Vec<Runner>>,
     input: String,
     output: String,
     one_per_row: bool,
@@ -48,19 +68,7 @@ impl Model {
     /// Builds the session of `bytes` (an ONNX model) with `threads` intra-op threads
     /// (0: ONNX Runtime's default, one per core).
     pub fn load(lib: &str, bytes: &[u8], threads: usize) -> Result<Model, String> {
-        let env = runtime(lib)?;
-        let e = |e: ort::Error<_>| e.to_string();
-        let mut builder = Session::builder(env)
-            .map_err(|e| e.to_string())?
-            .with_intra_threads(threads)
-            .map_err(e)?
-            .with_inter_threads(1)
-            .map_err(e)?
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(e)?;
-        let s = builder
-            .commit_from_memory(bytes)
-            .map_err(|e| e.to_string())?;
+        let s = session(lib, bytes, threads)?;
         let input = s
             .inputs()
             .first()
@@ -78,11 +86,15 @@ impl Model {
                 if matches!(shape.as_ref(), [_] | [_, 1] | [_, 2])
         );
         let output = out.name().to_string();
-        let opts = RunOptions::new()
-            .map_err(|e| e.to_string())?
-            .with_outputs(OutputSelector::no_default().with(output.clone()));
+        let first = Runner {
+            opts: select(&output)?,
+            session: s,
+        };
         Ok(Model {
-            session: Mutex::new((s, opts)),
+            lib: lib.to_string(),
+            bytes: bytes.to_vec(),
+            threads,
+            idle: Mutex::new(vec![first]),
             input,
             output,
             one_per_row,
@@ -105,13 +117,28 @@ impl Model {
         if n == 0 {
             return Ok(Vec::new());
         }
+        let taken = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut r = match taken {
+            Some(r) => r,
+            None => Runner {
+                session: session(&self.lib, &self.bytes, self.threads)?,
+                opts: select(&self.output)?,
+            },
+        };
+        let y = self.run_on(&mut r, x, n, d);
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+        y
+    }
+
+    fn run_on(&self, r: &mut Runner, x: &[f32], n: usize, d: usize) -> Result<Vec<f32>, String> {
         let t = TensorRef::from_array_view(([n, d], x)).map_err(|e| e.to_string())?;
-        let mut guard = self.session.lock().unwrap_or_else(|e| e.into_inner());
-        let (s, opts) = &mut *guard;
-        let outs = s
-            .run_with_options(ort::inputs![self.input.as_str() => t], &*opts)
+        let outs = r
+            .session
+            .run_with_options(ort::inputs![self.input.as_str() => t], &r.opts)
             .map_err(|e| e.to_string())?;
-        let (shape, data) = outs[self.output.as_str()]
+        let (shape, data) = outs
+            .get(self.output.as_str())
+            .ok_or_else(|| format!("the model gave no output '{}'", self.output))?
             .try_extract_tensor::<f32>()
             .map_err(|e| format!("output '{}' is not a float tensor ({e})", self.output))?;
         Ok(match shape.as_ref() {
@@ -119,4 +146,27 @@ impl Model {
             _ => data.to_vec(),
         })
     }
+}
+
+/// A session of `bytes` with `threads` intra-op threads.
+fn session(lib: &str, bytes: &[u8], threads: usize) -> Result<Session, String> {
+    let env = runtime(lib)?;
+    let e = |e: ort::Error<_>| e.to_string();
+    Session::builder(env)
+        .map_err(|e| e.to_string())?
+        .with_intra_threads(threads)
+        .map_err(e)?
+        .with_inter_threads(1)
+        .map_err(e)?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(e)?
+        .commit_from_memory(bytes)
+        .map_err(|e| e.to_string())
+}
+
+/// Run options that compute `output` alone.
+fn select(output: &str) -> Result<RunOptions<HasSelectedOutputs>, String> {
+    Ok(RunOptions::new()
+        .map_err(|e| e.to_string())?
+        .with_outputs(OutputSelector::no_default().with(output.to_string())))
 }
