@@ -264,6 +264,24 @@ class ModelInput:
         """Applies the ``post`` steps in place to a writable C-contiguous float32
         matrix of rows of ``width`` values."""
 
+class OnnxModel:
+    """An ONNX model on ONNX Runtime's C API (the library at ``lib``, the onnxruntime
+    wheel's, 1.22+), with ``threads`` intra-op threads (0: one per core); the same
+    floats as onnxruntime's Python session. Calls from several threads run in parallel,
+    each on a session of its own. Only with the ``serve`` feature."""
+    def __init__(self, lib: str, model: bytes, threads: int) -> None: ...
+    @property
+    def one_per_row(self) -> bool:
+        """Whether the output is one float32 per row (``[n]``, ``[n, 1]`` or class
+        probabilities ``[n, 2]``): what ``run`` and ``predict`` serve."""
+    def run(self, x: Any, width: int) -> bytearray:
+        """Predictions for ``x`` (a C-contiguous float32 matrix of ``width`` columns) as
+        float32 bytes: the positive class of two probabilities, else the output."""
+    def predict(self, input: ModelInput, keys: Any, now_ns: int | None = None) -> bytearray | None:
+        """``input``'s rows for ``keys`` at ``now_ns`` (None: now) run through the model,
+        one float32 per key, in one call with the GIL released; None when the keys need
+        converting in Python first (as ``ModelInput.matrix``)."""
+
 class AggMatrix:
     """``agg_matrix`` prepared once: the ops ``aggregations`` ((op, value column index,
     window ns, k)) parsed and online table ``table`` resolved on first use (again only
