@@ -7,9 +7,10 @@ transforms, appends request-time features and runs one model call for the whole
 batch, through ONNX Runtime's C API from Rust (the onnxruntime wheel's own library,
 same floats as its Python session; :mod:`pitstop.models`). Models whose output is not
 one float32 per row keep onnxruntime's Python session. Calls from several threads run
-in parallel, each on a session of its own (``rust/serve/onnx.rs``). Logging, when on, hands the batch to a background thread (a bounded queue:
-``predict`` only waits if the writer falls far behind, and nothing is dropped), which
-appends to a Delta table under ``logs/``.
+in parallel, each on a session of its own (``rust/serve/onnx.rs``). Logging, when on,
+hands the batch to a background thread (a bounded queue: ``predict`` only waits if the
+writer falls far behind, and nothing is dropped), which appends to a Delta table under
+``logs/``.
 
 The hot path is prepared once per predictor (:mod:`pitstop.model_input`): for a view
 of numeric features keyed alike, one Rust call goes from the keys (a dict of lists or

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyByteArray;
 
 use super::errors::IntoPyResult;
+use super::online::float_bytes;
 use super::transform::PyModelInput;
 use crate::error::Error;
 use crate::online;
@@ -17,14 +18,6 @@ use crate::serve::onnx::Model;
 #[pyclass(name = "OnnxModel", module = "pitstop._core", frozen)]
 pub struct PyOnnxModel {
     model: Model,
-}
-
-/// `y` as a bytearray of float32.
-fn float_bytes<'py>(py: Python<'py>, y: &[f32]) -> Bound<'py, PyByteArray> {
-    // SAFETY: an f32 slice viewed as its bytes (u8 has no alignment or validity
-    // requirement), alive for the whole borrow.
-    let bytes = unsafe { std::slice::from_raw_parts(y.as_ptr().cast::<u8>(), y.len() * 4) };
-    PyByteArray::new(py, bytes)
 }
 
 fn failed(e: String) -> Error {

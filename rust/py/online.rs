@@ -45,6 +45,15 @@ pub(crate) fn float_buffer<'py>(
     })
 }
 
+/// `values` copied into a new bytearray of float32.
+pub(crate) fn float_bytes<'py>(py: Python<'py>, values: &[f32]) -> Bound<'py, PyByteArray> {
+    // SAFETY: an f32 slice viewed as its bytes (u8 has no alignment or validity
+    // requirement), alive for the whole borrow.
+    let bytes =
+        unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), values.len() * 4) };
+    PyByteArray::new(py, bytes)
+}
+
 /// A validated, encoded write waiting to be applied (`OnlineStore.prepare_write`).
 #[pyclass(name = "PreparedWrite", module = "pitstop._core", frozen)]
 pub struct PyPreparedWrite {

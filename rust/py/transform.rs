@@ -11,7 +11,7 @@ use pyo3::types::{PyByteArray, PyDict, PyList};
 
 use super::errors::IntoPyResult;
 use super::keys::{dict_keys, extract_keys, OwnedKeys};
-use super::online::{float_buffer, PreparedMatrix, PyOnlineStore};
+use super::online::{float_buffer, float_bytes, PreparedMatrix, PyOnlineStore};
 use crate::error::Error;
 use crate::online::{self, Keys};
 use crate::transform::categories::{Categories, Encoder};
@@ -65,11 +65,7 @@ impl PyTransformPlan {
         let buf = matrix_buffer(x, self.width)?;
         let mut data: Vec<f32> = buf.to_vec(py)?;
         apply(&mut data, self.width, &self.steps).py()?;
-        // SAFETY: an f32 slice viewed as its bytes (u8 has no alignment or validity
-        // requirement), alive for the whole borrow.
-        let bytes =
-            unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), data.len() * 4) };
-        Ok(PyByteArray::new(py, bytes))
+        Ok(float_bytes(py, &data))
     }
 }
 

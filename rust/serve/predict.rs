@@ -30,7 +30,7 @@ use super::{Loaded, Reject, State};
 #[derive(Default)]
 pub struct Sessions(Mutex<HashMap<(String, i64), Shared>>);
 
-/// A model's session (run by one request at a time).
+/// A model and its sessions (one per request running it at the same time).
 type Shared = Arc<onnx::Model>;
 
 fn session(loaded: &Loaded, m: &Model) -> Result<Shared, Reject> {
