@@ -71,16 +71,7 @@ pub fn sort_features(
     e: &[i64],
     c: Option<Vec<i64>>,
 ) -> SortedFeatures {
-    let mut offsets = vec![0u32; n_keys + 1];
-    for &k in key_ids {
-        if k != NO_KEY {
-            offsets[k as usize + 1] += 1;
-        }
-    }
-    for k in 0..n_keys {
-        offsets[k + 1] += offsets[k];
-    }
-    let mut entries = group_by_key(key_ids.len(), &offsets, |r| {
+    let (offsets, mut entries) = group_by_key(key_ids.len(), n_keys, |r| {
         (key_ids[r] != NO_KEY).then(|| (key_ids[r], e[r]))
     });
     sort_runs(&mut entries, &offsets, c.as_deref());
@@ -91,16 +82,25 @@ pub fn sort_features(
     }
 }
 
-/// The rows `0..n` that `item(i)` keeps (as `(key id, time)`), stably grouped by key
-/// id: ordered by (key, row). `offsets[k]` is where key `k`'s rows start
-/// (`offsets[n_keys]`: how many rows are kept). A counting sort's scatter: one
-/// sequential pass over the rows, one write per row to its key's next slot.
+/// The rows `0..n` that `item(i)` keeps (as `(key id, time)`, key ids below
+/// `n_keys`), stably grouped by key id: ordered by (key, row); with the offsets,
+/// `offsets[k]` where key `k`'s rows start (`offsets[n_keys]`: how many rows are
+/// kept). A counting sort: one pass to count each key's rows, then the scatter, one
+/// sequential pass over the rows with one write per row to its key's next slot.
 fn group_by_key(
     n: usize,
-    offsets: &[u32],
+    n_keys: usize,
     item: impl Fn(usize) -> Option<(u32, i64)>,
-) -> Vec<Entry> {
-    let n_keys = offsets.len() - 1;
+) -> (Vec<u32>, Vec<Entry>) {
+    let mut offsets = vec![0u32; n_keys + 1];
+    for i in 0..n {
+        if let Some((k, _)) = item(i) {
+            offsets[k as usize + 1] += 1;
+        }
+    }
+    for k in 0..n_keys {
+        offsets[k + 1] += offsets[k];
+    }
     let blank = Entry {
         e: 0,
         key: 0,
@@ -119,7 +119,7 @@ fn group_by_key(
             *slot += 1;
         }
     }
-    out
+    (offsets, out)
 }
 
 /// Keys per task of [`sort_runs`].
@@ -193,17 +193,8 @@ pub fn sort_spine(ids: &[u32], n_keys: usize, t: impl Fn(usize) -> Option<i64>) 
         (NO_KEY, _) | (_, None) => None,
         (k, Some(t)) => Some((k, t)),
     };
-    let mut offsets = vec![0u32; n_keys + 1];
-    for i in 0..ids.len() {
-        if let Some((k, _)) = item(i) {
-            offsets[k as usize + 1] += 1;
-        }
-    }
-    for k in 0..n_keys {
-        offsets[k + 1] += offsets[k];
-    }
     SortedSpine {
-        entries: group_by_key(ids.len(), &offsets, item),
+        entries: group_by_key(ids.len(), n_keys, item).1,
         len: ids.len(),
     }
 }
