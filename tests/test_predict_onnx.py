@@ -61,7 +61,8 @@ def test_rust_model_gives_onnxruntimes_floats(seed, rows, width, kind, holes):
 
 
 def test_other_outputs_keep_the_onnxruntime_session(tmp_path):
-    assert rust_model(identity(3)) is None  # [n, 3]: not one prediction per row
+    m = rust_model(identity(3))
+    assert m is not None and not m.one_per_row  # [n, 3]: not one prediction per row
     fs = ps.FeatureStore(tmp_path / "store")
     g = fs.create_feature_group("g", primary_key="user_id", event_time="ts", online=True)
     g.insert(pa.table({"user_id": [1, 2], "ts": pa.array([1, 2], pa.timestamp("s", "UTC")),
@@ -71,6 +72,60 @@ def test_other_outputs_keep_the_onnxruntime_session(tmp_path):
     pred = fs.predictor("id")
     assert pred._onnx is None and pred.session is not None
     assert pred.predict([1, 2]).tolist() == [[1.0, 3.0, 5.0], [2.0, 4.0, 6.0]]
+    fs.close()
+
+
+def graph(inputs: list[tuple[str, int, list]]) -> bytes:
+    """A model of ``inputs`` (name, ONNX element type, shape), each returned as is."""
+    import onnx
+    from onnx import helper
+
+    ins = [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs]
+    outs = [helper.make_tensor_value_info(f"out{k}", t, s) for k, (_, t, s) in enumerate(inputs)]
+    nodes = [helper.make_node("Identity", [n], [f"out{k}"]) for k, (n, _, _) in enumerate(inputs)]
+    model = helper.make_model(helper.make_graph(nodes, "g", ins, outs),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_rust_inputs_read_as_onnxruntimes():
+    """The predictor checks a model's inputs from the Rust session alone: it must see
+    what onnxruntime's Python session sees (names, types, fixed, named and free dims)."""
+    from onnx import TensorProto as T
+
+    from pitstop.models import session_inputs
+
+    models = [gbdt(3), regressor(2, 0), identity(4),
+              graph([("x", T.FLOAT, ["N", 5])]), graph([("x", T.FLOAT, [7, 2])]),
+              graph([("x", T.DOUBLE, [None, 3])]), graph([("x", T.INT64, [None])]),
+              graph([("a", T.FLOAT, [None, 2]), ("b", T.STRING, [None, 1])]),
+              graph([("x", T.FLOAT, [None, 2, 3])])]
+    for model in models:
+        m = rust_model(model)
+        assert m is not None
+        assert m.inputs == session_inputs(_session(model))
+
+
+def test_predictor_checks_inputs_without_a_python_session(tmp_path, monkeypatch):
+    """A served model is loaded once, by Rust; a model file swapped for one of another
+    width after registration is caught at start-up by the Rust-side check."""
+    import pitstop.predictor as P
+
+    fs = ps.FeatureStore(tmp_path / "store")
+    g = fs.create_feature_group("g", primary_key="user_id", event_time="ts", online=True)
+    g.insert(pa.table({"user_id": [1, 2], "ts": pa.array([1, 2], pa.timestamp("s", "UTC")),
+                       "a": [1.0, 2.0], "b": [3.0, 4.0], "c": [5.0, 6.0]}))
+    fv = fs.create_feature_view("v", features=[g.select_all()])
+    mv = fs.models.register("m", gbdt(3), feature_view=fv)
+    built = []
+    monkeypatch.setattr(P, "_session", lambda *a: built.append(a) or _session(*a))
+    pred = fs.predictor("m")
+    assert pred._onnx is not None and pred.session is None and not built
+    assert pred.predict([1, 2]).shape == (2,)
+    monkeypatch.setattr(type(mv), "read_bytes", lambda self: gbdt(4))
+    with pytest.raises(errors.SchemaError, match=r"has shape \[None, 4\] but the feature view gives 3"):
+        P.Predictor(fs, mv)
     fs.close()
 
 

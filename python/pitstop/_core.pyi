@@ -274,6 +274,10 @@ class OnnxModel:
     def one_per_row(self) -> bool:
         """Whether the output is one float32 per row (``[n]``, ``[n, 1]`` or class
         probabilities ``[n, 2]``): what ``run`` and ``predict`` serve."""
+    @property
+    def inputs(self) -> list[tuple[str, str, list[int | str | None]]]:
+        """The model's inputs as ``(name, type, shape)``, as onnxruntime's Python
+        binding words them: ``("input", "tensor(float)", [None, 3])``."""
     def run(self, x: Any, width: int) -> bytearray:
         """Predictions for ``x`` (a C-contiguous float32 matrix of ``width`` columns) as
         float32 bytes: the positive class of two probabilities, else the output."""

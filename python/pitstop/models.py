@@ -90,37 +90,42 @@ def onnxruntime_library() -> str | None:
 
 def rust_model(model: bytes, threads: int = 1) -> Any:
     """The model on ONNX Runtime's C API (``_core.OnnxModel``: the same library and
-    session options as :func:`_session`, so the same floats), or None when it cannot
-    serve it: no library, a build without it, or an output that is not one float32 per
-    row (those keep the onnxruntime session)."""
+    session options as :func:`_session`, so the same floats), or None when there is
+    none: no library, a build without it, or a model it cannot load (then
+    :func:`_session` says why). Only a model whose ``one_per_row`` is true can serve;
+    the others keep the onnxruntime session."""
     lib = onnxruntime_library()
     cls = getattr(_core, "OnnxModel", None)
     if lib is None or cls is None:
         return None
     try:
-        m = cls(lib, model, threads)
+        return cls(lib, model, threads)
     except PitstopError:
         return None
-    return m if m.one_per_row else None
 
 
-def check_inputs(session: Any, inputs: list[str], model: str) -> None:
-    """The model must take one float32 matrix of ``len(inputs)`` columns."""
-    graph_inputs = session.get_inputs()
+def session_inputs(session: Any) -> list[tuple[str, str, list]]:
+    """An onnxruntime session's inputs as ``(name, type, shape)``, as
+    ``_core.OnnxModel.inputs`` gives them."""
+    return [(i.name, i.type, list(i.shape)) for i in session.get_inputs()]
+
+
+def check_inputs(graph_inputs: list[tuple[str, str, list]], inputs: list[str], model: str) -> None:
+    """The model must take one float32 matrix of ``len(inputs)`` columns
+    (``graph_inputs``: its inputs as ``(name, type, shape)``)."""
     if len(graph_inputs) != 1:
         raise SchemaError(
             f"model '{model}' has {len(graph_inputs)} inputs "
-            f"({[i.name for i in graph_inputs]}); pitstop feeds one float32 matrix "
+            f"({[i[0] for i in graph_inputs]}); pitstop feeds one float32 matrix "
             "(export with a single input, e.g. skl2onnx initial_types=[('input', FloatTensorType([None, d]))])"
         )
-    inp = graph_inputs[0]
-    if inp.type != "tensor(float)":
-        raise SchemaError(f"model '{model}' input '{inp.name}' is {inp.type}; pitstop feeds tensor(float)")
-    shape = inp.shape
+    name, kind, shape = graph_inputs[0]
+    if kind != "tensor(float)":
+        raise SchemaError(f"model '{model}' input '{name}' is {kind}; pitstop feeds tensor(float)")
     width = shape[-1] if len(shape) == 2 else None
     if len(shape) != 2 or (isinstance(width, int) and width != len(inputs)):
         raise SchemaError(
-            f"model '{model}' input '{inp.name}' has shape {shape} but the feature view gives "
+            f"model '{model}' input '{name}' has shape {shape} but the feature view gives "
             f"{len(inputs)} features {inputs}; the model must take [batch, {len(inputs)}]"
         )
 
@@ -182,7 +187,7 @@ class ModelRegistry:
             raise InvalidArgumentError(
                 f"model must be an ONNX file path or its bytes; got {type(model).__name__}")
         inputs = [*feature_view.features, *request_features]
-        check_inputs(_session(data), inputs, name)
+        check_inputs(session_inputs(_session(data)), inputs, name)
         digest = hashlib.sha256(data).hexdigest()
         with self._store.registry.tx() as db:
             row = db.execute("SELECT MAX(version) FROM models WHERE name=?", (name,)).fetchone()

@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from . import transforms as T
 from .errors import DataError, InvalidArgumentError, SchemaError
-from .models import ModelVersion, _session, check_inputs, rust_model
+from .models import ModelVersion, _session, check_inputs, rust_model, session_inputs
 from .ondemand import fill_on_demand, with_on_demand
 from .online import now_ns
 from .model_input import input_matrix, input_plan
@@ -65,12 +65,7 @@ class Predictor:
             raise InvalidArgumentError(
                 f"threads must be a whole number from 0 to 1024 (0: one per core); got {threads!r}")
         threads = int(threads)
-        onnx_bytes = model.read_bytes()
-        self.session = _session(onnx_bytes, threads)
-        check_inputs(self.session, model.inputs, model.name)
-        self._input = self.session.get_inputs()[0].name
-        outputs = [o.name for o in self.session.get_outputs()]
-        self._output = "probabilities" if "probabilities" in outputs else outputs[0]
+        self._prepare_run(model.read_bytes(), threads)
         if missing not in MISSING_POLICIES:
             raise InvalidArgumentError(f"missing must be one of {MISSING_POLICIES}; got {missing!r}")
         self.missing = missing
@@ -100,7 +95,6 @@ class Predictor:
         self._width = len(model.inputs)
         self._n_lookup = len(self.view.lookup_features)
         self._now: tuple = (None, None)  # the last datetime `now` and its ns
-        self._prepare_run(onnx_bytes, threads)
         # One Rust call from keys to predictions when nothing runs in Python between.
         self._direct = (self._onnx is not None and self._fast is not None and missing != "error"
                         and not self.view.on_demand and not model.request_features)
@@ -174,16 +168,24 @@ class Predictor:
         return (y, x) if return_features else y
 
     def _prepare_run(self, onnx_bytes: bytes, threads: int) -> None:
-        """The model call: through ONNX Runtime's C API (``_core.OnnxModel``, the
-        onnxruntime wheel's own library) when the model gives one float32 per row, and
-        then the onnxruntime session is dropped (one copy of the model in memory); else
-        the session's C++ ``run`` when the binding exposes it (the public ``run`` checks
-        the feed's names on every call), else the public one."""
+        """Loads the model and checks it takes the view's rows. It runs on ONNX
+        Runtime's C API (``_core.OnnxModel``, the onnxruntime wheel's own library) when
+        it gives one float32 per row: then no onnxruntime Python session is built (one
+        load, one copy of the model in memory). Other models, or no C API, get the
+        Python session's C++ ``run`` when the binding exposes it (the public ``run``
+        checks the feed's names on every call), else the public one."""
         self._onnx = rust_model(onnx_bytes, threads)
         if self._onnx is not None:
-            self.session = None
-            return
-        names, session = [self._output], self.session
+            check_inputs(self._onnx.inputs, self.model.inputs, self.model.name)
+            if self._onnx.one_per_row:
+                self.session = None
+                return
+            self._onnx = None
+        self.session = session = _session(onnx_bytes, threads)
+        check_inputs(session_inputs(session), self.model.inputs, self.model.name)
+        self._input = session.get_inputs()[0].name
+        outputs = [o.name for o in session.get_outputs()]
+        names = ["probabilities" if "probabilities" in outputs else outputs[0]]
         inner = getattr(getattr(session, "_sess", None), "run", None)
         if inner is not None:
             self._raw_run = lambda feed: inner(names, feed, None)[0]

@@ -6,14 +6,15 @@
 
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
-use pyo3::types::PyByteArray;
+use pyo3::types::{PyByteArray, PyList, PyTuple};
+use pyo3::IntoPyObjectExt;
 
 use super::errors::IntoPyResult;
 use super::online::float_bytes;
 use super::transform::PyModelInput;
 use crate::error::Error;
 use crate::online;
-use crate::serve::onnx::Model;
+use crate::serve::onnx::{Dim, Model};
 
 #[pyclass(name = "OnnxModel", module = "pitstop._core", frozen)]
 pub struct PyOnnxModel {
@@ -42,6 +43,30 @@ impl PyOnnxModel {
     #[getter]
     fn one_per_row(&self) -> bool {
         self.model.one_per_row()
+    }
+
+    /// The model's inputs as `(name, type, shape)`, in the words of onnxruntime's
+    /// Python binding: `("input", "tensor(float)", [None, 3])`, a dimension that is
+    /// not fixed being its symbolic name or None.
+    #[getter]
+    fn inputs<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        self.model
+            .inputs()
+            .iter()
+            .map(|i| {
+                let dims = i.shape.iter().map(|d| match d {
+                    Dim::Fixed(n) => n.into_bound_py_any(py),
+                    Dim::Named(s) => s.into_bound_py_any(py),
+                    Dim::Free => Ok(py.None().into_bound(py)),
+                });
+                let shape = PyList::new(py, dims.collect::<PyResult<Vec<_>>>()?)?;
+                let name = i.name.as_str().into_bound_py_any(py)?;
+                PyTuple::new(
+                    py,
+                    [name, i.ty.as_str().into_bound_py_any(py)?, shape.into_any()],
+                )
+            })
+            .collect()
     }
 
     /// The predictions for `x` (a C-contiguous float32 matrix of `width` columns) as

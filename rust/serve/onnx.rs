@@ -51,6 +51,22 @@ struct Runner {
     opts: RunOptions<HasSelectedOutputs>,
 }
 
+/// One input of a model as onnxruntime's Python binding describes it: its name, its
+/// type (`tensor(float)`, `tensor(int64)`, `seq(...)`...) and, for a tensor, each
+/// dimension's size, or its symbolic name (`N`) or nothing when it is not fixed.
+pub struct Input {
+    pub name: String,
+    pub ty: String,
+    pub shape: Vec<Dim>,
+}
+
+/// One dimension of an [`Input`].
+pub enum Dim {
+    Fixed(i64),
+    Named(String),
+    Free,
+}
+
 /// A model ready to run: its sessions, input and output names.
 pub struct Model {
     lib: String,
@@ -62,6 +78,7 @@ pub struct Model {
     input: String,
     output: String,
     one_per_row: bool,
+    inputs: Vec<Input>,
 }
 
 impl Model {
@@ -69,6 +86,11 @@ impl Model {
     /// (0: ONNX Runtime's default, one per core).
     pub fn load(lib: &str, bytes: &[u8], threads: usize) -> Result<Model, String> {
         let s = session(lib, bytes, threads)?;
+        let inputs = s
+            .inputs()
+            .iter()
+            .map(|i| describe(i.name(), i.dtype()))
+            .collect();
         let input = s
             .inputs()
             .first()
@@ -98,7 +120,13 @@ impl Model {
             input,
             output,
             one_per_row,
+            inputs,
         })
+    }
+
+    /// The model's inputs, for the caller to check against the rows it will feed.
+    pub fn inputs(&self) -> &[Input] {
+        &self.inputs
     }
 
     /// Whether the output is float32 of shape `[n]`, `[n, 1]` or `[n, 2]`: one
@@ -146,6 +174,55 @@ impl Model {
             _ => data.to_vec(),
         })
     }
+}
+
+/// `ty` in the words of onnxruntime's Python binding (`NodeArg.type` and `.shape`).
+fn describe(name: &str, ty: &ValueType) -> Input {
+    let (ty, shape) = match ty {
+        ValueType::Tensor {
+            ty,
+            shape,
+            dimension_symbols,
+        } => {
+            let dims = shape.iter().enumerate().map(|(k, &d)| match d {
+                d if d >= 0 => Dim::Fixed(d),
+                _ => match dimension_symbols.get(k).filter(|s| !s.is_empty()) {
+                    Some(s) => Dim::Named(s.to_string()),
+                    None => Dim::Free,
+                },
+            });
+            (format!("tensor({})", element(*ty)), dims.collect())
+        }
+        other => (format!("{other}"), Vec::new()),
+    };
+    Input {
+        name: name.to_string(),
+        ty,
+        shape,
+    }
+}
+
+/// ONNX's name of a tensor element type (`float`, `double`, `int64`...).
+fn element(ty: TensorElementType) -> String {
+    use TensorElementType as T;
+    let name = match ty {
+        T::Float32 => "float",
+        T::Float64 => "double",
+        T::Float16 => "float16",
+        T::Bfloat16 => "bfloat16",
+        T::Int8 => "int8",
+        T::Int16 => "int16",
+        T::Int32 => "int32",
+        T::Int64 => "int64",
+        T::Uint8 => "uint8",
+        T::Uint16 => "uint16",
+        T::Uint32 => "uint32",
+        T::Uint64 => "uint64",
+        T::Bool => "bool",
+        T::String => "string",
+        other => return other.to_string(),
+    };
+    name.to_string()
 }
 
 /// A session of `bytes` with `threads` intra-op threads.
