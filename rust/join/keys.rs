@@ -14,7 +14,10 @@
 //! strings: that is a [`Error::KeyTypeMismatch`].
 //!
 //! Cost: one hash-map insert per spine row and key column (serial), one lookup per
-//! feature row and key column (parallel over blocks of rows).
+//! feature row and key column (parallel over blocks of rows). The usual key, one
+//! null-free integer column in a compact range, skips the hashing and the per-cell
+//! dispatch: a tight loop over the values into a direct-address table
+//! ([`dense_ints`]).
 
 use arrow_array::Array;
 use arrow_schema::DataType;
@@ -123,6 +126,37 @@ impl Dense {
     }
 }
 
+/// Calls `f(i, v)` for each value of `arr` when it is a null-free integer chunk whose
+/// values all fit in an i64, as an i64, and returns true; false (nothing called) for
+/// anything else, which takes the per-cell path.
+fn dense_ints(arr: &dyn Array, mut f: impl FnMut(usize, i64)) -> bool {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    macro_rules! each {
+        ($t:ty) => {
+            arr.as_primitive::<$t>()
+                .values()
+                .iter()
+                .enumerate()
+                .for_each(|(i, &v)| f(i, v as i64))
+        };
+    }
+    if arr.null_count() > 0 {
+        return false;
+    }
+    match arr.data_type() {
+        DataType::Int64 => each!(Int64Type),
+        DataType::Int32 => each!(Int32Type),
+        DataType::Int16 => each!(Int16Type),
+        DataType::Int8 => each!(Int8Type),
+        DataType::UInt32 => each!(UInt32Type),
+        DataType::UInt16 => each!(UInt16Type),
+        DataType::UInt8 => each!(UInt8Type),
+        _ => return false, // UInt64 may hold values past i64 (`Cell::Big`)
+    }
+    true
+}
+
 impl<'a> CellCodes<'a> {
     fn insert(&mut self, cell: Cell<'a>) -> u32 {
         let next = self.len;
@@ -205,6 +239,22 @@ impl<'a> KeyDict<'a> {
             let mut pair_map: HashMap<u64, u32> = HashMap::new();
             let mut start = 0;
             for chunk in &col.chunks {
+                if let (0, Some(d)) = (j, &mut codes.dense) {
+                    // The first column's codes in order of first appearance, as below.
+                    let (dst, len) = (&mut ids[start..start + chunk.len()], &mut codes.len);
+                    if dense_ints(chunk.as_ref(), |i, v| {
+                        // In range: the range was taken from this column.
+                        let slot = &mut d.codes[v.wrapping_sub(d.min) as u64 as usize];
+                        if *slot == NO_KEY {
+                            *slot = *len;
+                            *len += 1;
+                        }
+                        dst[i] = *slot;
+                    }) {
+                        start += chunk.len();
+                        continue;
+                    }
+                }
                 for_each_cell(chunk.as_ref(), |i, cell| {
                     let row = start + i;
                     let code = codes.insert(cell);
@@ -274,6 +324,16 @@ impl<'a> KeyDict<'a> {
             for (j, col) in cols.iter().enumerate() {
                 for (piece_start, chunk) in col.pieces(start, dst.len()) {
                     let base = piece_start - start;
+                    if let (0, Some(d)) = (j, &self.columns[0].dense) {
+                        let out = &mut dst[base..base + chunk.len()];
+                        if dense_ints(chunk.as_ref(), |i, v| {
+                            // Outside [min, min + len) the wrapped offset is past the end.
+                            let k = v.wrapping_sub(d.min) as u64 as usize;
+                            out[i] = d.codes.get(k).copied().unwrap_or(NO_KEY);
+                        }) {
+                            continue;
+                        }
+                    }
                     for_each_cell(chunk.as_ref(), |i, cell| {
                         let code = self.columns[j].get(cell);
                         let slot = &mut dst[base + i];
