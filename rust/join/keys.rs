@@ -445,4 +445,74 @@ mod tests {
         ];
         assert_eq!(ids(&s, &f), (vec![0, 1], vec![1, 0, NO_KEY]));
     }
+
+    /// A key column of `chunks` batches, each cast to `dt`.
+    fn chunked(dt: &DataType, chunks: &[Vec<Option<i64>>]) -> Column {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", dt.clone(), true)]));
+        let batches = chunks
+            .iter()
+            .map(|c| {
+                let a: ArrayRef = Arc::new(Int64Array::from(c.clone()));
+                let a = arrow_cast::cast(&a, dt).unwrap();
+                RecordBatch::try_new(schema.clone(), vec![a]).unwrap()
+            })
+            .collect();
+        Table::new("t", schema, batches).column("k", "key").unwrap()
+    }
+
+    #[test]
+    fn dense_fast_path_agrees_with_the_per_cell_path() {
+        // Chunks with and without nulls mix the tight loop and the per-cell path in one
+        // column; ids must still be by first appearance, and a feature value must get
+        // the id of the same spine value whichever path read either side.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        for dt in [
+            DataType::Int8,
+            DataType::Int16,
+            DataType::Int32,
+            DataType::Int64,
+            DataType::UInt8,
+            DataType::UInt16,
+            DataType::UInt32,
+            DataType::UInt64,
+        ] {
+            let mut draw = |n: usize, nulls: bool| -> Vec<Option<i64>> {
+                (0..n)
+                    .map(|_| (!nulls || next(5) > 0).then(|| next(100) as i64))
+                    .collect()
+            };
+            let spine = [
+                draw(40, false),
+                draw(30, true),
+                draw(0, false),
+                draw(50, false),
+            ];
+            let feats = [draw(60, false), draw(25, true), draw(45, false)];
+            let (s_ids, f_ids) = ids(&[chunked(&dt, &spine)], &[chunked(&dt, &feats)]);
+            let mut want: std::collections::HashMap<i64, u32> = Default::default();
+            let want_s: Vec<u32> = spine
+                .iter()
+                .flatten()
+                .map(|v| match v {
+                    None => NO_KEY,
+                    Some(v) => {
+                        let next = want.len() as u32;
+                        *want.entry(*v).or_insert(next)
+                    }
+                })
+                .collect();
+            let want_f: Vec<u32> = feats
+                .iter()
+                .flatten()
+                .map(|v| v.and_then(|v| want.get(&v).copied()).unwrap_or(NO_KEY))
+                .collect();
+            assert_eq!((s_ids, f_ids), (want_s, want_f), "{dt}");
+        }
+    }
 }
