@@ -243,8 +243,10 @@ impl<'a> KeyDict<'a> {
                     // The first column's codes in order of first appearance, as below.
                     let (dst, len) = (&mut ids[start..start + chunk.len()], &mut codes.len);
                     if dense_ints(chunk.as_ref(), |i, v| {
-                        // In range: the range was taken from this column.
-                        let slot = &mut d.codes[v.wrapping_sub(d.min) as u64 as usize];
+                        let k = d
+                            .slot(v as u64)
+                            .expect("the range was taken from the spine");
+                        let slot = &mut d.codes[k];
                         if *slot == NO_KEY {
                             *slot = *len;
                             *len += 1;
@@ -327,9 +329,7 @@ impl<'a> KeyDict<'a> {
                     if let (0, Some(d)) = (j, &self.columns[0].dense) {
                         let out = &mut dst[base..base + chunk.len()];
                         if dense_ints(chunk.as_ref(), |i, v| {
-                            // Outside [min, min + len) the wrapped offset is past the end.
-                            let k = v.wrapping_sub(d.min) as u64 as usize;
-                            out[i] = d.codes.get(k).copied().unwrap_or(NO_KEY);
+                            out[i] = d.slot(v as u64).map_or(NO_KEY, |k| d.codes[k]);
                         }) {
                             continue;
                         }
