@@ -86,15 +86,14 @@ impl Model {
     /// (0: ONNX Runtime's default, one per core).
     pub fn load(lib: &str, bytes: &[u8], threads: usize) -> Result<Model, String> {
         let s = session(lib, bytes, threads)?;
-        let inputs = s
+        let inputs: Vec<Input> = s
             .inputs()
             .iter()
             .map(|i| describe(i.name(), i.dtype()))
             .collect();
-        let input = s
-            .inputs()
+        let input = inputs
             .first()
-            .map(|i| i.name().to_string())
+            .map(|i| i.name.clone())
             .ok_or("the model has no input")?;
         let outputs = s.outputs();
         let out = outputs
