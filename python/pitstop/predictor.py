@@ -175,15 +175,16 @@ class Predictor:
         Python session's C++ ``run`` when the binding exposes it (the public ``run``
         checks the feed's names on every call), else the public one."""
         self._onnx = rust_model(onnx_bytes, threads)
+        if self._onnx is not None and not self._onnx.one_per_row:
+            self._onnx = None  # its output is kept as it is: onnxruntime's session runs it
         if self._onnx is not None:
             check_inputs(self._onnx.inputs, self.model.inputs, self.model.name)
-            if self._onnx.one_per_row:
-                self.session = None
-                return
-            self._onnx = None
+            self.session = None
+            return
         self.session = session = _session(onnx_bytes, threads)
-        check_inputs(session_inputs(session), self.model.inputs, self.model.name)
-        self._input = session.get_inputs()[0].name
+        graph_inputs = session_inputs(session)
+        check_inputs(graph_inputs, self.model.inputs, self.model.name)
+        self._input = graph_inputs[0][0]
         outputs = [o.name for o in session.get_outputs()]
         names = ["probabilities" if "probabilities" in outputs else outputs[0]]
         inner = getattr(getattr(session, "_sess", None), "run", None)
