@@ -60,12 +60,16 @@ fn take<T: ByteArrayType>(
     idx: &[u32],
     matched: Option<&NullBuffer>,
 ) -> Result<ArrayRef> {
+    let n = idx.len();
+    if src.is_empty() {
+        // No row can have matched: every slot is null.
+        return Ok(arrow_array::new_null_array(src.data_type(), n));
+    }
     let offsets = src.value_offsets();
     let data = src.value_data();
-    let n = idx.len();
     let first = offsets[0].as_usize();
     let bytes = offsets[src.len()].as_usize() - first;
-    let mut values: Vec<u8> = Vec::with_capacity(bytes / src.len().max(1) * n + SHORT);
+    let mut values: Vec<u8> = Vec::with_capacity(bytes / src.len() * n + SHORT);
     let mut out: Vec<T::Offset> = Vec::with_capacity(n + 1);
     out.push(T::Offset::usize_as(0));
     let overflow = || ArrowError::OffsetOverflowError(T::Offset::MAX_OFFSET);
@@ -74,10 +78,6 @@ fn take<T: ByteArrayType>(
     // Row `r` is read as `min(r, last)`: the indices come from the probe and are in
     // range, and the clamp (one conditional move) lets the reads go unchecked by the
     // compiler, keeping pass 1 a handful of instructions per value.
-    if src.is_empty() {
-        // No row can have matched: every slot is null.
-        return Ok(arrow_array::new_null_array(src.data_type(), n));
-    }
     let last = src.len() - 1;
     let offs = &offsets[..last + 2];
     for (b, block) in idx.chunks(BLOCK).enumerate() {
@@ -85,6 +85,7 @@ fn take<T: ByteArrayType>(
         // Pass 1: the block's offsets, read at random but each independently of the
         // others and in few instructions, so the core keeps many reads in flight.
         for ((&r, start), len) in block.iter().zip(&mut starts).zip(&mut lens) {
+            debug_assert!(r as usize <= last, "take index {r} past the source's end");
             let r = (r as usize).min(last);
             let (s, e) = (offs[r].as_usize(), offs[r + 1].as_usize());
             (*start, *len) = (s, e - s);
