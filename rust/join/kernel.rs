@@ -8,8 +8,9 @@
 //! event, then latest created time, then the row that came last in input order.
 //!
 //! Algorithm. [`sort_features`] counting-sorts the rows by key id (`O(n + keys)`,
-//! stable, so each key's rows stay in input order) and then stable-sorts each key's
-//! run by `(e, c)` in parallel, which yields order `(key, e, c, row)`. Runs are mostly
+//! stable, so each key's rows stay in input order; two passes that keep the writes in
+//! the cache, see [`group_by_key`]) and then stable-sorts each key's run by `(e, c)`
+//! in parallel, which yields order `(key, e, c, row)`. Runs are mostly
 //! a handful of rows: without created times an insertion sort on the bare `e` does
 //! them (a comparator that looks up `c` cost more than the sort itself). [`probe`] finds,
 //! for each spine row, the end of its key's rows with `e <= t` by binary search and
@@ -19,8 +20,11 @@
 //! grow with the number of rows per key, and only when many of a key's values were
 //! backfilled after the spine time.
 //!
-//! Cost: memory 16 bytes per feature row (24 with created times) plus 4 per key, time `O(n log m)` for `n`
-//! spine rows and `m` rows per key; both phases are parallel and deterministic (the
+//! Cost: memory 16 bytes per feature row (24 with created times) plus 4 per key, and
+//! while grouping a copy of one bucket of keys per thread (a few thousand rows, all of
+//! them only when one key holds nearly every row); time `O(n log m)` for `n`
+//! spine rows and `m` rows per key. All but the grouping's counting and first pass
+//! run in parallel, and the result is deterministic (the
 //! result never depends on the thread count: each output slot is written once from a
 //! pure function of the inputs).
 
@@ -71,10 +75,10 @@ pub fn sort_features(
     e: &[i64],
     c: Option<Vec<i64>>,
 ) -> SortedFeatures {
-    let (offsets, mut entries) = group_by_key(key_ids.len(), n_keys, |r| {
-        (key_ids[r] != NO_KEY).then(|| (key_ids[r], e[r]))
+    let item = |r: usize| (key_ids[r] != NO_KEY).then(|| (key_ids[r], e[r]));
+    let (offsets, entries) = group_by_key(key_ids.len(), n_keys, item, |piece, bounds| {
+        sort_runs(piece, bounds, c.as_deref())
     });
-    sort_runs(&mut entries, &offsets, c.as_deref());
     SortedFeatures {
         offsets,
         entries,
@@ -82,15 +86,33 @@ pub fn sort_features(
     }
 }
 
+/// Keys per bucket of [`group_by_key`]'s first pass is the smallest power of two that
+/// leaves at most this many buckets.
+const MAX_BUCKETS: usize = 1 << 8;
+
+/// Keys per task of [`group_by_key`]'s second pass (at least one bucket).
+const PIECE_KEYS: usize = 1 << 12;
+
 /// The rows `0..n` that `item(i)` keeps (as `(key id, time)`, key ids below
 /// `n_keys`), stably grouped by key id: ordered by (key, row); with the offsets,
 /// `offsets[k]` where key `k`'s rows start (`offsets[n_keys]`: how many rows are
-/// kept). A counting sort: one pass to count each key's rows, then the scatter, one
-/// sequential pass over the rows with one write per row to its key's next slot.
+/// kept). `finish(piece, bounds)` then runs on consecutive pieces of whole keys, in
+/// parallel, each while it is still in the cache: `bounds` are the offsets of the
+/// piece's keys (`bounds[0]` where the piece starts), one more than its keys.
+///
+/// A counting sort in two passes. One pass counts each key's rows. Writing each row
+/// straight to its key's next slot would make one random write per row over the whole
+/// output (one cache line per key in use: a miss per row once there are more keys
+/// than lines in the cache). Instead the first pass writes each row to the next slot
+/// of its bucket of consecutive keys (at most [`MAX_BUCKETS`] buckets, so the lines
+/// being filled stay in the cache), and the second pass, in parallel over pieces,
+/// regroups each bucket by key through a small copy of it. Both passes keep row order,
+/// so the grouping is stable.
 fn group_by_key(
     n: usize,
     n_keys: usize,
     item: impl Fn(usize) -> Option<(u32, i64)>,
+    finish: impl Fn(&mut [Entry], &[u32]) + Sync,
 ) -> (Vec<u32>, Vec<Entry>) {
     let mut offsets = vec![0u32; n_keys + 1];
     for i in 0..n {
@@ -101,16 +123,20 @@ fn group_by_key(
     for k in 0..n_keys {
         offsets[k + 1] += offsets[k];
     }
+    let shift = n_keys
+        .div_ceil(MAX_BUCKETS)
+        .next_power_of_two()
+        .trailing_zeros();
     let blank = Entry {
         e: 0,
         key: 0,
         row: 0,
     };
     let mut out = vec![blank; offsets[n_keys] as usize];
-    let mut next = offsets[..n_keys].to_vec();
+    let mut next: Vec<u32> = offsets.iter().step_by(1 << shift).copied().collect();
     for i in 0..n {
         if let Some((key, e)) = item(i) {
-            let slot = &mut next[key as usize];
+            let slot = &mut next[(key >> shift) as usize];
             out[*slot as usize] = Entry {
                 e,
                 key,
@@ -119,41 +145,57 @@ fn group_by_key(
             *slot += 1;
         }
     }
+    // Pieces of whole buckets, each with its first key.
+    let piece_keys = PIECE_KEYS.max(1 << shift);
+    let mut pieces: Vec<(usize, &[u32], &mut [Entry])> = Vec::new();
+    let mut rest = out.as_mut_slice();
+    for k0 in (0..n_keys).step_by(piece_keys) {
+        let k1 = (k0 + piece_keys).min(n_keys);
+        let (piece, tail) = rest.split_at_mut((offsets[k1] - offsets[k0]) as usize);
+        rest = tail;
+        pieces.push((k0, &offsets[k0..=k1], piece));
+    }
+    pieces.into_par_iter().for_each(|(k0, bounds, piece)| {
+        let (base, keys) = (bounds[0], bounds.len() - 1);
+        let (mut copy, mut slots) = (Vec::new(), Vec::new());
+        for b0 in (0..keys).step_by(1 << shift) {
+            let b1 = (b0 + (1 << shift)).min(keys);
+            let bucket = &mut piece[(bounds[b0] - base) as usize..(bounds[b1] - base) as usize];
+            if b1 - b0 > 1 && bucket.len() > 1 {
+                copy.clear();
+                copy.extend_from_slice(bucket);
+                slots.clear();
+                slots.extend(bounds[b0..b1].iter().map(|&o| o - bounds[b0]));
+                let first = (k0 + b0) as u32;
+                for x in &copy {
+                    let slot = &mut slots[(x.key - first) as usize];
+                    bucket[*slot as usize] = *x;
+                    *slot += 1;
+                }
+            }
+            finish(bucket, &bounds[b0..=b1]);
+        }
+    });
     (offsets, out)
 }
 
-/// Keys per task of [`sort_runs`].
-const RUN_BLOCK: usize = 1 << 12;
-
-/// Stable-sorts each key's run (`entries[offsets[k]..offsets[k + 1]]`, in row order)
-/// by (e, c), which makes it (e, c, row); in parallel over blocks of keys.
-fn sort_runs(entries: &mut [Entry], offsets: &[u32], c: Option<&[i64]>) {
-    let n_keys = offsets.len() - 1;
-    let mut pieces: Vec<(&[u32], &mut [Entry])> = Vec::new();
-    let mut rest = entries;
-    for k0 in (0..n_keys).step_by(RUN_BLOCK) {
-        let k1 = (k0 + RUN_BLOCK).min(n_keys);
-        let (piece, tail) = rest.split_at_mut((offsets[k1] - offsets[k0]) as usize);
-        rest = tail;
-        pieces.push((&offsets[k0..=k1], piece));
-    }
-    pieces.into_par_iter().for_each(|(bounds, piece)| {
-        let base = bounds[0];
-        for w in bounds.windows(2) {
-            let run = &mut piece[(w[0] - base) as usize..(w[1] - base) as usize];
-            match c {
-                None => sort_by_time(run),
-                Some(c) => {
-                    let order = |a: &Entry, b: &Entry| {
-                        (a.e, c[a.row as usize]).cmp(&(b.e, c[b.row as usize]))
-                    };
-                    if !run.is_sorted_by(|a, b| order(a, b).is_le()) {
-                        run.sort_by(order);
-                    }
+/// Stable-sorts each key's run (`piece[bounds[k] - bounds[0]..bounds[k + 1] -
+/// bounds[0]]`, in row order) by (e, c), which makes it (e, c, row).
+fn sort_runs(piece: &mut [Entry], bounds: &[u32], c: Option<&[i64]>) {
+    let base = bounds[0];
+    for w in bounds.windows(2) {
+        let run = &mut piece[(w[0] - base) as usize..(w[1] - base) as usize];
+        match c {
+            None => sort_by_time(run),
+            Some(c) => {
+                let order =
+                    |a: &Entry, b: &Entry| (a.e, c[a.row as usize]).cmp(&(b.e, c[b.row as usize]));
+                if !run.is_sorted_by(|a, b| order(a, b).is_le()) {
+                    run.sort_by(order);
                 }
             }
         }
-    });
+    }
 }
 
 /// A stable sort by time: runs are mostly a handful of rows, which an insertion sort
@@ -194,7 +236,7 @@ pub fn sort_spine(ids: &[u32], n_keys: usize, t: impl Fn(usize) -> Option<i64>) 
         (k, Some(t)) => Some((k, t)),
     };
     SortedSpine {
-        entries: group_by_key(ids.len(), n_keys, item).1,
+        entries: group_by_key(ids.len(), n_keys, item, |_, _| {}).1,
         len: ids.len(),
     }
 }
@@ -315,32 +357,46 @@ mod tests {
 
     #[test]
     fn grouping_is_stable_by_key_then_row() {
-        // Many keys, runs both shorter and longer than 32.
-        let (n, n_keys) = (200_000, 5_000);
-        let mut seed = 3;
-        let key: Vec<u32> = (0..n)
-            .map(|_| match (lcg(&mut seed) % (n_keys as u64 + 50)) as u32 {
-                k if k >= n_keys as u32 => NO_KEY,
-                k => k,
-            })
-            .collect();
-        let e: Vec<i64> = (0..n).map(|_| (lcg(&mut seed) % 4) as i64).collect();
-        let sorted = sort_features(&key, n_keys, &e, None);
-        let mut want: Vec<(u32, i64, u32)> = (0..n)
-            .filter(|&r| key[r] != NO_KEY)
-            .map(|r| (key[r], e[r], r as u32))
-            .collect();
-        want.sort();
-        let got: Vec<_> = sorted.entries.iter().map(|x| (x.key, x.e, x.row)).collect();
-        assert_eq!(got, want);
-        let spine = sort_spine(&key, n_keys, |i| (i % 7 != 0).then_some(e[i]));
-        let mut want: Vec<(u32, u32)> = (0..n)
-            .filter(|&r| key[r] != NO_KEY && r % 7 != 0)
-            .map(|r| (key[r], r as u32))
-            .collect();
-        want.sort();
-        let got: Vec<_> = spine.entries.iter().map(|x| (x.key, x.row)).collect();
-        assert_eq!(got, want);
+        // Few keys to many (buckets of 1, 8, 512 and 8192 keys), runs both shorter
+        // and longer than 32, a hot key.
+        for (n, n_keys) in [
+            (200_000, 900),
+            (200_000, 5_000),
+            (300_000, 300_000),
+            (100_000, 5_000_000),
+        ] {
+            let mut seed = 3;
+            let key: Vec<u32> = (0..n)
+                .map(|_| match (lcg(&mut seed) % (n_keys as u64 + 50)) as u32 {
+                    k if k >= n_keys as u32 => NO_KEY,
+                    k if k % 97 == 0 => 1,
+                    k => k,
+                })
+                .collect();
+            let e: Vec<i64> = (0..n).map(|_| (lcg(&mut seed) % 4) as i64).collect();
+            let sorted = sort_features(&key, n_keys, &e, None);
+            let mut want: Vec<(u32, i64, u32)> = (0..n)
+                .filter(|&r| key[r] != NO_KEY)
+                .map(|r| (key[r], e[r], r as u32))
+                .collect();
+            want.sort();
+            let got: Vec<_> = sorted.entries.iter().map(|x| (x.key, x.e, x.row)).collect();
+            assert_eq!(got, want, "{n_keys} keys");
+            let o = &sorted.offsets;
+            assert!(
+                (0..n_keys).all(|k| sorted.entries[o[k] as usize..o[k + 1] as usize]
+                    .iter()
+                    .all(|x| x.key == k as u32))
+            );
+            let spine = sort_spine(&key, n_keys, |i| (i % 7 != 0).then_some(e[i]));
+            let mut want: Vec<(u32, u32)> = (0..n)
+                .filter(|&r| key[r] != NO_KEY && r % 7 != 0)
+                .map(|r| (key[r], r as u32))
+                .collect();
+            want.sort();
+            let got: Vec<_> = spine.entries.iter().map(|x| (x.key, x.row)).collect();
+            assert_eq!(got, want, "{n_keys} keys");
+        }
     }
 
     #[test]
