@@ -25,6 +25,7 @@
 //! beyond the output itself), never a product; all phases but the spine
 //! factorization run on the rayon pool, and none depend on the thread count.
 
+mod cells;
 mod concat;
 mod gather;
 pub mod kernel;

@@ -1,0 +1,249 @@
+//! Short strings gathered as 16-byte cells: one random read per value instead of two.
+//!
+//! A byte-array column (Utf8, Binary and their large forms) read at random costs two
+//! dependent cache misses per value: its offsets, then its bytes ([`super::take`]
+//! overlaps them as best it can). When every value of a feature column is at most 15
+//! bytes long (categories, codes, short ids: most string features), [`cells`] first
+//! rewrites the column, sequentially, as one 16-byte cell per row: the value's bytes,
+//! zero padding, and in the last byte its length and whether it is valid. This copy
+//! replaces the one a feature table in several batches needed anyway to become one
+//! array ([`super::concat`]). [`take`] then gathers, per block of 512 output rows, the
+//! block's cells (one independent random read each, so many are in flight at once),
+//! and writes the block's values, offsets and validity in one sequential pass.
+//!
+//! Cost: 16 bytes per source row while the column is gathered (on huge pages from
+//! 32 MiB: the reads are random), one sequential pass to build it, one random read per
+//! output row. A column with a longer value, or smaller than 65,536 rows (it fits in
+//! the cache, where two reads cost little), is left to [`super::take`].
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{BinaryType, ByteArrayType, LargeBinaryType, LargeUtf8Type, Utf8Type};
+use arrow_array::{Array, ArrayRef, GenericByteArray, OffsetSizeTrait};
+use arrow_buffer::{ArrowNativeType, BooleanBuffer, Buffer, NullBuffer, OffsetBuffer};
+use arrow_schema::{ArrowError, DataType};
+
+use crate::error::Result;
+
+/// The longest value a cell holds.
+const MAX_LEN: usize = 15;
+
+/// The flag in a cell's last byte (beside the length) marking a valid value.
+const VALID: u8 = 0x80;
+
+/// Smaller columns are left to [`super::take`].
+const MIN_ROWS: usize = 1 << 16;
+
+/// Output rows per block of [`take`].
+const BLOCK: usize = 512;
+
+/// A byte-array column as 16-byte cells, one per row.
+pub struct Cells {
+    data_type: DataType,
+    cells: Buffer,
+}
+
+/// The chunks of a byte-array column as cells; None for other types, fewer than
+/// [`MIN_ROWS`] rows, or a value longer than [`MAX_LEN`] bytes.
+pub fn cells(chunks: &[&dyn Array]) -> Option<Cells> {
+    let dt = chunks.first()?.data_type();
+    if chunks.iter().any(|c| c.data_type() != dt) {
+        return None;
+    }
+    let cells = match dt {
+        DataType::Utf8 => build::<Utf8Type>(chunks),
+        DataType::LargeUtf8 => build::<LargeUtf8Type>(chunks),
+        DataType::Binary => build::<BinaryType>(chunks),
+        DataType::LargeBinary => build::<LargeBinaryType>(chunks),
+        _ => None,
+    }?;
+    Some(Cells {
+        data_type: dt.clone(),
+        cells,
+    })
+}
+
+fn build<T: ByteArrayType>(chunks: &[&dyn Array]) -> Option<Buffer> {
+    let arrays: Vec<&GenericByteArray<T>> = chunks.iter().map(|c| c.as_bytes::<T>()).collect();
+    let rows: usize = arrays.iter().map(|a| a.len()).sum();
+    let short = |a: &&GenericByteArray<T>| {
+        let o = a.value_offsets();
+        o.windows(2).all(|w| (w[1] - w[0]).as_usize() <= MAX_LEN)
+    };
+    if rows < MIN_ROWS || !arrays.iter().all(short) {
+        return None;
+    }
+    Some(crate::huge::buffer(rows * 16, |out| {
+        let mut cells = out.chunks_exact_mut(16);
+        for a in &arrays {
+            let (offsets, data) = (a.value_offsets(), a.value_data());
+            for (i, cell) in (0..a.len()).zip(&mut cells) {
+                let (s, e) = (offsets[i].as_usize(), offsets[i + 1].as_usize());
+                let len = e - s; // at most 15, checked above
+                let bytes = match data.get(s..s + 16) {
+                    // One 16-byte read, the bytes past the value masked off.
+                    Some(raw) => {
+                        let raw = u128::from_le_bytes(raw.try_into().expect("16 bytes"));
+                        raw & ((1u128 << (8 * len)) - 1)
+                    }
+                    None => {
+                        let mut v = [0u8; 16];
+                        v[..len].copy_from_slice(&data[s..e]);
+                        u128::from_le_bytes(v)
+                    }
+                };
+                let tag = len as u8 | if a.is_valid(i) { VALID } else { 0 };
+                cell.copy_from_slice(&(bytes | (tag as u128) << 120).to_le_bytes());
+            }
+        }
+    }))
+}
+
+impl Cells {
+    pub fn len(&self) -> usize {
+        self.cells.len() / 16
+    }
+
+    pub fn data_type(&self) -> &DataType {
+        &self.data_type
+    }
+
+    /// The column at `idx` (every index in range), null where `matched` says no row
+    /// matched or the value is null.
+    pub fn take(&self, idx: &[u32], matched: Option<&NullBuffer>) -> Result<ArrayRef> {
+        match self.data_type {
+            DataType::Utf8 => self.take_as::<Utf8Type>(idx, matched),
+            DataType::LargeUtf8 => self.take_as::<LargeUtf8Type>(idx, matched),
+            DataType::Binary => self.take_as::<BinaryType>(idx, matched),
+            _ => self.take_as::<LargeBinaryType>(idx, matched),
+        }
+    }
+
+    fn take_as<T: ByteArrayType>(
+        &self,
+        idx: &[u32],
+        matched: Option<&NullBuffer>,
+    ) -> Result<ArrayRef> {
+        let n = idx.len();
+        let src = self.cells.as_slice();
+        // Row `r` is read as `min(r, last)`, which lets the reads go unchecked by the
+        // compiler (the indices come from the probe and are in range).
+        let last = self.len() - 1;
+        let mut values: Vec<u8> = Vec::with_capacity(n * 12 + 16);
+        let mut offsets: Vec<T::Offset> = Vec::with_capacity(n + 1);
+        offsets.push(T::Offset::usize_as(0));
+        let mut valid: Vec<bool> = Vec::with_capacity(n);
+        let mut block = [0u128; BLOCK];
+        for (b, rows) in idx.chunks(BLOCK).enumerate() {
+            // The block's cells: independent random reads.
+            for (cell, &r) in block.iter_mut().zip(rows) {
+                debug_assert!(r as usize <= last, "take index {r} past the source's end");
+                let at = (r as usize).min(last) * 16;
+                *cell = u128::from_le_bytes(src[at..at + 16].try_into().expect("16 bytes"));
+            }
+            // Their values, offsets and validity: one sequential pass.
+            values.reserve(rows.len() * 16);
+            let (dst, mut at) = (values.as_mut_ptr(), values.len());
+            for (k, cell) in block[..rows.len()].iter().enumerate() {
+                let tag = (cell >> 120) as u8;
+                let ok = tag & VALID != 0 && matched.is_none_or(|m| m.is_valid(b * BLOCK + k));
+                // SAFETY: the reservation above leaves room for 16 bytes per row of the
+                // block past the values already written, and `at` grows by at most 15
+                // per row. The bytes past the value's length (the rest of the cell) are
+                // overwritten by the next value or lie past the final length.
+                unsafe { std::ptr::write_unaligned(dst.add(at) as *mut u128, *cell) };
+                at += if ok { (tag & 0x0f) as usize } else { 0 };
+                offsets.push(T::Offset::usize_as(at));
+                valid.push(ok);
+            }
+            T::Offset::from_usize(at)
+                .ok_or(ArrowError::OffsetOverflowError(T::Offset::MAX_OFFSET))?;
+            // SAFETY: every byte of the new values was written above.
+            unsafe { values.set_len(at) };
+        }
+        let nulls = Some(NullBuffer::new(BooleanBuffer::collect_bool(n, |i| {
+            valid[i]
+        })))
+        .filter(|v| v.null_count() > 0);
+        // SAFETY: the offsets start at 0 and never decrease, and the last is
+        // `values.len()`; each value is a copy of one value of a valid array of type
+        // `T` (UTF-8 for strings), or empty; `nulls` has one bit per row.
+        let array = unsafe {
+            let offsets = OffsetBuffer::new_unchecked(offsets.into());
+            GenericByteArray::<T>::new_unchecked(offsets, values.into(), nulls)
+        };
+        Ok(Arc::new(array))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{BinaryArray, LargeStringArray, StringArray, UInt32Array};
+
+    fn values(n: usize) -> Vec<Option<String>> {
+        let pool = [
+            "",
+            "a",
+            "h\u{e9}llo \u{4e2d}",
+            "exactly fifteen",
+            "category_07",
+        ];
+        (0..n)
+            .map(|i| (i % 11 != 3).then(|| pool[(i * 7) % pool.len()].to_string()))
+            .collect()
+    }
+
+    fn check(chunks: &[ArrayRef]) {
+        let parts: Vec<&dyn Array> = chunks.iter().map(|c| c.as_ref()).collect();
+        let whole = arrow_select::concat::concat(&parts).unwrap();
+        let cells = cells(&parts).expect("short values");
+        assert_eq!(cells.len(), whole.len());
+        let idx: Vec<u32> = (0..3 * BLOCK as u32 + 9)
+            .map(|i| (i * 7919) % whole.len() as u32)
+            .collect();
+        let matched = NullBuffer::from_iter((0..idx.len()).map(|i| i % 5 != 1));
+        for m in [None, Some(&matched)] {
+            let got = cells.take(&idx, m).unwrap();
+            let want =
+                arrow_select::take::take(&whole, &UInt32Array::from(idx.clone()), None).unwrap();
+            got.to_data().validate_full().unwrap();
+            let want_nulls = NullBuffer::union(want.nulls(), m);
+            assert_eq!(got.nulls(), want_nulls.as_ref());
+            for i in (0..got.len()).filter(|&i| got.is_valid(i)) {
+                assert_eq!(
+                    arrow_cast::display::array_value_to_string(&got, i).unwrap(),
+                    arrow_cast::display::array_value_to_string(&want, i).unwrap()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn matches_arrow_take_across_chunks_types_nulls_and_masks() {
+        let v = values(MIN_ROWS + 10_000);
+        let strings: ArrayRef = Arc::new(StringArray::from(v.clone()));
+        // Three chunks, one of them sliced.
+        check(&[
+            strings.slice(0, 30_000),
+            strings.slice(30_000, 5),
+            strings.slice(30_005, 40_000),
+        ]);
+        check(&[Arc::new(LargeStringArray::from(v.clone())) as ArrayRef]);
+        let bytes: Vec<Option<&[u8]>> = v.iter().map(|s| s.as_deref().map(str::as_bytes)).collect();
+        check(&[Arc::new(BinaryArray::from(bytes)) as ArrayRef]);
+    }
+
+    #[test]
+    fn declines_long_values_small_columns_and_other_types() {
+        let mut v = values(MIN_ROWS + 10);
+        let short: ArrayRef = Arc::new(StringArray::from(v.clone()));
+        assert!(cells(&[short.slice(0, MIN_ROWS - 1).as_ref()]).is_none());
+        v[70] = Some("sixteen bytes!!!".to_string());
+        let long: ArrayRef = Arc::new(StringArray::from(v));
+        assert!(cells(&[long.as_ref()]).is_none());
+        let ints: ArrayRef = Arc::new(UInt32Array::from(vec![1u32; MIN_ROWS]));
+        assert!(cells(&[ints.as_ref()]).is_none());
+    }
+}
