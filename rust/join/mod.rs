@@ -18,7 +18,7 @@
 //! 4. per feature table, sort by (key, e, c, row) and binary-search each spine row
 //!    ([`kernel`]), giving one row index (or null) per spine row;
 //! 5. gather the feature columns with Arrow's `take` for each spine batch, in
-//!    parallel over columns ([`gather`]; byte arrays with [`take`]), each table as
+//!    parallel over columns ([`gather`]; byte arrays with [`cells`] or [`take`]), each table as
 //!    soon as it is matched, so one table's gather overlaps the others' matching.
 //!
 //! Memory is linear in the inputs (about 24 bytes per feature row and 16 per spine row
