@@ -5,9 +5,10 @@
 //! overlaps them as best it can). When every value of a feature column is at most 15
 //! bytes long (categories, codes, short ids: most string features), [`cells`] first
 //! rewrites the column, sequentially, as one 16-byte cell per row: the value's bytes,
-//! zero padding, and in the last byte its length and whether it is valid. This copy
-//! replaces the one a feature table in several batches needed anyway to become one
-//! array ([`super::concat`]). [`take`] then gathers, per block of 512 output rows, the
+//! zero padding, and in the last byte its length and whether it is valid. For a
+//! feature table in several batches this copy replaces the one it needed anyway to
+//! become one array ([`super::concat`]); for one in a single batch it is an added
+//! sequential pass. [`take`] then gathers, per block of 512 output rows, the
 //! block's cells (one independent random read each, so many are in flight at once),
 //! and writes the block's values, offsets and validity in one sequential pass.
 //!
@@ -101,10 +102,6 @@ fn build<T: ByteArrayType>(chunks: &[&dyn Array]) -> Option<Buffer> {
 }
 
 impl Cells {
-    pub fn len(&self) -> usize {
-        self.cells.len() / 16
-    }
-
     pub fn data_type(&self) -> &DataType {
         &self.data_type
     }
@@ -126,10 +123,10 @@ impl Cells {
         matched: Option<&NullBuffer>,
     ) -> Result<ArrayRef> {
         let n = idx.len();
-        let src = self.cells.as_slice();
+        let src: &[[u8; 16]] = self.cells.as_slice().as_chunks().0;
         // Row `r` is read as `min(r, last)`, which lets the reads go unchecked by the
         // compiler (the indices come from the probe and are in range).
-        let last = self.len() - 1;
+        let last = src.len() - 1;
         let mut values: Vec<u8> = Vec::with_capacity(n * 12 + 16);
         let mut offsets: Vec<T::Offset> = Vec::with_capacity(n + 1);
         offsets.push(T::Offset::usize_as(0));
@@ -139,8 +136,7 @@ impl Cells {
             // The block's cells: independent random reads.
             for (cell, &r) in block.iter_mut().zip(rows) {
                 debug_assert!(r as usize <= last, "take index {r} past the source's end");
-                let at = (r as usize).min(last) * 16;
-                *cell = u128::from_le_bytes(src[at..at + 16].try_into().expect("16 bytes"));
+                *cell = u128::from_le_bytes(src[(r as usize).min(last)]);
             }
             // Their values, offsets and validity: one sequential pass.
             values.reserve(rows.len() * 16);
@@ -152,7 +148,9 @@ impl Cells {
                 // block past the values already written, and `at` grows by at most 15
                 // per row. The bytes past the value's length (the rest of the cell) are
                 // overwritten by the next value or lie past the final length.
-                unsafe { std::ptr::write_unaligned(dst.add(at) as *mut u128, *cell) };
+                unsafe {
+                    std::ptr::write_unaligned(dst.add(at) as *mut [u8; 16], cell.to_le_bytes())
+                };
                 at += if ok { (tag & 0x0f) as usize } else { 0 };
                 offsets.push(T::Offset::usize_as(at));
                 valid.push(ok);
@@ -180,7 +178,7 @@ impl Cells {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow_array::{BinaryArray, LargeStringArray, StringArray, UInt32Array};
+    use arrow_array::{BinaryArray, LargeBinaryArray, LargeStringArray, StringArray, UInt32Array};
 
     fn values(n: usize) -> Vec<Option<String>> {
         let pool = [
@@ -199,9 +197,13 @@ mod tests {
         let parts: Vec<&dyn Array> = chunks.iter().map(|c| c.as_ref()).collect();
         let whole = arrow_select::concat::concat(&parts).unwrap();
         let cells = cells(&parts).expect("short values");
-        assert_eq!(cells.len(), whole.len());
+        assert_eq!(cells.cells.len(), 16 * whole.len());
+        // Spread over the column, and its last rows (built from the end of the data
+        // buffer, where 16 bytes cannot be read at once).
+        let len = whole.len() as u32;
         let idx: Vec<u32> = (0..3 * BLOCK as u32 + 9)
-            .map(|i| (i * 7919) % whole.len() as u32)
+            .map(|i| (i * 7919) % len)
+            .chain((len.saturating_sub(20)..len).rev())
             .collect();
         let matched = NullBuffer::from_iter((0..idx.len()).map(|i| i % 5 != 1));
         for m in [None, Some(&matched)] {
@@ -232,7 +234,13 @@ mod tests {
         ]);
         check(&[Arc::new(LargeStringArray::from(v.clone())) as ArrayRef]);
         let bytes: Vec<Option<&[u8]>> = v.iter().map(|s| s.as_deref().map(str::as_bytes)).collect();
-        check(&[Arc::new(BinaryArray::from(bytes)) as ArrayRef]);
+        check(&[Arc::new(BinaryArray::from(bytes.clone())) as ArrayRef]);
+        check(&[Arc::new(LargeBinaryArray::from(bytes)) as ArrayRef]);
+        // Null slots with bytes under them (up to 15 are taken, and read as null).
+        let under = StringArray::from(vec!["abc"; MIN_ROWS + 5]);
+        let nulls = NullBuffer::from_iter((0..under.len()).map(|i| i % 3 != 0));
+        let (offsets, data, _) = under.into_parts();
+        check(&[Arc::new(StringArray::new(offsets, data, Some(nulls))) as ArrayRef]);
     }
 
     #[test]

@@ -89,8 +89,9 @@ pub fn spine_bounds(spec: &JoinSpec) -> Vec<(usize, usize)> {
 /// its row for each spine row (`rows`, `NO_ROW` where nothing matched).
 ///
 /// Parallel over the table's columns; each task makes its column one array (a copy
-/// only when the table came in several batches), gathers it for every spine batch, and
-/// drops the copy, so at most one concatenated column per thread is alive at a time.
+/// only when the table came in several batches, or short strings rewritten as cells),
+/// gathers it for every spine batch, and drops the copy, so at most one copied column
+/// per thread is alive at a time.
 pub fn gather_table(
     spec: &JoinSpec,
     j: usize,

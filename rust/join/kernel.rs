@@ -21,10 +21,12 @@
 //! backfilled after the spine time.
 //!
 //! Cost: memory 16 bytes per feature row (24 with created times) plus 4 per key, and
-//! while grouping a copy of one bucket of keys per thread (a few thousand rows, all of
-//! them only when one key holds nearly every row); time `O(n log m)` for `n`
-//! spine rows and `m` rows per key. All but the grouping's counting and first pass
-//! run in parallel, and the result is deterministic (the
+//! while grouping a copy of one bucket of keys per thread (about 1/128 to 1/256 of the
+//! rows; up to all of them when one bucket of consecutive key ids holds nearly every
+//! row, which then also leaves that bucket's work to one thread); time `O(n log m)`
+//! for `n` spine rows and `m` rows per key. The grouping's second pass and the run
+//! sorts run in parallel over pieces of 4,096 keys (one piece, serial, below that), the
+//! probe over blocks of spine rows, and the result is deterministic (the
 //! result never depends on the thread count: each output slot is written once from a
 //! pure function of the inputs).
 
@@ -357,9 +359,10 @@ mod tests {
 
     #[test]
     fn grouping_is_stable_by_key_then_row() {
-        // Few keys to many (buckets of 1, 8, 512 and 8192 keys), runs both shorter
-        // and longer than 32, a hot key.
+        // Few keys to many (buckets of 1, 4, 32, 2,048 and 32,768 keys), runs both
+        // shorter and longer than 32, a hot key.
         for (n, n_keys) in [
+            (100_000, 200),
             (200_000, 900),
             (200_000, 5_000),
             (300_000, 300_000),
@@ -397,6 +400,27 @@ mod tests {
             let got: Vec<_> = spine.entries.iter().map(|x| (x.key, x.row)).collect();
             assert_eq!(got, want, "{n_keys} keys");
         }
+    }
+
+    #[test]
+    fn created_times_order_runs_across_buckets() {
+        let (n, n_keys) = (100_000, 5_000);
+        let mut seed = 5;
+        let key: Vec<u32> = (0..n)
+            .map(|_| (lcg(&mut seed) % n_keys as u64) as u32)
+            .collect();
+        let e: Vec<i64> = (0..n).map(|_| (lcg(&mut seed) % 3) as i64).collect();
+        let c: Vec<i64> = (0..n).map(|_| (lcg(&mut seed) % 3) as i64).collect();
+        let sorted = sort_features(&key, n_keys, &e, Some(c.clone()));
+        let mut want: Vec<(u32, i64, i64, u32)> =
+            (0..n).map(|r| (key[r], e[r], c[r], r as u32)).collect();
+        want.sort();
+        let got: Vec<_> = sorted
+            .entries
+            .iter()
+            .map(|x| (x.key, x.e, c[x.row as usize], x.row))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]
