@@ -124,8 +124,9 @@ impl Cells {
     ) -> Result<ArrayRef> {
         let n = idx.len();
         let src: &[[u8; 16]] = self.cells.as_slice().as_chunks().0;
-        // Row `r` is read as `min(r, last)`, which lets the reads go unchecked by the
-        // compiler (the indices come from the probe and are in range).
+        // Row `r` is read as `min(r, last)`: the indices come from the probe and are in
+        // range (debug builds assert it), and the clamp keeps a bad one inside the
+        // column. (The compiler still emits a bounds check; it never fails.)
         let last = src.len() - 1;
         let mut values: Vec<u8> = Vec::with_capacity(n * 12 + 16);
         let mut offsets: Vec<T::Offset> = Vec::with_capacity(n + 1);
