@@ -102,10 +102,6 @@ fn build<T: ByteArrayType>(chunks: &[&dyn Array]) -> Option<Buffer> {
 }
 
 impl Cells {
-    pub fn data_type(&self) -> &DataType {
-        &self.data_type
-    }
-
     /// The column at `idx` (every index in range), null where `matched` says no row
     /// matched or the value is null.
     pub fn take(&self, idx: &[u32], matched: Option<&NullBuffer>) -> Result<ArrayRef> {

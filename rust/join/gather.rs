@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow_buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
-use arrow_schema::{Field, Schema, SchemaRef};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 
 use super::cells::{self, Cells};
@@ -107,25 +107,34 @@ pub fn gather_table(
     value_columns(f)
         .par_iter()
         .map(|&c| {
+            let dt = f.table.schema.field(c).data_type();
+            if picks.iter().all(Option::is_none) {
+                // Nothing matched: all null, and no copy of the column is needed.
+                return Ok(bounds.iter().map(|&(_, n)| new_null_array(dt, n)).collect());
+            }
             if let Some(cells) = column_cells(f, c) {
-                return bounds
-                    .iter()
-                    .zip(&picks)
-                    .map(|(&(_, n), picks)| match picks {
-                        None => Ok(new_null_array(cells.data_type(), n)),
-                        Some((idx, matched)) => cells.take(idx.values(), matched.as_ref()),
-                    })
-                    .collect::<Result<Vec<_>>>();
+                return per_batch(bounds, &picks, dt, |idx, m| cells.take(idx.values(), m));
             }
             let source = whole_column(f, c)?;
-            bounds
-                .iter()
-                .zip(&picks)
-                .map(|(&(_, n), picks)| match picks {
-                    None => Ok(new_null_array(source.data_type(), n)),
-                    Some((idx, matched)) => take_masked(&source, idx, matched.as_ref()),
-                })
-                .collect::<Result<Vec<_>>>()
+            per_batch(bounds, &picks, dt, |idx, m| take_masked(&source, idx, m))
+        })
+        .collect()
+}
+
+/// One array per spine batch: `take(indices, matched)` where the batch has picks, all
+/// null (of type `dt`) where nothing in it matched.
+fn per_batch(
+    bounds: &[(usize, usize)],
+    picks: &[Option<Picks>],
+    dt: &DataType,
+    take: impl Fn(&UInt32Array, Option<&NullBuffer>) -> Result<ArrayRef>,
+) -> Result<Vec<ArrayRef>> {
+    bounds
+        .iter()
+        .zip(picks)
+        .map(|(&(_, n), picks)| match picks {
+            None => Ok(new_null_array(dt, n)),
+            Some((idx, matched)) => take(idx, matched.as_ref()),
         })
         .collect()
 }

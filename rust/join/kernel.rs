@@ -159,26 +159,35 @@ fn group_by_key(
     }
     pieces.into_par_iter().for_each(|(k0, bounds, piece)| {
         let (base, keys) = (bounds[0], bounds.len() - 1);
-        let (mut copy, mut slots) = (Vec::new(), Vec::new());
+        let mut copy = Vec::new();
         for b0 in (0..keys).step_by(1 << shift) {
             let b1 = (b0 + (1 << shift)).min(keys);
             let bucket = &mut piece[(bounds[b0] - base) as usize..(bounds[b1] - base) as usize];
-            if b1 - b0 > 1 && bucket.len() > 1 {
-                copy.clear();
-                copy.extend_from_slice(bucket);
-                slots.clear();
-                slots.extend(bounds[b0..b1].iter().map(|&o| o - bounds[b0]));
-                let first = (k0 + b0) as u32;
-                for x in &copy {
-                    let slot = &mut slots[(x.key - first) as usize];
-                    bucket[*slot as usize] = *x;
-                    *slot += 1;
-                }
-            }
+            regroup(bucket, &bounds[b0..=b1], (k0 + b0) as u32, &mut copy);
             finish(bucket, &bounds[b0..=b1]);
         }
     });
     (offsets, out)
+}
+
+/// Orders one bucket's rows (in row order, keys `first..`) by key, keeping row order
+/// within a key, through `copy` (reused scratch); `bounds` are the offsets of the
+/// bucket's keys, one more than its keys. A bucket of one key is already in order.
+fn regroup(bucket: &mut [Entry], bounds: &[u32], first: u32, copy: &mut Vec<Entry>) {
+    if bounds.len() <= 2 || bucket.len() <= 1 {
+        return;
+    }
+    copy.clear();
+    copy.extend_from_slice(bucket);
+    let mut slots: Vec<u32> = bounds[..bounds.len() - 1]
+        .iter()
+        .map(|&o| o - bounds[0])
+        .collect();
+    for x in copy.iter() {
+        let slot = &mut slots[(x.key - first) as usize];
+        bucket[*slot as usize] = *x;
+        *slot += 1;
+    }
 }
 
 /// Stable-sorts each key's run (`piece[bounds[k] - bounds[0]..bounds[k + 1] -
