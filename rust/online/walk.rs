@@ -386,17 +386,16 @@ impl<'t> Snapshot<'t> {
                     if !done[i] && self.step(pr, &targets[ends[i]..ends[i + 1]], WHAT)? {
                         done[i] = true;
                         left -= 1;
-                    }
-                }
-            }
-            // The nodes the scans will read (an entity's rows are the `g` nodes from
-            // where its probe ended, anywhere in the page), all requested at once.
-            for pr in &probes {
-                if let Some(page) = pr.page {
-                    for k in pr.lo..(pr.lo + g).min(page.n) {
-                        let at = Self::node_addr(page, k);
-                        for line in 0..PREFETCH_LINES {
-                            prefetch(at.wrapping_add(64 * line));
+                        // The nodes the scan will read (the entity's rows are the `g`
+                        // nodes from where its probe ended, anywhere in the page),
+                        // requested as soon as they are known.
+                        if let Some(page) = pr.page {
+                            for k in pr.lo..(pr.lo + g).min(page.n) {
+                                let at = Self::node_addr(page, k);
+                                for line in 0..PREFETCH_LINES {
+                                    prefetch(at.wrapping_add(64 * line));
+                                }
+                            }
                         }
                     }
                 }
