@@ -112,13 +112,21 @@ class OnlineStore:
     classes (``NotAStoreError``, ``CorruptStoreError``, ``StoreError`` ...)."""
 
     def __init__(
-        self, path: str | PathLike[str], *, map_size: int | None = None, readonly: bool = False
+        self,
+        path: str | PathLike[str],
+        *,
+        map_size: int | None = None,
+        readonly: bool = False,
+        huge_pages: bool = False,
     ) -> None: ...
     @property
     def path(self) -> str:
         """The LMDB environment's directory."""
     @property
     def readonly(self) -> bool: ...
+    @property
+    def huge_page_bytes(self) -> int:
+        """Bytes of data.mdb loaded on 2 MiB pages (``huge_pages=True``)."""
     def map_size(self) -> int:
         """The current LMDB map size in bytes (grows on demand)."""
     def tables(self) -> list[str]:

@@ -229,15 +229,29 @@ class OnlineStore:
         map_size: the initial LMDB map size in bytes (default 1 GiB); it is an upper
             bound on the file, grown automatically when a write needs more.
         readonly: open without write access (the store must exist).
+        huge_pages: first load ``data.mdb`` into the page cache on 2 MiB pages, so
+            that lookups in a large store miss the TLB once per 2 MiB instead of per
+            4 KiB page (100-entity reads about a quarter faster on a 500 MB store).
+            The file is read once more from disk; pages that other processes map, or
+            a writer dirtied, stay as they are. Meant for read replicas (Linux with
+            transparent huge pages; elsewhere it changes nothing, see
+            :attr:`huge_page_bytes`).
 
     Safe to share between threads and across ``fork``: each process opens its own
     LMDB handle on first use (gunicorn workers may inherit a store from the master).
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, map_size: int | None = None, readonly: bool = False
+        self,
+        path: str | os.PathLike[str],
+        *,
+        map_size: int | None = None,
+        readonly: bool = False,
+        huge_pages: bool = False,
     ) -> None:
-        self._core = _core.OnlineStore(os.fspath(path), map_size=map_size, readonly=readonly)
+        self._core = _core.OnlineStore(
+            os.fspath(path), map_size=map_size, readonly=readonly, huge_pages=huge_pages
+        )
         self._keys: dict[str, list[str]] = {}
 
     @property
@@ -248,6 +262,13 @@ class OnlineStore:
     @property
     def readonly(self) -> bool:
         return self._core.readonly
+
+    @property
+    def huge_page_bytes(self) -> int:
+        """Bytes of ``data.mdb`` that ``huge_pages=True`` loaded on 2 MiB pages (0 if
+        not asked, if this process had the store open already, or where the system
+        gives none: THP off, a filesystem without large folios)."""
+        return self._core.huge_page_bytes
 
     def copy(self, path: str | os.PathLike[str], *, compact: bool = True) -> int:
         """A consistent copy of this online store in ``path`` (a new or empty directory),

@@ -113,6 +113,9 @@ impl From<Error> for Abort {
     }
 }
 
+/// This process's open environments: directory, fork generation, handle.
+static REGISTRY: Mutex<Vec<(PathBuf, u64, Weak<Env>)>> = Mutex::new(Vec::new());
+
 /// An open environment with its two databases.
 pub struct Env {
     // Field order is drop order: the pooled transactions end before the environment.
@@ -134,7 +137,6 @@ impl Env {
     /// The shared handle on the environment in `dir` for this process, opened if
     /// needed (`create` allows making a new store there).
     pub fn shared(dir: &Path, map_size: Option<usize>, readonly: bool) -> Result<Arc<Env>> {
-        static REGISTRY: Mutex<Vec<(PathBuf, u64, Weak<Env>)>> = Mutex::new(Vec::new());
         let canon = dir.canonicalize().map_err(|e| io_error(dir, "open", e))?;
         let generation = lmdb::fork_generation();
         let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
@@ -158,6 +160,17 @@ impl Env {
         let env = Arc::new(Env::open(&canon, map_size, readonly)?);
         reg.push((canon, generation, Arc::downgrade(&env)));
         Ok(env)
+    }
+
+    /// Whether this process has the environment in `dir` open (since its last fork).
+    pub fn is_open(dir: &Path) -> bool {
+        let Ok(canon) = dir.canonicalize() else {
+            return false;
+        };
+        let generation = lmdb::fork_generation();
+        let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        reg.iter()
+            .any(|(p, g, w)| *p == canon && *g == generation && w.strong_count() > 0)
     }
 
     fn open(dir: &Path, map_size: Option<usize>, readonly: bool) -> Result<Env> {

@@ -45,6 +45,7 @@
 
 pub mod catalog;
 pub mod env;
+pub mod hugepages;
 pub mod lmdb;
 pub mod matrix;
 pub mod read;
@@ -71,6 +72,8 @@ pub struct OnlineStore {
     dir: PathBuf,
     map_size: Option<usize>,
     readonly: bool,
+    /// See [`Self::huge_page_bytes`].
+    huge_bytes: u64,
     /// This process's environment; replaced when used in a forked child, None once
     /// closed.
     env: Mutex<Option<Arc<Env>>>,
@@ -80,14 +83,39 @@ impl OnlineStore {
     /// Opens (or, unless `readonly`, creates) the online store at `path`: a store root
     /// or its `online/` directory.
     pub fn open(path: &Path, map_size: Option<usize>, readonly: bool) -> Result<OnlineStore> {
+        Self::open_with(path, map_size, readonly, false)
+    }
+
+    /// [`Self::open`]; with `huge_pages`, an existing `data.mdb` is first loaded into
+    /// the page cache on 2 MiB pages ([`hugepages`]), unless this process has the
+    /// environment open already (its pages are mapped and would stay small).
+    pub fn open_with(
+        path: &Path,
+        map_size: Option<usize>,
+        readonly: bool,
+        huge_pages: bool,
+    ) -> Result<OnlineStore> {
         let dir = resolve(path, readonly)?;
+        let data = dir.join("data.mdb");
+        let mut huge_bytes = 0;
+        if huge_pages && data.exists() && !Env::is_open(&dir) {
+            huge_bytes = hugepages::load(&data)
+                .map_err(|e| env::io_error(&dir, "load data.mdb on huge pages", e))?;
+        }
         let env = Env::shared(&dir, map_size, readonly)?;
         Ok(OnlineStore {
             dir,
             map_size,
             readonly,
+            huge_bytes,
             env: Mutex::new(Some(env)),
         })
+    }
+
+    /// Bytes of `data.mdb` that [`Self::open_with`] loaded on 2 MiB pages (0 unless
+    /// asked, or where the system gives none).
+    pub fn huge_page_bytes(&self) -> u64 {
+        self.huge_bytes
     }
 
     /// This process's environment (reopened if the process forked since).

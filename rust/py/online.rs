@@ -94,15 +94,16 @@ pub struct PyOnlineStore {
 #[pymethods]
 impl PyOnlineStore {
     #[new]
-    #[pyo3(signature = (path, *, map_size=None, readonly=false))]
+    #[pyo3(signature = (path, *, map_size=None, readonly=false, huge_pages=false))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
         map_size: Option<usize>,
         readonly: bool,
+        huge_pages: bool,
     ) -> PyResult<Self> {
         let store = py
-            .detach(|| OnlineStore::open(&path, map_size, readonly))
+            .detach(|| OnlineStore::open_with(&path, map_size, readonly, huge_pages))
             .py()?;
         Ok(PyOnlineStore {
             inner: Arc::new(store),
@@ -118,6 +119,12 @@ impl PyOnlineStore {
     #[getter]
     fn readonly(&self) -> bool {
         self.inner.readonly()
+    }
+
+    /// Bytes of data.mdb loaded on 2 MiB pages when opened with huge_pages=True.
+    #[getter]
+    fn huge_page_bytes(&self) -> u64 {
+        self.inner.huge_page_bytes()
     }
 
     fn map_size(&self) -> PyResult<usize> {
