@@ -199,3 +199,32 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// `f32_run` over every run of a row of 21 float32 columns (runs crossing bitmap
+    /// bytes, nulls anywhere) equals `f32` column by column.
+    #[test]
+    fn f32_run_matches_f32_per_column(
+        vals in proptest::collection::vec(proptest::option::weighted(0.8, any::<f32>()), 21),
+    ) {
+        let l = RowLayout::new(1, vec![ValueType::F32; 21]);
+        let bytes: Vec<[u8; 4]> = vals.iter().map(|v| v.unwrap_or(0.0).to_le_bytes()).collect();
+        let values: Vec<Option<&[u8]>> = vals
+            .iter()
+            .zip(&bytes)
+            .map(|(v, b)| v.map(|_| &b[..]))
+            .collect();
+        let row = l.encode(KEY, Stamp { event: 0, created: 0 }, &values);
+        let v = RowView::parse(&l, KEY, &row).unwrap();
+        for col in 0..21 {
+            let Slot::Fixed { offset, .. } = l.slots[col] else { panic!("fixed") };
+            for len in 0..=21 - col {
+                let mut out = vec![7.0f32; len];
+                v.f32_run(col, offset, &mut out);
+                for (i, got) in out.iter().enumerate() {
+                    prop_assert_eq!(got.to_bits(), v.f32(col + i).to_bits(), "col {} len {} at {}", col, len, i);
+                }
+            }
+        }
+    }
+}

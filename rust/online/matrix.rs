@@ -34,12 +34,25 @@ struct Output {
     float32_at: Option<usize>,
 }
 
+/// Consecutive float32 features of a table that go to consecutive output positions:
+/// columns `col..col + len`, stored from byte `at` on, to positions `pos..pos + len`
+/// (one bounds check and a straight copy per run instead of one per feature).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Run {
+    col: usize,
+    pos: usize,
+    at: usize,
+    len: usize,
+}
+
 /// A prepared matrix read: tables, output positions and TTLs resolved once.
 #[derive(Debug)]
 pub struct MatrixPlan {
     pub read: ReadPlan,
     /// Per table: (column in the table, position in the output row).
     outputs: Vec<Vec<Output>>,
+    /// Per table: its float32 outputs as runs, and the rest (`outputs` split).
+    runs: Vec<(Vec<Run>, Vec<Output>)>,
     /// Features per output row.
     pub width: usize,
 }
@@ -119,6 +132,7 @@ impl MatrixPlan {
         }
         Ok(MatrixPlan {
             read,
+            runs: outputs.iter().map(|o| runs(o)).collect(),
             outputs,
             width: features.len(),
         })
@@ -137,6 +151,32 @@ impl MatrixPlan {
         self.width = width;
         Ok(self)
     }
+}
+
+/// `outputs` split into runs of float32 features (see [`Run`]) and the others.
+fn runs(outputs: &[Output]) -> (Vec<Run>, Vec<Output>) {
+    let mut runs: Vec<Run> = Vec::new();
+    let mut rest = Vec::new();
+    for o in outputs {
+        let Some(at) = o.float32_at else {
+            rest.push(*o);
+            continue;
+        };
+        match runs.last_mut() {
+            Some(r)
+                if r.col + r.len == o.col && r.pos + r.len == o.pos && r.at + 4 * r.len == at =>
+            {
+                r.len += 1
+            }
+            _ => runs.push(Run {
+                col: o.col,
+                pos: o.pos,
+                at,
+                len: 1,
+            }),
+        }
+    }
+    (runs, rest)
 }
 
 /// Fills `out` (`keys.len()` rows of `plan.width` floats, row-major) with the
@@ -158,18 +198,21 @@ pub fn read_matrix(
         let found = lookup(env, txns, &plan.read, keys, now_ns)?;
         let t = found.n_tables;
         let fill = |r: usize, row_out: &mut [f32]| {
-            for (j, outs) in plan.outputs.iter().enumerate() {
+            for (j, (runs, rest)) in plan.runs.iter().enumerate() {
                 match &found.rows[r * t + j] {
                     Some(view) => {
-                        for o in outs {
-                            row_out[o.pos] = match o.float32_at {
-                                Some(at) if !view.is_null(o.col) => view.f32_at(at),
-                                _ => view.f32(o.col),
-                            };
+                        for run in runs {
+                            view.f32_run(run.col, run.at, &mut row_out[run.pos..run.pos + run.len]);
+                        }
+                        for o in rest {
+                            row_out[o.pos] = view.f32(o.col);
                         }
                     }
                     None => {
-                        for o in outs {
+                        for run in runs {
+                            row_out[run.pos..run.pos + run.len].fill(f32::NAN);
+                        }
+                        for o in rest {
                             row_out[o.pos] = f32::NAN;
                         }
                     }
