@@ -220,6 +220,30 @@ def test_cli_serves_and_sigterm_drains_in_flight_requests(tmp_path):
         proc.stderr.close()
 
 
+def test_cli_serves_with_huge_pages(tmp_path):
+    fs, _ = small_store(tmp_path / "s")
+    fs.close()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pitstop", "serve", "--store", str(tmp_path / "s"),
+                             "--port", "0", "--workers", "1", "--huge-pages"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert "serving" in line and "on 2 MiB pages" in line, \
+            (line, proc.stderr.read() if proc.poll() is not None else "")
+        url = line.split(" on ")[1].split(" ")[0]
+        status, out = post_json(url, "/v1/features/v", {"entities": {"user_id": [2]}})
+        assert status == 200 and out["values"][0][2] == "de", out
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
 def test_bad_options_are_pitstop_errors(fs):
     with fs.serve_background() as srv:
         with pytest.raises(errors.InvalidArgumentError, match="Address already in use"):
