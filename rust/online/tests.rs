@@ -383,3 +383,27 @@ fn refuses_paths_that_are_not_stores() {
 // Write transactions: map growth, dedupe, replace, several tables with positions.
 #[path = "tests_commit.rs"]
 mod commit;
+
+proptest::proptest! {
+    /// The lookup's key order (16-byte prefixes, then the bytes) is the encodings'
+    /// byte order, over short and long encodings, shared prefixes, zero bytes and
+    /// invalid rows.
+    #[test]
+    fn keys_sort_in_byte_order(
+        items in proptest::collection::vec(
+            (proptest::collection::vec(proptest::prop_oneof![proptest::strategy::Just(0u8), proptest::strategy::Just(1u8), proptest::arbitrary::any::<u8>()], 0..24), proptest::arbitrary::any::<bool>()),
+            0..60,
+        ),
+    ) {
+        let mut enc = crate::encode::columns::Encoded { bytes: Vec::new(), ends: vec![0] };
+        for (e, _) in &items {
+            enc.bytes.extend_from_slice(e);
+            enc.ends.push(enc.bytes.len());
+        }
+        let valid: Vec<bool> = items.iter().map(|(_, v)| *v).collect();
+        let got: Vec<&[u8]> = read::sorted(&enc, &valid).iter().map(|&r| enc.get(r as usize)).collect();
+        let mut want: Vec<&[u8]> = items.iter().filter(|(_, v)| *v).map(|(e, _)| &e[..]).collect();
+        want.sort();
+        proptest::prop_assert_eq!(got, want);
+    }
+}

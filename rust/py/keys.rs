@@ -42,6 +42,10 @@ fn key_value(item: &Bound<'_, PyAny>) -> PyResult<KeyValue> {
         return Err(input_type("keys must be integers or strings, not bool"));
     }
     if item.is_instance_of::<PyInt>() || item.hasattr("__index__")? {
+        // Most ids fit in an i64, whose conversion is one C call (i128's is not).
+        if let Ok(v) = item.extract::<i64>() {
+            return Ok(KeyValue::Int(v.into()));
+        }
         return match item.extract::<i128>() {
             Ok(v) => Ok(KeyValue::Int(v)),
             // Too large for any Arrow integer: it cannot be stored, so it is missing.
