@@ -231,7 +231,7 @@ class OnlineStore:
         readonly: open without write access (the store must exist).
         huge_pages: first load ``data.mdb`` into the page cache on 2 MiB pages, so
             that lookups in a large store miss the TLB once per 2 MiB instead of per
-            4 KiB page (100-entity reads about a quarter faster on a 500 MB store).
+            4 KiB page (100-entity reads about a tenth faster on a 500 MB store).
             The file is read once more from disk; pages that other processes map, or
             a writer dirtied, stay as they are. Meant for read replicas (Linux with
             transparent huge pages; elsewhere it changes nothing, see
