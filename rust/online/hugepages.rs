@@ -11,8 +11,9 @@
 //! when they are 2 MiB folios and the mapping is aligned, whichever process faults
 //! them in (the kernel aligns large file mappings to 2 MiB). Measured on the 1M x 3
 //! store of `benches.online_walk` (BENCHMARKS.md): 100-entity matrix reads 123-135 ->
-//! 110-119 µs in the same runs, about a tenth; on this VM (nested paging) the TLB
-//! still misses, only its walks get shorter.
+//! 110-119 µs in the same runs, about a tenth. Why not more is not measured (the VM
+//! exposes no counters); if its host backs guest memory with 4 KiB pages, the TLB
+//! still holds 4 KiB translations and only the walks get shorter.
 //!
 //! **How.** Page-cache folios are sized when they are read from disk; a file written
 //! by LMDB (4 KiB writes) or read with `read()` sits in small folios. So, before LMDB
