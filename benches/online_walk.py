@@ -34,6 +34,9 @@ import pitstop as ps
 from .online import ROOT, LmdbReader, latencies, p, pitstop_reader, warm_pitstop
 
 
+KEEP: list[ps.OnlineStore] = []  # stores opened with huge_pages=True, kept open
+
+
 def reader(dir: Path, f: int, walk: bool, huge: bool = False):
     if walk:
         os.environ.pop("PITSTOP_ONLINE_WALK", None)
@@ -41,7 +44,8 @@ def reader(dir: Path, f: int, walk: bool, huge: bool = False):
         os.environ["PITSTOP_ONLINE_WALK"] = "0"
     try:
         if huge:
-            ps.OnlineStore(dir, readonly=True, huge_pages=True)  # the registry keeps it
+            # Loaded before the reader's store opens the environment; kept open with it.
+            KEEP.append(ps.OnlineStore(dir, readonly=True, huge_pages=True))
         return pitstop_reader(dir, f)
     finally:
         os.environ.pop("PITSTOP_ONLINE_WALK", None)
@@ -112,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("pitstop", "lmdb"):
         if args.huge_pages and not (data / f"{name}-huge").exists():
             shutil.copytree(data / name, data / f"{name}-huge")
+            os.sync()  # clean pages, which the huge-page load can drop and read back
         small_pages(data / name / ("online" if name == "pitstop" else ""))
     engines = {}
     if args.huge_pages:

@@ -18,6 +18,9 @@ import pytest
 
 import pitstop as ps
 
+# Page-cache control (madvise, posix_fadvise, /proc/self/smaps) is Linux's.
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="huge pages are loaded on Linux only")
+
 N = 40_000  # 40k entities x 2 tables x 16 float32: ~14 MB of pages, several 2 MiB pages
 F = 16
 
@@ -58,9 +61,13 @@ def child(path, huge: bool, out) -> int:
 
 def system_maps_huge(path) -> bool:
     """Whether this system maps a file of this filesystem on 2 MiB pages: the same steps
-    as pitstop's load, in Python, on a scratch file, read back from /proc/self/smaps."""
+    as pitstop's load, in Python, on a scratch file (synced, so that its pages can be
+    dropped), read back from the scratch file's own entry in /proc/self/smaps."""
     scratch = path / "scratch"
-    scratch.write_bytes(os.urandom(8 << 20))
+    with open(scratch, "wb") as f:
+        f.write(os.urandom(8 << 20))
+        f.flush()
+        os.fsync(f.fileno())
     fd = os.open(scratch, os.O_RDONLY)
     try:
         with mmap.mmap(fd, 8 << 20, prot=mmap.PROT_READ) as m:
@@ -68,9 +75,15 @@ def system_maps_huge(path) -> bool:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             for off in range(0, 8 << 20, 4096):
                 m[off]
+            mine, total = False, 0
             with open("/proc/self/smaps") as f:
-                return any(line.startswith("FilePmdMapped:") and int(line.split()[1]) > 0
-                           for line in f)
+                for line in f:
+                    head = line.split()
+                    if "-" in head[0] and not head[0].endswith(":"):
+                        mine = head[-1] == str(scratch)
+                    elif mine and head[0] == "FilePmdMapped:":
+                        total += int(head[1])
+            return total > 0
     finally:
         os.close(fd)
         scratch.unlink()

@@ -126,7 +126,8 @@ class OnlineStore:
     def readonly(self) -> bool: ...
     @property
     def huge_page_bytes(self) -> int:
-        """Bytes of data.mdb loaded on 2 MiB pages (``huge_pages=True``)."""
+        """Bytes of data.mdb found cached in 2 MiB pages when ``huge_pages=True``
+        loaded it at open."""
     def map_size(self) -> int:
         """The current LMDB map size in bytes (grows on demand)."""
     def tables(self) -> list[str]:

@@ -232,8 +232,9 @@ class OnlineStore:
         huge_pages: first load ``data.mdb`` into the page cache on 2 MiB pages, so
             that lookups in a large store miss the TLB once per 2 MiB instead of per
             4 KiB page (100-entity reads about a tenth faster on a 500 MB store).
-            The file is read once more from disk; pages that other processes map, or
-            a writer dirtied, stay as they are. Meant for read replicas (Linux with
+            The file is read once more from disk (skipped if it is larger than the
+            memory available); pages that other processes map, or a writer dirtied,
+            stay as they are. Meant for read replicas (Linux with
             transparent huge pages; elsewhere it changes nothing, see
             :attr:`huge_page_bytes`).
 
@@ -265,9 +266,11 @@ class OnlineStore:
 
     @property
     def huge_page_bytes(self) -> int:
-        """Bytes of ``data.mdb`` that ``huge_pages=True`` loaded on 2 MiB pages (0 if
-        not asked, if this process had the store open already, or where the system
-        gives none: THP off, a filesystem without large folios)."""
+        """Bytes of ``data.mdb`` that ``huge_pages=True`` found cached in 2 MiB pages
+        when it loaded the file at open (0 if not asked, if this process had the store
+        open already, if the file is larger than the memory available, or where the
+        system gives none: THP off, a kernel before 5.14, a filesystem without large
+        folios)."""
         return self._core.huge_page_bytes
 
     def copy(self, path: str | os.PathLike[str], *, compact: bool = True) -> int:

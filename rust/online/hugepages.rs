@@ -30,72 +30,121 @@
 //! suits read replicas; a writer's later 4 KiB writes into a 2 MiB folio cost the
 //! same as into a small one, but its writeback may cover more.
 //!
-//! **Where it does nothing.** Not Linux, THP set to `never`, a filesystem without
-//! large folios, or a kernel older than 5.14 (no `MADV_POPULATE_READ`): the pages stay
-//! small and reads are as before. The function returns how many bytes of the file
-//! ended up mapped by 2 MiB entries, read from `/proc/self/smaps`, so a caller can
-//! tell. Populating never raises SIGBUS: a file truncated meanwhile makes
+//! **Where it does nothing.** Not Linux, a kernel that refuses `MADV_HUGEPAGE` (THP
+//! set to `never`) or lacks `MADV_POPULATE_READ` (older than 5.14; both are checked
+//! before anything is dropped), a file larger than the memory available, or no
+//! 2 MiB-aligned room in the address space: nothing is dropped or loaded and reads
+//! are as before. On a filesystem without large folios the file is read back in
+//! small pages. The function returns how many bytes of the file its own mapping had
+//! on 2 MiB entries, read from `/proc/self/smaps`, so a caller can tell; LMDB's map
+//! gets them too when the kernel aligns it to 2 MiB (as Linux 6.x does for large file
+//! mappings). Populating never raises SIGBUS: a file truncated meanwhile makes
 //! `MADV_POPULATE_READ` fail, which ends the load early.
 
 use std::path::Path;
 
-/// The bytes of the file at `path` that are now cached in 2 MiB folios (0 where the
-/// system gives none); an error only if the file cannot be opened or read.
+/// The bytes of the file at `path` that were cached in 2 MiB folios when it was
+/// loaded (0 where the system gives none, or the load was skipped); an error only if
+/// the file cannot be opened or its size read.
 #[cfg(target_os = "linux")]
 pub fn load(path: &Path) -> std::io::Result<u64> {
     use std::os::fd::AsRawFd;
-    const HUGE: usize = 2 << 20;
     let file = std::fs::File::open(path)?;
     let len = file.metadata()?.len() as usize;
-    if len < HUGE {
+    if len < HUGE || len > mem_available() {
         return Ok(0);
     }
-    let fd = file.as_raw_fd();
-    // SAFETY: a fresh anonymous reservation (no access) with room for a 2 MiB-aligned
-    // mapping of `len` bytes; only this function uses it, and it unmaps all of it.
-    let reserve = unsafe {
+    let Some(at) = aligned_hole(len) else {
+        return Ok(0);
+    };
+    // SAFETY: a new read-only shared mapping of the file at `at`; MAP_FIXED_NOREPLACE
+    // never replaces a mapping (it fails with EEXIST if another thread took the range
+    // since `aligned_hole` freed it). A kernel older than 4.17 takes `at` as a hint
+    // only: a mapping elsewhere is unmapped below and nothing is loaded.
+    let map = unsafe {
         libc::mmap(
+            at as *mut libc::c_void,
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Ok(0);
+    }
+    // SAFETY: `map` is the mapping just made, used only here.
+    let loaded = map as usize == at && unsafe { populate(map, len, file.as_raw_fd()) };
+    // Counted while the mapping exists.
+    let huge = if loaded { pmd_mapped(at) } else { 0 };
+    // SAFETY: unmaps exactly that mapping (the cached folios stay for LMDB's own map).
+    unsafe { libc::munmap(map, len) };
+    Ok(huge)
+}
+
+/// 2 MiB.
+#[cfg(target_os = "linux")]
+const HUGE: usize = 2 << 20;
+
+/// A 2 MiB-aligned address with `len` free bytes after it: found by reserving
+/// `len + 2 MiB` of address space and freeing it again.
+#[cfg(target_os = "linux")]
+fn aligned_hole(len: usize) -> Option<usize> {
+    // SAFETY: a fresh anonymous reservation without access, unmapped right away.
+    unsafe {
+        let reserve = libc::mmap(
             std::ptr::null_mut(),
             len + HUGE,
             libc::PROT_NONE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
-        )
-    };
-    if reserve == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
-    let at = (reserve as usize).next_multiple_of(HUGE);
-    // SAFETY: [at, at + len) lies inside the reservation (at < reserve + HUGE), which
-    // MAP_FIXED replaces with a read-only shared mapping of the file; nothing else
-    // refers to those addresses.
-    let map = unsafe {
-        libc::mmap(
-            at as *mut libc::c_void,
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED | libc::MAP_FIXED,
-            fd,
-            0,
-        )
-    };
-    let result = if map == libc::MAP_FAILED {
-        Err(std::io::Error::last_os_error())
-    } else {
-        // SAFETY: madvise on our own mapping (hints and population only: the mapping is
-        // never dereferenced here, so a truncated file yields an error, not SIGBUS);
-        // posix_fadvise drops only clean, unmapped cached pages of the file.
-        unsafe {
-            libc::madvise(map, len, libc::MADV_HUGEPAGE);
-            libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED);
-            libc::madvise(map, len, libc::MADV_POPULATE_READ);
+        );
+        if reserve == libc::MAP_FAILED {
+            return None;
         }
-        Ok(pmd_mapped(at))
-    };
-    // SAFETY: the whole reservation, which this function mapped and nobody else uses.
-    unsafe { libc::munmap(reserve, len + HUGE) };
-    result
+        libc::munmap(reserve, len + HUGE);
+        Some((reserve as usize).next_multiple_of(HUGE))
+    }
+}
+
+/// Asks for 2 MiB pages on `map` (`len` bytes of the file `fd`), drops the file's
+/// clean unmapped cached pages and faults it in again. Nothing is dropped unless the
+/// kernel takes both `MADV_HUGEPAGE` and `MADV_POPULATE_READ` (checked with an empty
+/// range first): otherwise the file would stay uncached. False if it was not loaded.
+///
+/// # Safety
+/// `map` must be a mapping of `len` bytes of `fd` owned by the caller.
+#[cfg(target_os = "linux")]
+unsafe fn populate(map: *mut libc::c_void, len: usize, fd: libc::c_int) -> bool {
+    // SAFETY (all three calls): hints and population on the caller's mapping, which is
+    // never dereferenced here, so a file truncated meanwhile makes the populate fail
+    // instead of raising SIGBUS; posix_fadvise drops only clean, unmapped pages.
+    unsafe {
+        if libc::madvise(map, len, libc::MADV_HUGEPAGE) != 0
+            || libc::madvise(map, 0, libc::MADV_POPULATE_READ) != 0
+        {
+            return false;
+        }
+        libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED);
+        libc::madvise(map, len, libc::MADV_POPULATE_READ);
+    }
+    true
+}
+
+/// `MemAvailable` of /proc/meminfo in bytes (unbounded if it cannot be read): a file
+/// larger than that is not loaded, which would only evict it again.
+#[cfg(target_os = "linux")]
+fn mem_available() -> usize {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            let kb = line.split_whitespace().nth(1)?.parse::<usize>().ok()?;
+            Some(kb.saturating_mul(1024))
+        })
+        .unwrap_or(usize::MAX)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -114,6 +163,7 @@ fn pmd_mapped(start: usize) -> u64 {
 
 /// The `field` (in kB in the file; returned in bytes) of the mapping of `smaps` whose
 /// range starts at `start`; 0 if there is none.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn smaps_field(smaps: &str, start: usize, field: &str) -> u64 {
     let head = format!("{start:x}-");
     let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&head));
