@@ -34,15 +34,20 @@ use std::sync::Arc;
 
 use super::catalog::TableDef;
 use super::env::{pool, Env};
-use super::lmdb::{LResult, RoCursor, RoTxn};
+use super::lmdb::RoTxn;
 pub use super::rows::{read_table, with_rows, with_rows_prepared, RowsPlan};
 use super::walk::{Refusal, Snapshot};
 use crate::encode::columns::{encode_keys, Encoded};
 use crate::encode::key::{self, MAX_ENTITY_LEN};
+
+// The cursor path (LMDB's `MDB_SET_RANGE` + `MDB_NEXT`), the walker's fallback.
+#[path = "read_cursor.rs"]
+mod cursor;
 use crate::encode::row::{self, RowView};
 use crate::error::{py_list, Error, Result};
 use crate::join::keys::{key_kind, KeyKind};
 use crate::table::Table;
+use cursor::cursor_run;
 
 // The matrix reads lived here; their old paths still work.
 pub use super::matrix::{read_matrix, read_matrix_naive, FeatureRef, MatrixPlan};
@@ -318,44 +323,6 @@ fn key_type_error(group: &Group, column: &str, want: KeyKind, got: &str) -> Erro
     }
 }
 
-/// Reads the rows of `ids` (ascending) for one entity: one seek, then a walk over the
-/// entity's adjacent keys. `out[j]` receives table `ids[j]`'s row.
-#[inline]
-fn walk<'a>(
-    cursor: &mut RoCursor<'a>,
-    entity: &[u8],
-    ids: &[u32],
-    seek_key: &mut Vec<u8>,
-    out: &mut [Option<&'a [u8]>],
-) -> LResult<()> {
-    seek_key.clear();
-    seek_key.extend_from_slice(entity);
-    key::push_table_id(seek_key, ids[0]);
-    let mut at = cursor.seek(seek_key)?;
-    let mut j = 0;
-    while let Some((k, v)) = at {
-        if k.len() != entity.len() + key::TABLE_ID_LEN || !k.starts_with(entity) {
-            break; // past this entity (encodings are prefix-free)
-        }
-        let id = u32::from_be_bytes(k[entity.len()..].try_into().expect("4 bytes"));
-        while j < ids.len() && ids[j] < id {
-            j += 1;
-        }
-        if j == ids.len() {
-            break;
-        }
-        if ids[j] == id {
-            out[j] = Some(v);
-            j += 1;
-            if j == ids.len() {
-                break;
-            }
-        }
-        at = cursor.step()?;
-    }
-    Ok(())
-}
-
 /// Raw rows of a run of entities, `ids.len()` per entity.
 type Rows<'a> = Vec<Option<&'a [u8]>>;
 
@@ -416,40 +383,6 @@ fn lookup_run<'a>(
         }
     }
     Ok(out)
-}
-
-/// The cursor path of [`lookup_run`]: one `MDB_SET_RANGE` per distinct entity, then
-/// `MDB_NEXT` over its adjacent keys.
-fn cursor_run<'a>(
-    env: &Env,
-    txn: &'a RoTxn,
-    enc: &Encoded,
-    order: &[u32],
-    ids: &[u32],
-    out: &mut [Option<&'a [u8]>],
-) -> Result<()> {
-    let g = ids.len();
-    let mut cursor = txn
-        .cursor(env.rows)
-        .map_err(|e| env.lmdb_error("read", e))?;
-    let mut seek_key = Vec::with_capacity(64);
-    for (p, &r) in order.iter().enumerate() {
-        let entity = enc.get(r as usize);
-        if p > 0 && enc.get(order[p - 1] as usize) == entity {
-            let (done, rest) = out.split_at_mut(p * g);
-            rest[..g].copy_from_slice(&done[(p - 1) * g..p * g]);
-            continue;
-        }
-        walk(
-            &mut cursor,
-            entity,
-            ids,
-            &mut seek_key,
-            &mut out[p * g..(p + 1) * g],
-        )
-        .map_err(|e| env.lmdb_error("read", e))?;
-    }
-    Ok(())
 }
 
 /// The rows whose key is `valid`, in the order of their encodings. Sorted by the
