@@ -341,6 +341,21 @@ impl<'t> Snapshot<'t> {
         }
     }
 
+    /// The nodes the scan of finished probe `pr` will read (its entity's rows are the
+    /// `g` nodes from where it ended, anywhere in the page), requested as soon as they
+    /// are known.
+    #[inline]
+    fn prefetch_rows(pr: &Probe<'t>, g: usize) {
+        if let Some(page) = pr.page {
+            for k in pr.lo..(pr.lo + g).min(page.n) {
+                let at = Self::node_addr(page, k);
+                for line in 0..PREFETCH_LINES {
+                    prefetch(at.wrapping_add(64 * line));
+                }
+            }
+        }
+    }
+
     /// One key's descent on its own: the leaf and the first node >= `target`.
     fn descend(&self, target: &[u8], what: &str) -> Result<(Page<'t>, usize), Refusal> {
         let mut pr = self.start();
@@ -388,17 +403,7 @@ impl<'t> Snapshot<'t> {
                     if !done[i] && self.step(pr, &targets[ends[i]..ends[i + 1]], WHAT)? {
                         done[i] = true;
                         left -= 1;
-                        // The nodes the scan will read (the entity's rows are the `g`
-                        // nodes from where its probe ended, anywhere in the page),
-                        // requested as soon as they are known.
-                        if let Some(page) = pr.page {
-                            for k in pr.lo..(pr.lo + g).min(page.n) {
-                                let at = Self::node_addr(page, k);
-                                for line in 0..PREFETCH_LINES {
-                                    prefetch(at.wrapping_add(64 * line));
-                                }
-                            }
-                        }
+                        Self::prefetch_rows(pr, g);
                     }
                 }
             }
