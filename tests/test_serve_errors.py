@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pyarrow as pa
@@ -185,18 +186,33 @@ def test_numeric_transforms_applied_in_rust_equal_python(tmp_path):
                     np.float32(out["values"][i][j]) == np.float32(w)
 
 
+@contextmanager
+def serve_cli(store, *args):
+    """``pitstop serve --store store --port 0 --workers 1 *args`` in a child process:
+    yields the process and its first stdout line (checked to be the serving line);
+    killed if still running afterwards."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pitstop", "serve", "--store", str(store),
+                             "--port", "0", "--workers", "1", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert "serving" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+        yield proc, line
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
 def test_cli_serves_and_sigterm_drains_in_flight_requests(tmp_path):
     fs, _ = small_store(tmp_path / "s")
     fs.close()
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "pitstop", "serve", "--store", str(tmp_path / "s"),
-                             "--port", "0", "--token-file", str(token_file), "--workers", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        line = proc.stdout.readline()
-        assert "serving" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+    with serve_cli(tmp_path / "s", "--token-file", str(token_file)) as (proc, line):
         url = line.split(" on ")[1].split(" ")[0]
         port = int(url.rsplit(":", 1)[1])
         assert post_json(url, "/v1/features/v", {"entities": {"user_id": [2]}}, token=TOKEN)[0] == 200
@@ -212,36 +228,18 @@ def test_cli_serves_and_sigterm_drains_in_flight_requests(tmp_path):
         assert status == 200 and json.loads(out)["values"][0][2] == "de", out
         assert proc.wait(timeout=30) == 0
         assert "stopped" in proc.stdout.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
 
 
 def test_cli_serves_with_huge_pages(tmp_path):
     fs, _ = small_store(tmp_path / "s")
     fs.close()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "pitstop", "serve", "--store", str(tmp_path / "s"),
-                             "--port", "0", "--workers", "1", "--huge-pages"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        line = proc.stdout.readline()
-        assert "serving" in line and "on 2 MiB pages" in line, \
-            (line, proc.stderr.read() if proc.poll() is not None else "")
+    with serve_cli(tmp_path / "s", "--huge-pages") as (proc, line):
+        assert "on 2 MiB pages" in line, line
         url = line.split(" on ")[1].split(" ")[0]
         status, out = post_json(url, "/v1/features/v", {"entities": {"user_id": [2]}})
         assert status == 200 and out["values"][0][2] == "de", out
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
 
 
 def test_bad_options_are_pitstop_errors(fs):
