@@ -17,13 +17,13 @@
 //! output row. A column with a longer value, or smaller than 65,536 rows (it fits in
 //! the cache, where two reads cost little), is left to [`super::take`].
 
-use std::sync::Arc;
-
 use arrow_array::cast::AsArray;
 use arrow_array::types::{BinaryType, ByteArrayType, LargeBinaryType, LargeUtf8Type, Utf8Type};
 use arrow_array::{Array, ArrayRef, GenericByteArray, OffsetSizeTrait};
-use arrow_buffer::{ArrowNativeType, BooleanBuffer, Buffer, NullBuffer, OffsetBuffer};
+use arrow_buffer::{ArrowNativeType, BooleanBuffer, Buffer, NullBuffer};
 use arrow_schema::{ArrowError, DataType};
+
+use std::ops::Range;
 
 use crate::error::Result;
 
@@ -68,37 +68,90 @@ pub fn cells(chunks: &[&dyn Array]) -> Option<Cells> {
 fn build<T: ByteArrayType>(chunks: &[&dyn Array]) -> Option<Buffer> {
     let arrays: Vec<&GenericByteArray<T>> = chunks.iter().map(|c| c.as_bytes::<T>()).collect();
     let rows: usize = arrays.iter().map(|a| a.len()).sum();
-    let short = |a: &&GenericByteArray<T>| {
-        let o = a.value_offsets();
-        o.windows(2).all(|w| (w[1] - w[0]).as_usize() <= MAX_LEN)
-    };
-    if rows < MIN_ROWS || !arrays.iter().all(short) {
+    if rows < MIN_ROWS || !arrays.iter().all(|a| short(*a)) {
         return None;
     }
     Some(crate::huge::buffer(rows * 16, |out| {
         let mut cells = out.chunks_exact_mut(16);
         for a in &arrays {
-            let (offsets, data) = (a.value_offsets(), a.value_data());
-            for (i, cell) in (0..a.len()).zip(&mut cells) {
-                let (s, e) = (offsets[i].as_usize(), offsets[i + 1].as_usize());
-                let len = e - s; // at most 15, checked above
-                let bytes = match data.get(s..s + 16) {
-                    // One 16-byte read, the bytes past the value masked off.
-                    Some(raw) => {
-                        let raw = u128::from_le_bytes(raw.try_into().expect("16 bytes"));
-                        raw & ((1u128 << (8 * len)) - 1)
-                    }
-                    None => {
-                        let mut v = [0u8; 16];
-                        v[..len].copy_from_slice(&data[s..e]);
-                        u128::from_le_bytes(v)
-                    }
-                };
-                let tag = len as u8 | if a.is_valid(i) { VALID } else { 0 };
-                cell.copy_from_slice(&(bytes | (tag as u128) << 120).to_le_bytes());
+            for (i, c) in (0..a.len()).zip(&mut cells) {
+                c.copy_from_slice(&cell(a, i).to_le_bytes());
             }
         }
     }))
+}
+
+/// Whether every value of `a` fits in a cell.
+pub fn short<T: ByteArrayType>(a: &GenericByteArray<T>) -> bool {
+    let o = a.value_offsets();
+    o.windows(2).all(|w| (w[1] - w[0]).as_usize() <= MAX_LEN)
+}
+
+/// Whether every value of the byte-array column `chunks` fits in a cell (false for
+/// other types).
+pub fn all_short(chunks: &[&dyn Array]) -> bool {
+    fn of<T: ByteArrayType>(chunks: &[&dyn Array]) -> bool {
+        chunks.iter().all(|c| short(c.as_bytes::<T>()))
+    }
+    match chunks.first().map(|c| c.data_type()) {
+        _ if chunks
+            .windows(2)
+            .any(|w| w[0].data_type() != w[1].data_type()) =>
+        {
+            false
+        }
+        Some(DataType::Utf8) => of::<Utf8Type>(chunks),
+        Some(DataType::LargeUtf8) => of::<LargeUtf8Type>(chunks),
+        Some(DataType::Binary) => of::<BinaryType>(chunks),
+        Some(DataType::LargeBinary) => of::<LargeBinaryType>(chunks),
+        _ => false,
+    }
+}
+
+/// Row `i` of `a` (at most [`MAX_LEN`] bytes, see [`short`]) as a cell: its bytes,
+/// zero padding, and in the last byte its length and [`VALID`] if it is not null.
+#[inline]
+pub fn cell<T: ByteArrayType>(a: &GenericByteArray<T>, i: usize) -> u128 {
+    let (offsets, data) = (a.value_offsets(), a.value_data());
+    let (s, e) = (offsets[i].as_usize(), offsets[i + 1].as_usize());
+    let len = e - s; // at most 15 (short)
+    let bytes = match data.get(s..s + 16) {
+        // One 16-byte read, the bytes past the value masked off.
+        Some(raw) => {
+            let raw = u128::from_le_bytes(raw.try_into().expect("16 bytes"));
+            raw & ((1u128 << (8 * len)) - 1)
+        }
+        None => {
+            let mut v = [0u8; 16];
+            v[..len].copy_from_slice(&data[s..e]);
+            u128::from_le_bytes(v)
+        }
+    };
+    let tag = len as u8 | if a.is_valid(i) { VALID } else { 0 };
+    bytes | (tag as u128) << 120
+}
+
+/// Writes the cells of rows `rows` of byte-array column `a` (all values short) into
+/// `out`, one per `stride` bytes starting at byte `at`.
+pub fn write_cells(a: &dyn Array, rows: Range<usize>, out: &mut [u8], stride: usize, at: usize) {
+    fn of<T: ByteArrayType>(
+        a: &dyn Array,
+        rows: Range<usize>,
+        out: &mut [u8],
+        s: usize,
+        at: usize,
+    ) {
+        let a = a.as_bytes::<T>();
+        for (i, row) in rows.zip(out.chunks_exact_mut(s)) {
+            row[at..at + 16].copy_from_slice(&cell(a, i).to_le_bytes());
+        }
+    }
+    match a.data_type() {
+        DataType::Utf8 => of::<Utf8Type>(a, rows, out, stride, at),
+        DataType::LargeUtf8 => of::<LargeUtf8Type>(a, rows, out, stride, at),
+        DataType::Binary => of::<BinaryType>(a, rows, out, stride, at),
+        _ => of::<LargeBinaryType>(a, rows, out, stride, at),
+    }
 }
 
 impl Cells {
@@ -118,16 +171,12 @@ impl Cells {
         idx: &[u32],
         matched: Option<&NullBuffer>,
     ) -> Result<ArrayRef> {
-        let n = idx.len();
         let src: &[[u8; 16]] = self.cells.as_slice().as_chunks().0;
         // Row `r` is read as `min(r, last)`: the indices come from the probe and are in
         // range (debug builds assert it), and the clamp keeps a bad one inside the
         // column. (The compiler still emits a bounds check; it never fails.)
         let last = src.len() - 1;
-        let mut values: Vec<u8> = Vec::with_capacity(n * 12 + 16);
-        let mut offsets: Vec<T::Offset> = Vec::with_capacity(n + 1);
-        offsets.push(T::Offset::usize_as(0));
-        let mut valid: Vec<bool> = Vec::with_capacity(n);
+        let mut sink = Sink::<T::Offset>::new(idx.len());
         let mut block = [0u128; BLOCK];
         for (b, rows) in idx.chunks(BLOCK).enumerate() {
             // The block's cells: independent random reads.
@@ -136,39 +185,77 @@ impl Cells {
                 *cell = u128::from_le_bytes(src[(r as usize).min(last)]);
             }
             // Their values, offsets and validity: one sequential pass.
-            values.reserve(rows.len() * 16);
-            let (dst, mut at) = (values.as_mut_ptr(), values.len());
-            for (k, cell) in block[..rows.len()].iter().enumerate() {
-                let tag = (cell >> 120) as u8;
-                let ok = tag & VALID != 0 && matched.is_none_or(|m| m.is_valid(b * BLOCK + k));
-                // SAFETY: the reservation above leaves room for 16 bytes per row of the
-                // block past the values already written, and `at` grows by at most 15
-                // per row. The bytes past the value's length (the rest of the cell) are
-                // overwritten by the next value or lie past the final length.
-                unsafe {
-                    std::ptr::write_unaligned(dst.add(at) as *mut [u8; 16], cell.to_le_bytes())
-                };
-                at += if ok { (tag & 0x0f) as usize } else { 0 };
-                offsets.push(T::Offset::usize_as(at));
-                valid.push(ok);
-            }
-            T::Offset::from_usize(at)
-                .ok_or(ArrowError::OffsetOverflowError(T::Offset::MAX_OFFSET))?;
-            // SAFETY: every byte of the new values was written above.
-            unsafe { values.set_len(at) };
+            sink.push(block[..rows.len()].iter().copied(), matched, b * BLOCK)?;
         }
+        Ok(sink.finish(&self.data_type))
+    }
+}
+
+/// A byte-array column built from cells, in order: values, offsets and validity.
+pub struct Sink<O: OffsetSizeTrait> {
+    values: Vec<u8>,
+    offsets: Vec<O>,
+    valid: Vec<bool>,
+}
+
+impl<O: OffsetSizeTrait> Sink<O> {
+    pub fn new(n: usize) -> Self {
+        let mut offsets = Vec::with_capacity(n + 1);
+        offsets.push(O::usize_as(0));
+        Self {
+            values: Vec::with_capacity(n * 12 + 16),
+            offsets,
+            valid: Vec::with_capacity(n),
+        }
+    }
+
+    /// Appends `cells`, output rows `first..`: null where `matched` says no row
+    /// matched or the cell is not valid.
+    pub fn push(
+        &mut self,
+        cells: impl ExactSizeIterator<Item = u128>,
+        matched: Option<&NullBuffer>,
+        first: usize,
+    ) -> Result<()> {
+        self.values.reserve(cells.len() * 16);
+        let (dst, mut at) = (self.values.as_mut_ptr(), self.values.len());
+        for (k, cell) in cells.enumerate() {
+            let tag = (cell >> 120) as u8;
+            let ok = tag & VALID != 0 && matched.is_none_or(|m| m.is_valid(first + k));
+            // SAFETY: the reservation above leaves room for 16 bytes per cell past the
+            // values already written, and `at` grows by at most 15 per cell. The bytes
+            // past the value's length (the rest of the cell) are overwritten by the
+            // next value or lie past the final length.
+            unsafe { std::ptr::write_unaligned(dst.add(at) as *mut [u8; 16], cell.to_le_bytes()) };
+            at += if ok { (tag & 0x0f) as usize } else { 0 };
+            self.offsets.push(O::usize_as(at));
+            self.valid.push(ok);
+        }
+        O::from_usize(at).ok_or(ArrowError::OffsetOverflowError(O::MAX_OFFSET))?;
+        // SAFETY: every byte of the new values was written above.
+        unsafe { self.values.set_len(at) };
+        Ok(())
+    }
+
+    /// The column, of byte-array type `dt` (whose offsets are `O`, and which the
+    /// cells were made from).
+    pub fn finish(self, dt: &DataType) -> ArrayRef {
+        let n = self.valid.len();
         let nulls = Some(NullBuffer::new(BooleanBuffer::collect_bool(n, |i| {
-            valid[i]
+            self.valid[i]
         })))
         .filter(|v| v.null_count() > 0);
+        let data = arrow_data::ArrayDataBuilder::new(dt.clone())
+            .len(n)
+            .buffers(vec![
+                Buffer::from_vec(self.offsets),
+                Buffer::from_vec(self.values),
+            ])
+            .nulls(nulls);
         // SAFETY: the offsets start at 0 and never decrease, and the last is
         // `values.len()`; each value is a copy of one value of a valid array of type
-        // `T` (UTF-8 for strings), or empty; `nulls` has one bit per row.
-        let array = unsafe {
-            let offsets = OffsetBuffer::new_unchecked(offsets.into());
-            GenericByteArray::<T>::new_unchecked(offsets, values.into(), nulls)
-        };
-        Ok(Arc::new(array))
+        // `dt` (UTF-8 for strings), or empty; `nulls` has one bit per row.
+        arrow_array::make_array(unsafe { data.build_unchecked() })
     }
 }
 
@@ -176,6 +263,7 @@ impl Cells {
 mod tests {
     use super::*;
     use arrow_array::{BinaryArray, LargeBinaryArray, LargeStringArray, StringArray, UInt32Array};
+    use std::sync::Arc;
 
     fn values(n: usize) -> Vec<Option<String>> {
         let pool = [

@@ -1,6 +1,10 @@
 //! Assembling the output: the spine's batches, each widened with the feature columns
 //! gathered for its rows.
 //!
+//! A large table's fixed-width and short byte-array columns are gathered together, a
+//! record per feature row ([`super::rows`], one random read per spine row for all of
+//! them). The rest, column by column, as follows.
+//!
 //! Each feature value column is gathered with Arrow's `take` on null-free indices,
 //! then masked where nothing matched. A feature table that arrived in several batches
 //! has each value column concatenated first (`take` on one array is several times
@@ -26,6 +30,7 @@ use rayon::prelude::*;
 
 use super::cells::{self, Cells};
 use super::kernel::NO_ROW;
+use super::rows;
 use super::take;
 use super::{FeatureSpec, JoinSpec};
 use crate::error::{Error, Result};
@@ -88,10 +93,11 @@ pub fn spine_bounds(spec: &JoinSpec) -> Vec<(usize, usize)> {
 /// Feature table `j`'s value columns for every spine batch (`[column][batch]`), given
 /// its row for each spine row (`rows`, `NO_ROW` where nothing matched).
 ///
-/// Parallel over the table's columns; each task makes its column one array (a copy
-/// only when the table came in several batches, or short strings rewritten as cells),
-/// gathers it for every spine batch, and drops the copy, so at most one copied column
-/// per thread is alive at a time.
+/// Parallel over the table's groups of columns ([`rows::layout`]) and its other
+/// columns; each task makes its columns one store (the group's records, or the column
+/// as one array: a copy only when the table came in several batches, or short strings
+/// rewritten as cells), gathers it for every spine batch, and drops the copy, so at
+/// most one copied store per thread is alive at a time.
 pub fn gather_table(
     spec: &JoinSpec,
     j: usize,
@@ -104,21 +110,62 @@ pub fn gather_table(
         .par_iter()
         .map(|&(start, n)| take_indices(&rows[start..start + n]))
         .collect();
-    value_columns(f)
-        .par_iter()
-        .map(|&c| {
-            let dt = f.table.schema.field(c).data_type();
-            if picks.iter().all(Option::is_none) {
-                // Nothing matched: all null, and no copy of the column is needed.
-                return Ok(bounds.iter().map(|&(_, n)| new_null_array(dt, n)).collect());
-            }
-            if let Some(cells) = column_cells(f, c) {
-                return per_batch(bounds, &picks, dt, |idx, m| cells.take(idx.values(), m));
-            }
-            let source = whole_column(f, c)?;
-            per_batch(bounds, &picks, dt, |idx, m| take_masked(&source, idx, m))
+    let cols = value_columns(f);
+    let dt = |c: usize| f.table.schema.field(c).data_type();
+    if picks.iter().all(Option::is_none) {
+        // Nothing matched: all null, and no copy of any column is needed.
+        return Ok(cols
+            .iter()
+            .map(|&c| {
+                bounds
+                    .iter()
+                    .map(|&(_, n)| new_null_array(dt(c), n))
+                    .collect()
+            })
+            .collect());
+    }
+    let layout = rows::layout(&f.table.batches, &cols, rows.len(), rows::MIN_ROWS);
+    let group_picks: Vec<_> = picks
+        .iter()
+        .map(|p| {
+            p.as_ref()
+                .map(|(idx, m)| (idx.values().as_ref(), m.as_ref()))
         })
-        .collect()
+        .collect();
+    let lens: Vec<usize> = bounds.iter().map(|&(_, n)| n).collect();
+    // The groups and the other columns, in parallel (groups first: the larger tasks).
+    let units: Vec<Unit> = layout
+        .groups
+        .iter()
+        .map(Unit::Group)
+        .chain(layout.rest.iter().map(|&pos| Unit::Column(pos)))
+        .collect();
+    let done: Vec<Vec<(usize, Vec<ArrayRef>)>> = units
+        .par_iter()
+        .map(|unit| match *unit {
+            Unit::Group(group) => group.gather(&f.table.batches, &group_picks, &lens),
+            Unit::Column(pos) => {
+                let c = cols[pos];
+                let taken = if let Some(cells) = column_cells(f, c) {
+                    per_batch(bounds, &picks, dt(c), |idx, m| cells.take(idx.values(), m))?
+                } else {
+                    let source = whole_column(f, c)?;
+                    per_batch(bounds, &picks, dt(c), |idx, m| take_masked(&source, idx, m))?
+                };
+                Ok(vec![(pos, taken)])
+            }
+        })
+        .collect::<Result<_>>()?;
+    let mut out: Vec<(usize, Vec<ArrayRef>)> = done.into_iter().flatten().collect();
+    out.sort_by_key(|&(pos, _)| pos);
+    Ok(out.into_iter().map(|(_, arrays)| arrays).collect())
+}
+
+/// What one task of [`gather_table`] gathers: a group of columns, or one column (by
+/// position among the value columns).
+enum Unit<'a> {
+    Group(&'a rows::Group),
+    Column(usize),
 }
 
 /// One array per spine batch: `take(indices, matched)` where the batch has picks, all
@@ -207,20 +254,26 @@ fn concat_fixed(chunks: &[&dyn Array]) -> Option<ArrayRef> {
     }
     let datas: Vec<_> = chunks.iter().map(|c| c.to_data()).collect();
     let total: usize = datas.iter().map(|d| d.len()).sum();
-    let mut bytes: Vec<u8> = Vec::with_capacity(total * width);
-    crate::huge::advise(&mut bytes);
+    let mut parts = Vec::with_capacity(datas.len());
     for d in &datas {
         let buf = d.buffers().first()?;
-        let from = buf
-            .as_slice()
-            .get(d.offset() * width..(d.offset() + d.len()) * width)?;
-        bytes.extend_from_slice(from);
+        parts.push(
+            buf.as_slice()
+                .get(d.offset() * width..(d.offset() + d.len()) * width)?,
+        );
     }
+    let bytes = crate::huge::buffer(total * width, |out| {
+        let mut at = 0;
+        for p in &parts {
+            out[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+    });
     let data = arrow_data::ArrayDataBuilder::new(dt.clone())
         .len(total)
-        .buffers(vec![arrow_buffer::Buffer::from_vec(bytes)]);
-    // Validated (a `Vec<u8>` is only promised byte alignment; malloc gives 16): a
-    // buffer Arrow would refuse falls back to `concat`.
+        .buffers(vec![bytes]);
+    // Validated (cheap: a null-free fixed-width array): a buffer Arrow would refuse
+    // falls back to `concat`.
     let data = data.build().ok()?;
     Some(arrow_array::make_array(data))
 }

@@ -17,9 +17,10 @@
 //!    table's keys up in that dictionary ([`keys`]);
 //! 4. per feature table, sort by (key, e, c, row) and binary-search each spine row
 //!    ([`kernel`]), giving one row index (or null) per spine row;
-//! 5. gather the feature columns with Arrow's `take` for each spine batch, in
-//!    parallel over columns ([`gather`]; byte arrays with [`cells`] or [`take`]), each table as
-//!    soon as it is matched, so one table's gather overlaps the others' matching.
+//! 5. gather the feature columns for each spine batch, in parallel over columns
+//!    ([`gather`]: several columns of a large table at once as records with [`rows`],
+//!    others with Arrow's `take`, byte arrays with [`cells`] or [`take`]), each table
+//!    as soon as it is matched, so one table's gather overlaps the others' matching.
 //!
 //! Memory is linear in the inputs (about 24 bytes per feature row and 16 per spine row
 //! beyond the output itself), never a product; all phases but the spine
@@ -31,6 +32,7 @@ mod gather;
 pub mod kernel;
 pub mod keys;
 pub(crate) mod plan;
+mod rows;
 mod take;
 pub mod time;
 
