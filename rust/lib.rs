@@ -11,6 +11,7 @@ pub mod error;
 pub mod huge;
 pub mod join;
 pub mod online;
+pub mod prefetch;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod stats;

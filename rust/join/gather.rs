@@ -239,9 +239,9 @@ fn whole_column(f: &FeatureSpec, c: usize) -> Result<ArrayRef> {
 }
 
 /// Arrow's `concat` for null-free fixed-width chunks, into one buffer on huge pages
-/// ([`crate::huge::advise`]; 32 MiB or more): the gathers that follow read it at
-/// random, and on 4 KiB pages nearly every such read of a large column also misses
-/// the TLB, and writing the copy faults once per 4 KiB instead of once per 2 MiB.
+/// ([`crate::huge::buffer`]: a mapping of its own from 4 MiB): the gathers that follow
+/// read it at random, and on 4 KiB pages nearly every such read of a large column also
+/// misses the TLB, and writing the copy faults once per 4 KiB instead of once per 2 MiB.
 /// None (use `concat`) for other types, chunks with nulls or an odd buffer layout.
 fn concat_fixed(chunks: &[&dyn Array]) -> Option<ArrayRef> {
     let dt = chunks.first()?.data_type();
