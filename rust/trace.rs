@@ -11,18 +11,23 @@ fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var_os("PITSTOP_TRACE").is_some_and(|v| v != "0"))
 }
 
-/// Runs `f`, printing `pitstop: <name> <ms>` when tracing is on.
+/// Runs `f`, printing `pitstop: <name> <ms>` when tracing is on, then when the phase
+/// started (ms since the process's first traced phase: phases on other threads that
+/// overlap it show as overlapping spans).
 pub fn phase<T>(name: &str, f: impl FnOnce() -> T) -> T {
     if !enabled() {
         return f();
     }
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
     let start = Instant::now();
     let cpu = cpu_ms();
     let out = f();
     eprintln!(
-        "pitstop: {name:<24} {:>9.2} ms  cpu {:>8.1} ms{}",
+        "pitstop: {name:<24} {:>9.2} ms  cpu {:>8.1} ms  at {:>9.1} ms{}",
         start.elapsed().as_secs_f64() * 1e3,
         cpu_ms() - cpu,
+        (start - epoch).as_secs_f64() * 1e3,
         memory()
     );
     out
