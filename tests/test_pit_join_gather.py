@@ -155,8 +155,9 @@ def test_short_values_of_large_columns_gather_as_cells(seed, chunk, null_every, 
 def test_row_groups_gather_each_rows_own_values(seed, chunk, null_every, m):
     """A table of 65,536 rows or more whose spine has at least a quarter as many rows
     (or that comes in several batches) has its fixed-width and short byte-array
-    columns gathered together as records (rust/join/rows.rs). Each gathered value must
-    be its feature row's own: checked against a row-id column joined alone (which the
+    columns gathered together as records (rust/join/rows.rs; one batch and a spine of
+    5,000 is the case that keeps the columns one by one). Each gathered value must be
+    its feature row's own: checked against a row-id column joined alone (which the
     column-at-a-time gather takes, checked against the reference above)."""
     import numpy as np
 
@@ -176,21 +177,27 @@ def test_row_groups_gather_each_rows_own_values(seed, chunk, null_every, m):
         "f32": pa.array(rng.standard_normal(n).astype(np.float32)),
         "f64": nulls(rng.standard_normal(n), null_every),
         "i64": pa.array(rng.integers(-2**63, 2**63 - 1, n)),
-        "dec": pa.array([decimal.Decimal(int(v)) / 100 for v in rng.integers(-10**9, 10**9, n)],
-                        pa.decimal128(12, 2)),
+        "dec": nulls([decimal.Decimal(int(v)) / 100 for v in rng.integers(-10**9, 10**9, n)],
+                     null_every and null_every + 1, pa.decimal128(12, 2)),
+        "f16": pa.array(rng.standard_normal(n).astype(np.float16)),
+        "mdn": pa.array([pa.MonthDayNano([int(v) % 12, int(v) % 28, int(v)]) for v in rng.integers(0, 10**12, n)],
+                        pa.month_day_nano_interval()),
         "when": pa.array(rng.integers(-10**12, 10**12, n), pa.timestamp("ms", tz="Europe/Paris")),
         "day": pa.array(rng.integers(0, 30_000, n).astype(np.int32), pa.int32()).cast(pa.date32()),
         "dur": pa.array(rng.integers(-10**15, 10**15, n), pa.duration("ns")),
         "s": nulls(pool[rng.integers(0, 5, n)], null_every, pa.string()),
         "ls": pa.array(pool[rng.integers(0, 5, n)], pa.large_string()),
         "b": pa.array([v.encode() for v in pool[rng.integers(0, 5, n)]], pa.binary()),
+        "lb": nulls([v.encode() for v in pool[rng.integers(0, 5, n)]], null_every, pa.large_binary()),
         "flag": pa.array(rng.integers(0, 2, n).astype(bool)),
         "long": pa.array(["x" * int(i) for i in rng.integers(0, 40, n)]),
         "rid": pa.array(np.arange(n), pa.int64()),
     }
     feats = pa.table(cols)
-    if chunk:
-        feats = pa.Table.from_batches(feats.to_batches(max_chunksize=chunk))
+    if chunk:  # several batches, an empty one among them
+        batches = feats.to_batches(max_chunksize=chunk)
+        empty = pa.RecordBatch.from_arrays([pa.array([], f.type) for f in feats.schema], schema=feats.schema)
+        feats = pa.Table.from_batches([batches[0], empty, *batches[1:]])
     spine = pa.table({"k": rng.integers(0, 5_500, m), "t": pa.array(rng.integers(0, 10**6, m), pa.timestamp("s"))})
     got = ps.pit_join(spine, feats, on="k", spine_time="t", feature_time="ts")
     alone = ps.pit_join(spine, feats.select(["k", "ts", "rid"]), on="k", spine_time="t", feature_time="ts")
@@ -203,3 +210,30 @@ def test_row_groups_gather_each_rows_own_values(seed, chunk, null_every, m):
         want = feats.column(name).take(rid)
         assert got.column(name).type == feats.schema.field(name).type, name
         assert got.column(name).to_pylist() == want.to_pylist(), name
+
+
+def test_row_groups_are_used_where_they_should_be():
+    """The trace (PITSTOP_TRACE=1, in a child process: it is read once) shows the
+    row-group store for a 70,000-row table and a spine of 20,000 rows, and not for a
+    spine of 5,000 (under a quarter of the table, which comes in one batch)."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+import numpy as np, pyarrow as pa, pitstop as ps
+rng = np.random.default_rng(1)
+n = 70_000
+feats = pa.table({"k": rng.integers(0, 5_000, n), "ts": pa.array(rng.integers(0, 10**6, n), pa.timestamp("s")),
+                  "x": rng.standard_normal(n), "y": rng.integers(0, 9, n)})
+for m in (20_000, 5_000):
+    spine = pa.table({"k": rng.integers(0, 5_000, m), "t": pa.array(rng.integers(0, 10**6, m), pa.timestamp("s"))})
+    print("spine", m, file=sys.stderr, flush=True)
+    ps.pit_join(spine, feats, on="k", spine_time="t", feature_time="ts")
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                       env={**__import__("os").environ, "PITSTOP_TRACE": "1"})
+    assert r.returncode == 0, r.stderr
+    big, small = r.stderr.split("spine 5000")
+    assert "row store" in big and "row gather" in big
+    assert "row store" not in small

@@ -124,7 +124,7 @@ pub fn gather_table(
             })
             .collect());
     }
-    let layout = rows::layout(&f.table.batches, &cols, rows.len(), rows::MIN_ROWS);
+    let layout = rows::layout(&f.table.batches, &cols, rows.len(), rows::LIMITS);
     let group_picks: Vec<_> = picks
         .iter()
         .map(|p| {

@@ -17,13 +17,16 @@
 //! a read per column costs little), a spine of at least a quarter as many rows (or a
 //! table in several batches, which had to be copied anyway), and at least two columns
 //! that fit one record. Records are as wide as fits in [`MAX_STORE`] bytes (64 bytes
-//! up to 2M rows, narrower above; none under 16 bytes, so at 10M rows the columns go
-//! one by one as before and the peak memory stays what it was). Other columns
-//! (booleans, nested types, long strings) keep the column-at-a-time gather.
+//! up to 2M rows, narrower above; none under 16 bytes, so from 8.4M rows the columns
+//! go one by one as before). Other columns (booleans, nested types, long strings)
+//! keep the column-at-a-time gather.
 //!
-//! Cost: `rows x width` bytes while the table is gathered (one store per group, on
-//! huge pages), one sequential pass to build it, one random read per output row per
-//! group. Measured on the S join (AMD EPYC VM, 2026-12-01): see BENCHMARKS.md.
+//! Cost: `rows x width` bytes while the group is gathered (on huge pages: its reads
+//! are random), up to [`MAX_STORE`], and a store per thread at a time: more than the
+//! column-at-a-time gather holds (one copied column per thread, none for a table in
+//! one batch), so a join's peak memory grows by up to twice [`MAX_STORE`]. One
+//! sequential pass builds a store, then one random read per output row per group.
+//! Measured on the S join (AMD EPYC VM, 2026-12-01): see BENCHMARKS.md.
 
 use arrow_array::{new_null_array, Array, ArrayRef, RecordBatch};
 use arrow_buffer::{BooleanBuffer, Buffer, MutableBuffer, NullBuffer};
@@ -35,7 +38,7 @@ use crate::error::Result;
 use crate::prefetch::prefetch;
 
 /// Smaller tables keep the column-at-a-time gather.
-pub const MIN_ROWS: usize = 1 << 16;
+const MIN_ROWS: usize = 1 << 16;
 
 /// The largest store a group may have: caps the record width for large tables.
 const MAX_STORE: usize = 128 << 20;
@@ -93,13 +96,26 @@ pub struct Layout {
     pub rest: Vec<usize>,
 }
 
+/// When [`layout`] groups columns: tables of at least `min_rows` rows, records of at
+/// most `max_width` bytes. [`LIMITS`] but for tests.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub min_rows: usize,
+    pub max_width: usize,
+}
+
+pub const LIMITS: Limits = Limits {
+    min_rows: MIN_ROWS,
+    max_width: MAX_WIDTH,
+};
+
 /// The layout of the value columns `cols` of a table of `batches`, for a spine of
-/// `spine_rows` rows; `min_rows` is [`MIN_ROWS`] but for tests.
+/// `spine_rows` rows.
 pub fn layout(
     batches: &[RecordBatch],
     cols: &[usize],
     spine_rows: usize,
-    min_rows: usize,
+    limits: Limits,
 ) -> Layout {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let one_by_one = Layout {
@@ -107,10 +123,13 @@ pub fn layout(
         rest: (0..cols.len()).collect(),
     };
     let copied_anyway = batches.len() > 1;
-    if rows == 0 || rows < min_rows || (spine_rows.saturating_mul(4) < rows && !copied_anyway) {
+    if rows == 0
+        || rows < limits.min_rows
+        || (spine_rows.saturating_mul(4) < rows && !copied_anyway)
+    {
         return one_by_one;
     }
-    let Some(width) = record_width(rows) else {
+    let Some(width) = record_width(rows, limits.max_width) else {
         return one_by_one;
     };
     // (position, column, kind, has nulls), widest first (a stable sort: ties keep the
@@ -121,9 +140,12 @@ pub fn layout(
         .filter_map(|(pos, &c)| {
             let chunks: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
             let dt = chunks[0].data_type();
+            // Every chunk of the type the schema gives (a caller's table in Rust could
+            // be built otherwise; Arrow's concat then reports it).
+            let same = chunks.iter().all(|a| a.data_type() == dt);
             let fixed = dt
                 .primitive_width()
-                .filter(|w| dt.is_primitive() && w.is_power_of_two() && *w <= 16);
+                .filter(|w| same && dt.is_primitive() && w.is_power_of_two() && *w <= 16);
             match fixed {
                 Some(w) => Some((
                     pos,
@@ -186,10 +208,10 @@ pub fn layout(
     out
 }
 
-/// The widest record (a power of two, at most [`MAX_WIDTH`]) of which `rows` fit in
+/// The widest record (a power of two, at most `max_width`) of which `rows` fit in
 /// [`MAX_STORE`]; None under [`MIN_WIDTH`].
-fn record_width(rows: usize) -> Option<usize> {
-    let fit = (MAX_STORE / rows.max(1)).min(MAX_WIDTH);
+fn record_width(rows: usize, max_width: usize) -> Option<usize> {
+    let fit = (MAX_STORE / rows.max(1)).min(max_width);
     (fit >= MIN_WIDTH).then(|| 1 << fit.ilog2())
 }
 
