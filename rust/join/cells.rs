@@ -259,6 +259,17 @@ impl<O: OffsetSizeTrait> Sink<O> {
     }
 }
 
+/// Short values for tests: empty, one byte, multi-byte UTF-8, exactly [`MAX_LEN`]
+/// bytes, a typical category.
+#[cfg(test)]
+pub(super) const SHORT: [&str; 5] = [
+    "",
+    "a",
+    "h\u{e9}llo \u{4e2d}",
+    "exactly fifteen",
+    "category_07",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,15 +277,8 @@ mod tests {
     use std::sync::Arc;
 
     fn values(n: usize) -> Vec<Option<String>> {
-        let pool = [
-            "",
-            "a",
-            "h\u{e9}llo \u{4e2d}",
-            "exactly fifteen",
-            "category_07",
-        ];
         (0..n)
-            .map(|i| (i % 11 != 3).then(|| pool[(i * 7) % pool.len()].to_string()))
+            .map(|i| (i % 11 != 3).then(|| SHORT[(i * 7) % SHORT.len()].to_string()))
             .collect()
     }
 

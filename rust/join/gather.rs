@@ -132,7 +132,6 @@ pub fn gather_table(
                 .map(|(idx, m)| (idx.values().as_ref(), m.as_ref()))
         })
         .collect();
-    let lens: Vec<usize> = bounds.iter().map(|&(_, n)| n).collect();
     // The groups and the other columns, in parallel (groups first: the larger tasks).
     let units: Vec<Unit> = layout
         .groups
@@ -143,7 +142,7 @@ pub fn gather_table(
     let done: Vec<Vec<(usize, Vec<ArrayRef>)>> = units
         .par_iter()
         .map(|unit| match *unit {
-            Unit::Group(group) => group.gather(&f.table.batches, &group_picks, &lens),
+            Unit::Group(group) => group.gather(&f.table.batches, &group_picks, bounds),
             Unit::Column(pos) => {
                 let c = cols[pos];
                 let taken = if let Some(cells) = column_cells(f, c) {

@@ -225,12 +225,12 @@ fn size(kind: Kind) -> usize {
 impl Group {
     /// The group's columns for every spine batch, as `(position, arrays per batch)`:
     /// `picks[b]` holds spine batch `b`'s take indices and matched mask (None: nothing
-    /// matched), `lens[b]` its length.
+    /// matched), `bounds[b]` its `(start, length)`.
     pub fn gather(
         &self,
         batches: &[RecordBatch],
         picks: &[Option<(&[u32], Option<&NullBuffer>)>],
-        lens: &[usize],
+        bounds: &[(usize, usize)],
     ) -> Result<Vec<(usize, Vec<ArrayRef>)>> {
         let dts: Vec<DataType> = self
             .fields
@@ -242,8 +242,8 @@ impl Group {
         let per_batch: Vec<Vec<ArrayRef>> = crate::trace::phase("row gather", || {
             picks
                 .par_iter()
-                .zip(lens)
-                .map(|(pick, &n)| match pick {
+                .zip(bounds)
+                .map(|(pick, &(_, n))| match pick {
                     None => Ok(dts.iter().map(|dt| new_null_array(dt, n)).collect()),
                     Some((idx, matched)) => match self.width {
                         16 => self.take::<16>(&store, idx, *matched, &dts),

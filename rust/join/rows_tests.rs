@@ -1,5 +1,6 @@
 //! Tests of the row groups ([`super`]): gathered like Arrow's `take`, and when they are used.
 
+use super::cells::SHORT;
 use super::*;
 use std::sync::Arc;
 
@@ -10,13 +11,6 @@ use arrow_schema::{Field as ArrowField, Schema};
 /// A table of every kind of column, `n` rows in batches of `chunk`, each a slice
 /// of a larger array (non-zero offsets); nulls in some columns.
 fn table(n: usize, chunk: usize) -> (Vec<RecordBatch>, Vec<ArrayRef>) {
-    let pool = [
-        "",
-        "a",
-        "h\u{e9}llo \u{4e2d}",
-        "exactly fifteen",
-        "category_07",
-    ];
     let m = n + 3;
     let cols: Vec<ArrayRef> = vec![
         Arc::new(Int8Array::from_iter(
@@ -50,10 +44,10 @@ fn table(n: usize, chunk: usize) -> (Vec<RecordBatch>, Vec<ArrayRef>) {
             (0..m).map(|i| (i % 11 != 4).then_some(i as i32)),
         )),
         Arc::new(StringArray::from_iter(
-            (0..m).map(|i| (i % 4 != 3).then(|| pool[i % 5])),
+            (0..m).map(|i| (i % 4 != 3).then(|| SHORT[i % 5])),
         )),
         Arc::new(LargeBinaryArray::from_iter_values(
-            (0..m).map(|i| pool[(i * 3) % 5].as_bytes()),
+            (0..m).map(|i| SHORT[(i * 3) % 5].as_bytes()),
         )),
         Arc::new(BooleanArray::from_iter((0..m).map(|i| Some(i % 2 == 0)))),
         Arc::new(StringArray::from_iter_values(
@@ -111,10 +105,10 @@ fn groups_gather_like_arrow_take_across_batches_types_nulls_and_masks() {
             .collect();
         let mut picks = picks;
         picks.push(None);
-        let lens = [700, 700, 700, 5];
+        let bounds = [(0, 700), (700, 700), (1_400, 700), (2_100, 5)];
         let mut seen = 0;
         for g in &layout.groups {
-            for (pos, arrays) in g.gather(&batches, &picks, &lens).unwrap() {
+            for (pos, arrays) in g.gather(&batches, &picks, &bounds).unwrap() {
                 seen += 1;
                 assert_eq!(arrays.len(), 4);
                 assert_eq!((arrays[3].len(), arrays[3].null_count()), (5, 5));
@@ -182,14 +176,6 @@ fn any(max_width: usize) -> Limits {
 // From a review (2026-12-01): every record width, more types, empty batches, chunks
 // sliced so that their data buffers end at their last (15-byte) value.
 
-const POOL: [&str; 5] = [
-    "",
-    "a",
-    "h\u{e9}llo \u{4e2d}",
-    "exactly fifteen",
-    "category_07",
-];
-
 /// Column `k` of [`odd_table`], rows `r` (absolute), as one array: every fixed-width
 /// type a record holds, nulls in some chunks only, and short byte arrays of each kind.
 fn col(k: usize, r: std::ops::Range<usize>) -> ArrayRef {
@@ -237,13 +223,13 @@ fn col(k: usize, r: std::ops::Range<usize>) -> ArrayRef {
             r.map(|i| u64::MAX - i as u64),
         )),
         11 => Arc::new(LargeStringArray::from_iter(
-            r.map(|i| some(i).then(|| POOL[i % 5])),
+            r.map(|i| some(i).then(|| SHORT[i % 5])),
         )),
         12 => Arc::new(BinaryArray::from_iter_values(
-            r.map(|i| POOL[(i * 3) % 5].as_bytes()),
+            r.map(|i| SHORT[(i * 3) % 5].as_bytes()),
         )),
         13 => Arc::new(StringArray::from_iter(
-            r.map(|i| mixed(i).then(|| POOL[i % 5])),
+            r.map(|i| mixed(i).then(|| SHORT[i % 5])),
         )),
         14 => Arc::new(Int8Array::from_iter_values(r.map(|i| i as i8))),
         15 => Arc::new(
@@ -252,7 +238,7 @@ fn col(k: usize, r: std::ops::Range<usize>) -> ArrayRef {
                 .unwrap(),
         ),
         16 => Arc::new(LargeBinaryArray::from_iter(
-            r.map(|i| mixed(i).then(|| POOL[(i * 7) % 5].as_bytes())),
+            r.map(|i| mixed(i).then(|| SHORT[(i * 7) % 5].as_bytes())),
         )),
         _ => unreachable!(),
     }
@@ -354,9 +340,10 @@ fn every_width_matches_take_on_odd_types_empty_batches_and_buffer_ends() {
             .map(|(i, m)| Some((i.as_slice(), m.as_ref())))
             .collect();
         picks.insert(1, None);
-        let lens = [idx[0].len(), 9, 600, 1];
+        let n0 = idx[0].len();
+        let bounds = [(0, n0), (n0, 9), (n0 + 9, 600), (n0 + 609, 1)];
         for g in &l.groups {
-            for (pos, arrays) in g.gather(&batches, &picks, &lens).unwrap() {
+            for (pos, arrays) in g.gather(&batches, &picks, &bounds).unwrap() {
                 assert_eq!(arrays.len(), 4);
                 assert_eq!(arrays[1].null_count(), 9);
                 assert_eq!(arrays[1].data_type(), whole[pos].data_type());
@@ -409,7 +396,7 @@ fn layouts_never_overlap_and_many_nullable_columns_gather_right() {
             let idx: Vec<u32> = (0..n as u32).rev().collect();
             for g in &l.groups {
                 for (pos, arrays) in g
-                    .gather(std::slice::from_ref(&b), &[Some((&idx, None))], &[n])
+                    .gather(std::slice::from_ref(&b), &[Some((&idx, None))], &[(0, n)])
                     .unwrap()
                 {
                     let want =

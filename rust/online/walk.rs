@@ -75,7 +75,8 @@
 //! [`super::read::ReadPlan::set_walk`].
 //!
 //! This file holds the snapshot and the batch loop; reading one page, node, key or
-//! value with its checks, the key order and the prefetch are in `walk_page.rs`.
+//! value with its checks, and the key order, are in `walk_page.rs`; the prefetch is
+//! [`crate::prefetch`].
 
 use std::cmp::Ordering;
 use std::marker::PhantomData;
@@ -88,11 +89,12 @@ use super::verify::walk::{
     PAGE_HEADER, P_INVALID,
 };
 use crate::encode::columns::Encoded;
+use crate::prefetch::prefetch;
 
 // Reading one page, node, key or value of the snapshot; the key order; prefetching.
 #[path = "walk_page.rs"]
 mod page;
-use page::{compare, damaged, prefetch, Page};
+use page::{compare, damaged, Page};
 
 /// Keys descended together: enough to keep the memory system busy, few enough that
 /// the lines prefetched for a round are still cached when their key's turn comes.

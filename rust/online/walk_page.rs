@@ -57,8 +57,6 @@ pub(super) fn compare(a: &[u8], b: &[u8]) -> Ordering {
     a.len().cmp(&b.len())
 }
 
-pub(super) use crate::prefetch::prefetch;
-
 impl<'t> Snapshot<'t> {
     /// Page `pgno`, expected at `level` of the tree being read: a branch page above
     /// the tree's depth, a leaf at it.
