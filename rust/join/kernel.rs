@@ -209,43 +209,22 @@ fn sort_runs(piece: &mut [Entry], bounds: &[u32], c: Option<&[i64]>) {
     }
 }
 
-/// Runs up to this long are sorted by rank and probed by counting (see
-/// [`sort_by_time`] and [`winner`]); longer ones by the standard library's stable sort
-/// and a binary search.
-const SHORT_RUN: usize = 32;
-
-/// A stable sort by time. Runs are mostly a handful of rows: a run already in order
-/// (a table written in time order) is left alone after one pass; any other short one
-/// is sorted by rank, without a branch that depends on the data. Row `i` goes to
-/// position `#{j : e[j] < e[i]} + #{j < i : e[j] == e[i]}`, the number of rows that
-/// come before it in a stable order: `O(m^2)` compares for `m` rows, but no
-/// mispredicted branches, where an insertion sort on random times mispredicts about
-/// once per row (it was 12% of the S join's time on one thread, 2026-12-01). Long runs
-/// go to the standard library's stable sort.
+/// A stable sort by time: runs are mostly a handful of rows, which an insertion sort
+/// on the bare `e` handles in a few nanoseconds each; long ones go to the standard
+/// library's stable sort.
 fn sort_by_time(run: &mut [Entry]) {
-    if run.is_sorted_by_key(|x| x.e) {
-        return;
-    }
-    if run.len() > SHORT_RUN {
+    if run.len() > 32 {
         run.sort_by_key(|x| x.e);
         return;
     }
-    let mut copy = [Entry {
-        e: 0,
-        key: 0,
-        row: 0,
-    }; SHORT_RUN];
-    let mut es = [0i64; SHORT_RUN];
-    let m = run.len();
-    copy[..m].copy_from_slice(run);
-    for (e, x) in es.iter_mut().zip(run.iter()) {
-        *e = x.e;
-    }
-    let es = &es[..m];
-    for (i, x) in copy[..m].iter().enumerate() {
-        let before = es[..i].iter().filter(|&&e| e <= x.e).count()
-            + es[i..].iter().filter(|&&e| e < x.e).count();
-        run[before] = *x;
+    for i in 1..run.len() {
+        let x = run[i];
+        let mut j = i;
+        while j > 0 && run[j - 1].e > x.e {
+            run[j] = run[j - 1];
+            j -= 1;
+        }
+        run[j] = x;
     }
 }
 
@@ -294,14 +273,10 @@ pub fn probe(sorted: &SortedFeatures, spine: &SortedSpine, p: Params) -> Vec<u32
 
 fn winner(s: &SortedFeatures, k: usize, t: i64, p: Params) -> u32 {
     let run = &s.entries[s.offsets[k] as usize..s.offsets[k + 1] as usize];
-    // The end of the rows with `e <= t` (`e < t`): in a short run, the number of such
-    // rows (the run is sorted), counted without data-dependent branches, which a
-    // binary search over a handful of rows mispredicts about every other step.
-    let mut j = match (run.len() <= SHORT_RUN, p.allow_exact_matches) {
-        (true, true) => run.iter().filter(|x| x.e <= t).count(),
-        (true, false) => run.iter().filter(|x| x.e < t).count(),
-        (false, true) => run.partition_point(|x| x.e <= t),
-        (false, false) => run.partition_point(|x| x.e < t),
+    let mut j = if p.allow_exact_matches {
+        run.partition_point(|x| x.e <= t)
+    } else {
+        run.partition_point(|x| x.e < t)
     };
     let floor = p.ttl.map(|ttl| t.saturating_sub(ttl));
     while j > 0 {
@@ -455,33 +430,6 @@ mod tests {
             .map(|x| (x.key, x.e, c[x.row as usize], x.row))
             .collect();
         assert_eq!(got, want);
-    }
-
-    #[test]
-    fn short_and_long_runs_sort_stably_by_time() {
-        let mut seed = 11;
-        for round in 0..3_000 {
-            let m = round % 70;
-            let spread = 1 + lcg(&mut seed) % 20;
-            let mut run: Vec<Entry> = (0..m as u32)
-                .map(|row| Entry {
-                    e: (lcg(&mut seed) % spread) as i64 - 5,
-                    key: 0,
-                    row,
-                })
-                .collect();
-            if round % 7 == 0 {
-                run.sort_by_key(|x| x.e);
-                for (row, x) in run.iter_mut().enumerate() {
-                    x.row = row as u32;
-                }
-            }
-            let mut want: Vec<(i64, u32)> = run.iter().map(|x| (x.e, x.row)).collect();
-            want.sort();
-            sort_by_time(&mut run);
-            let got: Vec<(i64, u32)> = run.iter().map(|x| (x.e, x.row)).collect();
-            assert_eq!(got, want, "run of {m}");
-        }
     }
 
     #[test]
