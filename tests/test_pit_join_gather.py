@@ -216,6 +216,7 @@ def test_row_groups_are_used_where_they_should_be():
     """The trace (PITSTOP_TRACE=1, in a child process: it is read once) shows the
     row-group store for a 70,000-row table and a spine of 20,000 rows, and not for a
     spine of 5,000 (under a quarter of the table, which comes in one batch)."""
+    import os
     import subprocess
     import sys
 
@@ -232,7 +233,7 @@ for m in (20_000, 5_000):
     ps.pit_join(spine, feats, on="k", spine_time="t", feature_time="ts")
 """
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                       env={**__import__("os").environ, "PITSTOP_TRACE": "1"})
+                       env={**os.environ, "PITSTOP_TRACE": "1"})
     assert r.returncode == 0, r.stderr
     big, small = r.stderr.split("spine 5000")
     assert "row store" in big and "row gather" in big
